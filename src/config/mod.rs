@@ -1,0 +1,241 @@
+//! Loads `gateway.yaml` into a typed, validated [`Config`]. Loading reads the file and every file
+//! it names (certificates, CA bundles), so a config that loads is a config that can serve. It never
+//! binds a socket or starts a task, and its errors never contain a secret's value.
+
+mod raw;
+pub mod secrets;
+pub mod units;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Method;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+pub use validate::validate;
+
+/// Largest config file we will parse: a gateway.yaml is a few KiB; a 16 MiB one is a mistake
+/// or an attack, and the YAML parser's own budget guards against alias bombs inside that.
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// A config problem, located: `gateway.yaml:12:5: routes[2].upstream: no upstream named "ordrs"`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {field}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    /// Field path from the document root, e.g. `routes[2].upstream`.
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this config came from; relative paths inside it are resolved against its folder.
+    pub source: PathBuf,
+    pub listeners: Vec<ListenerConfig>,
+    pub admin: Option<SocketAddr>,
+    pub limits: Limits,
+    pub access_log: LogTarget,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub tls: Option<TlsMaterial>,
+}
+
+/// A certificate chain and its key, already read and parsed from the files the config names.
+#[derive(Debug)]
+pub struct TlsMaterial {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for TlsMaterial {
+    fn clone(&self) -> Self {
+        TlsMaterial {
+            cert_path: self.cert_path.clone(),
+            key_path: self.key_path.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+/// Connection and request limits. Every one has a safe default, so a config without `limits:`
+/// is still protected against slow or oversized clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_body: u64,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub keep_alive_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub max_connections: usize,
+    pub max_headers: usize,
+    pub max_header_size: usize,
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body: 1 << 20,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_headers: 100,
+            max_header_size: 64 << 10,
+            h2_max_concurrent_streams: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    File(PathBuf),
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub scheme: UpstreamScheme,
+    /// `host:port` as written (the port defaulted from the scheme when absent).
+    pub authority: http::uri::Authority,
+    /// Path prefix from the URL (`http://svc/base` -> `/base`), empty when none.
+    pub base_path: String,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_response: u64,
+    /// Extra trust roots for an `https://` upstream signed by a private CA.
+    pub ca: Vec<CertificateDer<'static>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamScheme {
+    Http,
+    Https,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub path: PathPattern,
+    pub methods: Vec<Method>,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    pub upstream_path: Option<String>,
+    pub max_body: u64,
+    pub body_timeout: Duration,
+}
+
+/// A route's path: exact (`/hooks/github`) or a prefix written with a trailing `/*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    Exact(String),
+    /// The part before `/*`: `/hooks/*` is `Prefix("/hooks")` and matches `/hooks` and
+    /// everything under `/hooks/`, but not `/hooksmith`.
+    Prefix(String),
+}
+
+impl PathPattern {
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPattern::Exact(exact) => path == exact,
+            PathPattern::Prefix(prefix) => match path.strip_prefix(prefix.as_str()) {
+                Some(rest) => rest.is_empty() || rest.starts_with('/'),
+                None => false,
+            },
+        }
+    }
+
+    /// True when every path `other` matches is also matched by `self`.
+    pub fn covers(&self, other: &PathPattern) -> bool {
+        match (self, other) {
+            (PathPattern::Exact(a), PathPattern::Exact(b)) => a == b,
+            (PathPattern::Prefix(_), PathPattern::Exact(b)) => self.matches(b),
+            (PathPattern::Prefix(_), PathPattern::Prefix(b)) => self.matches(b),
+            (PathPattern::Exact(_), PathPattern::Prefix(_)) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathPattern::Exact(p) => f.write_str(p),
+            PathPattern::Prefix(p) => write!(f, "{p}/*"),
+        }
+    }
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = read_config_text(path)?;
+    let env = std::env::vars().collect();
+    validate::parse_and_validate(&text, path, env)
+}
+
+fn read_config_text(path: &Path) -> Result<String, ConfigError> {
+    let whole_file = |message: String| ConfigError {
+        file: path.display().to_string(),
+        line: 0,
+        column: 0,
+        field: "(file)".into(),
+        message,
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|e| whole_file(format!("cannot read: {e}")))?
+        .len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(whole_file(format!(
+            "file is {size} bytes; the limit is {MAX_CONFIG_BYTES}"
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| whole_file(format!("cannot read: {e}")))?;
+    String::from_utf8(bytes).map_err(|_| whole_file("file is not UTF-8".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_matches_itself_and_below_but_not_lookalikes() {
+        let p = PathPattern::Prefix("/hooks".into());
+        assert!(p.matches("/hooks"));
+        assert!(p.matches("/hooks/"));
+        assert!(p.matches("/hooks/a/b"));
+        assert!(!p.matches("/hooksmith"));
+        assert!(!p.matches("/hook"));
+        let all = PathPattern::Prefix(String::new());
+        assert!(all.matches("/anything"));
+    }
+
+    #[test]
+    fn covers_knows_which_route_shadows_which() {
+        let prefix = PathPattern::Prefix("/hooks".into());
+        let exact = PathPattern::Exact("/hooks/github".into());
+        assert!(prefix.covers(&exact));
+        assert!(prefix.covers(&PathPattern::Prefix("/hooks/x".into())));
+        assert!(!exact.covers(&prefix));
+        assert!(!PathPattern::Prefix("/hooks/x".into()).covers(&prefix));
+        assert!(exact.covers(&exact.clone()));
+        assert!(!exact.covers(&PathPattern::Exact("/hooks/gitlab".into())));
+    }
+}

@@ -1,0 +1,89 @@
+//! The config file exactly as written: serde structs that mirror `gateway.yaml` key for key.
+//! Unknown keys are refused here, and every value that validation may complain about keeps its
+//! line and column (`Spanned`). Nothing here checks meaning; that is `validate.rs`'s job.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub type Text = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listeners: Spanned<Vec<RawListener>>,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    pub access_log: Option<Text>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    pub routes: Spanned<Vec<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Text,
+    pub bind: Text,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Text,
+    pub key: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: Text,
+}
+
+/// A size may be written as a number of bytes or as text with a unit.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_body: Option<Spanned<RawSize>>,
+    pub header_timeout: Option<Text>,
+    pub body_timeout: Option<Text>,
+    pub handshake_timeout: Option<Text>,
+    pub keep_alive_timeout: Option<Text>,
+    pub drain_timeout: Option<Text>,
+    pub max_connections: Option<Spanned<u64>>,
+    pub max_headers: Option<Spanned<u64>>,
+    pub max_header_size: Option<Spanned<RawSize>>,
+    pub h2_max_concurrent_streams: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: Text,
+    pub timeout: Option<Text>,
+    pub connect_timeout: Option<Text>,
+    pub ca: Option<Text>,
+    pub max_response: Option<Spanned<RawSize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Text,
+    pub path: Text,
+    pub methods: Option<Spanned<Vec<String>>>,
+    pub upstream: Text,
+    pub upstream_path: Option<Text>,
+    pub max_body: Option<Spanned<RawSize>>,
+    pub body_timeout: Option<Text>,
+}

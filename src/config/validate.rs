@@ -1,0 +1,604 @@
+//! Turns the raw, as-written config into the typed [`Config`]: units parsed, names resolved,
+//! files read, and every mistake reported with file, line, column and field path. It never
+//! prints a value that came from the environment, since those are where secrets live.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Method;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde_saphyr::{Location, Spanned};
+
+use super::raw::{RawConfig, RawLimits, RawRoute, RawSize, RawUpstream, Text};
+use super::secrets::expand_env;
+use super::units::{parse_duration, parse_size};
+use super::{
+    Config, ConfigError, Limits, ListenerConfig, LogTarget, PathPattern, RouteConfig, TlsMaterial,
+    UpstreamConfig, UpstreamScheme,
+};
+
+/// Parses YAML text and validates it. `env` supplies `${NAME}` values (tests pass their own).
+pub fn parse_and_validate(
+    text: &str,
+    source: &Path,
+    env: HashMap<String, String>,
+) -> Result<Config, ConfigError> {
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    let raw: RawConfig = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        ConfigError {
+            file: source.display().to_string(),
+            line,
+            column,
+            field: "(yaml)".into(),
+            message: first_line(&e.to_string()),
+        }
+    })?;
+    validate(raw, source, &env)
+}
+
+/// serde-saphyr's messages can repeat the location on further lines; we print our own.
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// Carries what every error needs: the file name and the environment.
+struct Ctx<'a> {
+    file: String,
+    dir: PathBuf,
+    env: &'a HashMap<String, String>,
+}
+
+impl Ctx<'_> {
+    fn err(
+        &self,
+        at: &Location,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: at.line(),
+            column: at.column(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The value of a text field with `${NAME}` expanded.
+    fn text(&self, value: &Text, field: &str) -> Result<String, ConfigError> {
+        expand_env(&value.value, self.env).map_err(|m| self.err(&value.referenced, field, m))
+    }
+
+    fn duration(
+        &self,
+        value: &Option<Text>,
+        field: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let text = self.text(value, field)?;
+        let duration = parse_duration(&text).map_err(|m| self.err(&value.referenced, field, m))?;
+        if duration.is_zero() {
+            return Err(self.err(&value.referenced, field, "must be greater than zero"));
+        }
+        Ok(duration)
+    }
+
+    fn size(
+        &self,
+        value: &Option<Spanned<RawSize>>,
+        field: &str,
+        default: u64,
+    ) -> Result<u64, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let size = match &value.value {
+            RawSize::Bytes(n) => *n,
+            RawSize::Text(text) => {
+                let text = expand_env(text, self.env)
+                    .map_err(|m| self.err(&value.referenced, field, m))?;
+                parse_size(&text).map_err(|m| self.err(&value.referenced, field, m))?
+            }
+        };
+        if size == 0 {
+            return Err(self.err(&value.referenced, field, "must be greater than zero"));
+        }
+        Ok(size)
+    }
+
+    fn count(
+        &self,
+        value: &Option<Spanned<u64>>,
+        field: &str,
+        default: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        if value.value == 0 || value.value > max {
+            return Err(self.err(
+                &value.referenced,
+                field,
+                format!("must be between 1 and {max}"),
+            ));
+        }
+        Ok(value.value)
+    }
+
+    /// A path from the config, resolved against the config file's folder.
+    fn path(&self, value: &Text, field: &str) -> Result<PathBuf, ConfigError> {
+        let text = self.text(value, field)?;
+        if text.is_empty() {
+            return Err(self.err(&value.referenced, field, "must not be empty"));
+        }
+        Ok(self.dir.join(text))
+    }
+}
+
+pub fn validate(
+    raw: RawConfig,
+    source: &Path,
+    env: &HashMap<String, String>,
+) -> Result<Config, ConfigError> {
+    let ctx = Ctx {
+        file: source.display().to_string(),
+        dir: source.parent().map(Path::to_path_buf).unwrap_or_default(),
+        env,
+    };
+
+    let limits = limits(&ctx, &raw.limits)?;
+
+    if raw.listeners.value.is_empty() {
+        return Err(ctx.err(
+            &raw.listeners.referenced,
+            "listeners",
+            "at least one listener is needed",
+        ));
+    }
+    let mut listeners = Vec::new();
+    let mut listener_names = HashSet::new();
+    for (i, l) in raw.listeners.value.iter().enumerate() {
+        let field = format!("listeners[{i}]");
+        let name = ctx.text(&l.name, &format!("{field}.name"))?;
+        if !is_name(&name) {
+            return Err(ctx.err(&l.name.referenced, format!("{field}.name"), NAME_RULE));
+        }
+        if !listener_names.insert(name.clone()) {
+            return Err(ctx.err(
+                &l.name.referenced,
+                format!("{field}.name"),
+                format!("duplicate listener name {name:?}"),
+            ));
+        }
+        let bind = socket_addr(&ctx, &l.bind, &format!("{field}.bind"))?;
+        let tls = match &l.tls {
+            None => None,
+            Some(tls) => Some(tls_material(
+                &ctx,
+                &tls.cert,
+                &tls.key,
+                &format!("{field}.tls"),
+            )?),
+        };
+        listeners.push(ListenerConfig { name, bind, tls });
+    }
+
+    let admin = match &raw.admin {
+        None => None,
+        Some(admin) => Some(socket_addr(&ctx, &admin.bind, "admin.bind")?),
+    };
+
+    let access_log = match &raw.access_log {
+        None => LogTarget::Stdout,
+        Some(value) => match ctx.text(value, "access_log")?.as_str() {
+            "stdout" | "-" => LogTarget::Stdout,
+            "off" => LogTarget::Off,
+            _ => LogTarget::File(ctx.path(value, "access_log")?),
+        },
+    };
+
+    let mut upstreams = Vec::new();
+    for (name, up) in &raw.upstreams {
+        upstreams.push(upstream(&ctx, name, up)?);
+    }
+
+    let mut routes: Vec<RouteConfig> = Vec::new();
+    for (i, r) in raw.routes.value.iter().enumerate() {
+        let route = route(&ctx, i, r, &upstreams, &limits)?;
+        if let Some(earlier) = routes.iter().find(|e| e.name == route.name) {
+            return Err(ctx.err(
+                &r.name.referenced,
+                format!("routes[{i}].name"),
+                format!("duplicate route name {:?}", earlier.name),
+            ));
+        }
+        if let Some(earlier) = routes.iter().find(|e| {
+            e.path.covers(&route.path) && route.methods.iter().all(|m| e.methods.contains(m))
+        }) {
+            return Err(ctx.err(
+                &r.path.referenced,
+                format!("routes[{i}].path"),
+                format!(
+                    "route {:?} can never match: the earlier route {:?} ({}) takes all of its requests",
+                    route.name, earlier.name, earlier.path
+                ),
+            ));
+        }
+        routes.push(route);
+    }
+    if routes.is_empty() {
+        return Err(ctx.err(
+            &raw.routes.referenced,
+            "routes",
+            "at least one route is needed",
+        ));
+    }
+
+    Ok(Config {
+        source: source.to_path_buf(),
+        listeners,
+        admin,
+        limits,
+        access_log,
+        upstreams,
+        routes,
+    })
+}
+
+const NAME_RULE: &str = "names are 1-64 characters of a-z, A-Z, 0-9, '_' and '-'";
+
+/// Names end up in metric labels and log fields, so they stay short and plain.
+fn is_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn limits(ctx: &Ctx, raw: &RawLimits) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    Ok(Limits {
+        max_body: ctx.size(&raw.max_body, "limits.max_body", d.max_body)?,
+        header_timeout: ctx.duration(
+            &raw.header_timeout,
+            "limits.header_timeout",
+            d.header_timeout,
+        )?,
+        body_timeout: ctx.duration(&raw.body_timeout, "limits.body_timeout", d.body_timeout)?,
+        handshake_timeout: ctx.duration(
+            &raw.handshake_timeout,
+            "limits.handshake_timeout",
+            d.handshake_timeout,
+        )?,
+        keep_alive_timeout: ctx.duration(
+            &raw.keep_alive_timeout,
+            "limits.keep_alive_timeout",
+            d.keep_alive_timeout,
+        )?,
+        drain_timeout: ctx.duration(&raw.drain_timeout, "limits.drain_timeout", d.drain_timeout)?,
+        max_connections: ctx.count(
+            &raw.max_connections,
+            "limits.max_connections",
+            d.max_connections as u64,
+            1_000_000,
+        )? as usize,
+        max_headers: ctx.count(
+            &raw.max_headers,
+            "limits.max_headers",
+            d.max_headers as u64,
+            1_000,
+        )? as usize,
+        max_header_size: {
+            let size = ctx.size(
+                &raw.max_header_size,
+                "limits.max_header_size",
+                d.max_header_size as u64,
+            )?;
+            // hyper's read buffer cannot be smaller than 8 KiB; 1 MiB of headers is abuse.
+            match &raw.max_header_size {
+                Some(value) if !(8192..=(1 << 20)).contains(&size) => {
+                    return Err(ctx.err(
+                        &value.referenced,
+                        "limits.max_header_size",
+                        "must be between 8KiB and 1MiB",
+                    ));
+                }
+                _ => size as usize,
+            }
+        },
+        h2_max_concurrent_streams: ctx.count(
+            &raw.h2_max_concurrent_streams,
+            "limits.h2_max_concurrent_streams",
+            d.h2_max_concurrent_streams as u64,
+            10_000,
+        )? as u32,
+    })
+}
+
+fn socket_addr(ctx: &Ctx, value: &Text, field: &str) -> Result<SocketAddr, ConfigError> {
+    let text = ctx.text(value, field)?;
+    text.parse().map_err(|_| {
+        ctx.err(
+            &value.referenced,
+            field,
+            format!("{text:?} is not an address:port such as 0.0.0.0:8443 or [::]:8443"),
+        )
+    })
+}
+
+fn tls_material(
+    ctx: &Ctx,
+    cert: &Text,
+    key: &Text,
+    field: &str,
+) -> Result<TlsMaterial, ConfigError> {
+    let cert_field = format!("{field}.cert");
+    let key_field = format!("{field}.key");
+    let cert_path = ctx.path(cert, &cert_field)?;
+    let key_path = ctx.path(key, &key_field)?;
+    let chain =
+        read_certificates(&cert_path).map_err(|m| ctx.err(&cert.referenced, &cert_field, m))?;
+    let key_der = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
+        ctx.err(
+            &key.referenced,
+            &key_field,
+            format!(
+                "{}: no usable private key ({})",
+                key_path.display(),
+                pem_error(&e)
+            ),
+        )
+    })?;
+    Ok(TlsMaterial {
+        cert_path,
+        key_path,
+        chain,
+        key: key_der,
+    })
+}
+
+/// Reads a PEM bundle; an empty one is an error, not a listener that fails every handshake.
+pub(crate) fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let chain = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {}", path.display(), pem_error(&e)))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "{}: no PEM certificate in the file",
+            path.display()
+        ));
+    }
+    Ok(chain)
+}
+
+fn pem_error(e: &rustls_pki_types::pem::Error) -> String {
+    match e {
+        rustls_pki_types::pem::Error::Io(io) => io.to_string(),
+        rustls_pki_types::pem::Error::NoItemsFound => "no PEM item found".into(),
+        other => format!("malformed PEM ({other:?})"),
+    }
+}
+
+fn upstream(ctx: &Ctx, name: &str, raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+    let field = format!("upstreams.{name}");
+    if !is_name(name) {
+        return Err(ctx.err(&raw.url.referenced, &field, NAME_RULE));
+    }
+    let url_field = format!("{field}.url");
+    let url_text = ctx.text(&raw.url, &url_field)?;
+    let bad_url = |why: &str| {
+        ctx.err(
+            &raw.url.referenced,
+            &url_field,
+            format!("{url_text:?}: {why}"),
+        )
+    };
+    let uri: http::Uri = url_text.parse().map_err(|_| bad_url("not a URL"))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => UpstreamScheme::Http,
+        Some("https") => UpstreamScheme::Https,
+        _ => return Err(bad_url("the scheme must be http:// or https://")),
+    };
+    let authority = uri.authority().cloned().ok_or_else(|| bad_url("no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad_url("credentials in the URL are not supported"));
+    }
+    if uri.query().is_some() {
+        return Err(bad_url("a query string is not allowed"));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_string();
+    let ca = match &raw.ca {
+        None => Vec::new(),
+        Some(ca) => {
+            let ca_field = format!("{field}.ca");
+            if scheme == UpstreamScheme::Http {
+                return Err(ctx.err(
+                    &ca.referenced,
+                    &ca_field,
+                    "a CA file only applies to an https:// upstream",
+                ));
+            }
+            let path = ctx.path(ca, &ca_field)?;
+            read_certificates(&path).map_err(|m| ctx.err(&ca.referenced, &ca_field, m))?
+        }
+    };
+    Ok(UpstreamConfig {
+        name: name.to_string(),
+        scheme,
+        authority,
+        base_path,
+        timeout: ctx.duration(
+            &raw.timeout,
+            &format!("{field}.timeout"),
+            Duration::from_secs(15),
+        )?,
+        connect_timeout: ctx.duration(
+            &raw.connect_timeout,
+            &format!("{field}.connect_timeout"),
+            Duration::from_secs(5),
+        )?,
+        max_response: ctx.size(&raw.max_response, &format!("{field}.max_response"), 1 << 20)?,
+        ca,
+    })
+}
+
+fn route(
+    ctx: &Ctx,
+    i: usize,
+    raw: &RawRoute,
+    upstreams: &[UpstreamConfig],
+    limits: &Limits,
+) -> Result<RouteConfig, ConfigError> {
+    let field = format!("routes[{i}]");
+    let name = ctx.text(&raw.name, &format!("{field}.name"))?;
+    if !is_name(&name) {
+        return Err(ctx.err(&raw.name.referenced, format!("{field}.name"), NAME_RULE));
+    }
+    let path_field = format!("{field}.path");
+    let path_text = ctx.text(&raw.path, &path_field)?;
+    let path =
+        path_pattern(&path_text).map_err(|m| ctx.err(&raw.path.referenced, &path_field, m))?;
+
+    let methods = match &raw.methods {
+        // Webhooks are POSTs; a route that takes GET (challenge handshakes) says so.
+        None => vec![Method::POST],
+        Some(list) => {
+            if list.value.is_empty() {
+                return Err(ctx.err(
+                    &list.referenced,
+                    format!("{field}.methods"),
+                    "must list at least one method",
+                ));
+            }
+            let mut methods = Vec::new();
+            for (j, m) in list.value.iter().enumerate() {
+                let upper = m.to_ascii_uppercase();
+                let method = Method::from_bytes(upper.as_bytes())
+                    .ok()
+                    .filter(|_| !upper.is_empty() && upper.chars().all(|c| c.is_ascii_uppercase()))
+                    .ok_or_else(|| {
+                        ctx.err(
+                            &list.referenced,
+                            format!("{field}.methods[{j}]"),
+                            format!("{m:?} is not an HTTP method"),
+                        )
+                    })?;
+                if !methods.contains(&method) {
+                    methods.push(method);
+                }
+            }
+            methods
+        }
+    };
+
+    let upstream_field = format!("{field}.upstream");
+    let upstream_name = ctx.text(&raw.upstream, &upstream_field)?;
+    let upstream = upstreams
+        .iter()
+        .position(|u| u.name == upstream_name)
+        .ok_or_else(|| {
+            ctx.err(
+                &raw.upstream.referenced,
+                &upstream_field,
+                format!("no upstream named {upstream_name:?}"),
+            )
+        })?;
+
+    let upstream_path = match &raw.upstream_path {
+        None => None,
+        Some(value) => {
+            let f = format!("{field}.upstream_path");
+            let text = ctx.text(value, &f)?;
+            match path_pattern(&text) {
+                Ok(PathPattern::Exact(p)) => Some(p),
+                Ok(PathPattern::Prefix(_)) => {
+                    return Err(ctx.err(&value.referenced, &f, "must be a plain path, without /*"))
+                }
+                Err(m) => return Err(ctx.err(&value.referenced, &f, m)),
+            }
+        }
+    };
+
+    Ok(RouteConfig {
+        name,
+        path,
+        methods,
+        upstream,
+        upstream_path,
+        max_body: ctx.size(&raw.max_body, &format!("{field}.max_body"), limits.max_body)?,
+        body_timeout: ctx.duration(
+            &raw.body_timeout,
+            &format!("{field}.body_timeout"),
+            limits.body_timeout,
+        )?,
+    })
+}
+
+/// A route path: starts with `/`, plain characters, no dot segments, `*` only as a final `/*`.
+fn path_pattern(text: &str) -> Result<PathPattern, String> {
+    if !text.starts_with('/') {
+        return Err(format!("{text:?} must start with '/'"));
+    }
+    let (base, prefix) = match text.strip_suffix("/*") {
+        Some(base) => (base, true),
+        None => (text, false),
+    };
+    if base.contains('*') {
+        return Err(format!("{text:?}: '*' is only allowed as a final \"/*\""));
+    }
+    if !base
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#' && b != b'%' && b != b'\\')
+    {
+        return Err(format!(
+            "{text:?} has characters a route path cannot have (space, ?, #, %, \\)"
+        ));
+    }
+    if base
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+        || base.contains("//")
+    {
+        return Err(format!("{text:?} has '.', '..' or empty segments"));
+    }
+    Ok(if prefix {
+        PathPattern::Prefix(base.to_string())
+    } else {
+        PathPattern::Exact(base.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_paths_are_exact_or_trailing_prefix() {
+        assert_eq!(
+            path_pattern("/hooks/github"),
+            Ok(PathPattern::Exact("/hooks/github".into()))
+        );
+        assert_eq!(
+            path_pattern("/hooks/*"),
+            Ok(PathPattern::Prefix("/hooks".into()))
+        );
+        assert_eq!(path_pattern("/*"), Ok(PathPattern::Prefix(String::new())));
+        for bad in [
+            "hooks", "/a/*/b", "/a*", "/a/../b", "/a/./b", "/a//b", "/a b", "/a?x=1", "/a%2e",
+        ] {
+            assert!(path_pattern(bad).is_err(), "{bad} should be refused");
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The `hookgate` command line: parse arguments, call the library, turn errors into exit codes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hookgate::config;
+use hookgate::observe::event;
+use hookgate::server::Gateway;
+
+#[derive(Parser)]
+#[command(name = "hookgate", version, about = "An inbound webhook gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve. SIGHUP reloads the config and certificates; SIGTERM or SIGINT drains and exits.
+    Run {
+        #[arg(short, long, default_value = "gateway.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a config like `nginx -t`: exit 0, or 1 with file:line:col, field and reason.
+    Check {
+        #[arg(short, long, default_value = "gateway.yaml")]
+        config: PathBuf,
+    },
+    /// Try it out: make a self-signed dev certificate in certs/ if there is none, start a demo
+    /// echo backend, and serve the config.
+    Demo {
+        #[arg(short, long, default_value = "gateway.yaml")]
+        config: PathBuf,
+        /// Where the demo echo backend listens (the default gateway.yaml forwards there).
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        echo: SocketAddr,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Version => {
+            println!("hookgate {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Check { config } => check(&config),
+        Command::Run { config } => serve(&config, None),
+        Command::Demo { config, echo } => demo(&config, echo),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hookgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &Path) -> anyhow::Result<()> {
+    let config = config::load(path)?;
+    println!(
+        "{}: ok ({} listeners, {} upstreams, {} routes)",
+        path.display(),
+        config.listeners.len(),
+        config.upstreams.len(),
+        config.routes.len()
+    );
+    Ok(())
+}
+
+fn demo(path: &Path, echo: SocketAddr) -> anyhow::Result<()> {
+    let certs = path.parent().unwrap_or(Path::new("")).join("certs");
+    let (cert, key) = (certs.join("localhost.crt"), certs.join("localhost.key"));
+    if hookgate::demo::ensure_dev_certificate(&cert, &key).map_err(anyhow::Error::msg)? {
+        event(
+            "info",
+            "wrote a self-signed development certificate",
+            serde_json::json!({"cert": cert.display().to_string()}),
+        );
+    }
+    serve(path, Some(echo))
+}
+
+fn serve(path: &Path, echo: Option<SocketAddr>) -> anyhow::Result<()> {
+    let config = config::load(path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        if let Some(bind) = echo {
+            let backend = tokio::net::TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("echo backend: cannot bind {bind}"))?;
+            drop(backend);
+            tokio::spawn(async move {
+                if let Err(e) = hookgate::demo::run_echo(bind).await {
+                    event(
+                        "error",
+                        "echo backend stopped",
+                        serde_json::json!({"error": e.to_string()}),
+                    );
+                }
+            });
+        }
+        let gateway = Gateway::start(config).await?;
+        wait_for_stop(&gateway, path).await?;
+        event("info", "draining", serde_json::json!({}));
+        gateway.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Waits for SIGTERM or SIGINT; reloads on SIGHUP meanwhile.
+async fn wait_for_stop(gateway: &Gateway, path: &Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => { let _ = gateway.reload(path); }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The one place metric names, labels and buckets are defined (DESIGN.md section 5). Labels are
+//! bounded: route, listener and upstream are configured names, outcome and code come from fixed
+//! sets. No label ever carries a path, an IP, a header value or a secret.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Request latency buckets, seconds: from a cache-hot 1 ms to a 30 s upstream timeout.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub listener: String,
+    pub route: String,
+    pub outcome: &'static str,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOutcomeLabels {
+    pub route: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RouteOutcomeLabels, Histogram, fn() -> Histogram>,
+    pub upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    pub open_connections: Family<ListenerLabels, Gauge>,
+    pub connections_refused: Family<ListenerLabels, Counter>,
+    pub tls_handshake_failures: Family<ListenerLabels, Counter>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub config_last_reload_success: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Registry::with_prefix("hookgate"),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
+            open_connections: Family::default(),
+            connections_refused: Family::default(),
+            tls_handshake_failures: Family::default(),
+            config_reloads: Family::default(),
+            config_last_reload_success: Gauge::default(),
+        };
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        let mut m = m;
+        let r = &mut m.registry;
+        r.register(
+            "requests",
+            "Requests by listener, route, outcome and status code",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time from request head to response, by route and outcome",
+            m.request_duration.clone(),
+        );
+        r.register(
+            "upstream_duration_seconds",
+            "Time the upstream took to answer, by upstream",
+            m.upstream_duration.clone(),
+        );
+        r.register(
+            "open_connections",
+            "Client connections open now, by listener",
+            m.open_connections.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections closed at once because the listener was at its connection cap",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out, by listener",
+            m.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Config reloads by result (success, error)",
+            m.config_reloads.clone(),
+        );
+        r.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time of the last config load that succeeded",
+            m.config_last_reload_success.clone(),
+        );
+        r.register(
+            "build_info",
+            "Always 1; the version label says which build runs",
+            build_info,
+        );
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; an error here would be a bug in the encoder.
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

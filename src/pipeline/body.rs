@@ -1,0 +1,34 @@
+//! Stage 6: reads the request body into memory, exactly as sent, under a size cap and a time
+//! limit. It never looks inside the body and never copies it more than hyper's frames require.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+
+use super::reject::Reject;
+
+/// Reads the whole body. A `Content-Length` over the cap is refused before a byte is read.
+pub async fn read(
+    body: Incoming,
+    headers: &HeaderMap,
+    max: u64,
+    timeout: Duration,
+) -> Result<Bytes, Reject> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(Reject::BodyTooLarge);
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(Reject::BodyTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Reject::BodyTooLarge),
+        Ok(Err(_)) => Err(Reject::ClientAbort),
+    }
+}

@@ -1,0 +1,138 @@
+//! The one place a refusal becomes a response: each [`Reject`] knows its status code, its
+//! `outcome` and `reason` for the log and metrics, and the short body the client sees. The body
+//! never says which rule, secret or address failed; only the log does.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+/// What happened to a request, as the access log's `outcome` and the metrics' `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Forwarded,
+    BadRequest,
+    NoRoute,
+    MethodNotAllowed,
+    BodyTooLarge,
+    Timeout,
+    ClientAbort,
+    UpstreamConnectError,
+    UpstreamTimeout,
+    UpstreamError,
+    Internal,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::BadRequest => "bad_request",
+            Outcome::NoRoute => "no_route",
+            Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::BodyTooLarge => "body_too_large",
+            Outcome::Timeout => "timeout",
+            Outcome::ClientAbort => "client_abort",
+            Outcome::UpstreamConnectError => "upstream_connect_error",
+            Outcome::UpstreamTimeout => "upstream_timeout",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::Internal => "internal_error",
+        }
+    }
+}
+
+/// Why a stage refused. Stages return these; only [`Reject::into_response`] turns them into
+/// HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reject {
+    /// The path has dot segments or encoded separators that could reach another route upstream.
+    BadPath,
+    NoRoute,
+    MethodNotAllowed {
+        allow: String,
+    },
+    /// Declared or actual body larger than the route allows.
+    BodyTooLarge,
+    /// The body did not arrive within the route's body timeout.
+    BodyTimeout,
+    /// The client went away or sent a broken body before it was complete.
+    ClientAbort,
+    UpstreamConnect,
+    UpstreamTimeout,
+    /// The upstream answered something we cannot pass on (reset, oversized response).
+    Upstream {
+        reason: &'static str,
+    },
+    /// A bug in the gateway (a panicked request task). Logged; never expected.
+    Internal,
+}
+
+impl Reject {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Reject::BadPath => StatusCode::BAD_REQUEST,
+            Reject::NoRoute => StatusCode::NOT_FOUND,
+            Reject::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            // nginx's convention for "client closed the request": nobody reads this response,
+            // but the log and metrics must not count it as a server error.
+            Reject::ClientAbort => client_closed_request(),
+            Reject::UpstreamConnect | Reject::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Reject::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Reject::BadPath => Outcome::BadRequest,
+            Reject::NoRoute => Outcome::NoRoute,
+            Reject::MethodNotAllowed { .. } => Outcome::MethodNotAllowed,
+            Reject::BodyTooLarge => Outcome::BodyTooLarge,
+            Reject::BodyTimeout => Outcome::Timeout,
+            Reject::ClientAbort => Outcome::ClientAbort,
+            Reject::UpstreamConnect => Outcome::UpstreamConnectError,
+            Reject::UpstreamTimeout => Outcome::UpstreamTimeout,
+            Reject::Upstream { .. } => Outcome::UpstreamError,
+            Reject::Internal => Outcome::Internal,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Reject::BadPath => Some("path"),
+            Reject::BodyTimeout => Some("body"),
+            Reject::Upstream { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let text = status.canonical_reason().unwrap_or("client closed request");
+        let mut response = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if let Reject::MethodNotAllowed { allow } = &self {
+            if let Ok(value) = HeaderValue::from_str(allow) {
+                headers.insert(header::ALLOW, value);
+            }
+        }
+        if matches!(
+            self,
+            Reject::BodyTimeout | Reject::ClientAbort | Reject::BadPath
+        ) {
+            // The connection's framing can no longer be trusted.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+fn client_closed_request() -> StatusCode {
+    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+}

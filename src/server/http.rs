@@ -1,0 +1,81 @@
+//! Serves HTTP/1.1 and HTTP/2 on one accepted (and, for TLS listeners, decrypted) connection,
+//! with every limit set explicitly: hyper's defaults are for a library, not a front door.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+
+use crate::config::Limits;
+use crate::pipeline::{self, ConnInfo, Shared};
+
+/// The connection builder for a listener. Built once per listener and cloned per connection.
+pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        // The timer is required: without it hyper silently skips the header timeout.
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_headers(limits.max_headers)
+        // The read buffer bounds the request head: a larger head gets 431.
+        .max_buf_size(limits.max_header_size)
+        .keep_alive(true)
+        .half_close(false);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(50))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(Some(limits.keep_alive_timeout / 2))
+        .keep_alive_timeout(limits.keep_alive_timeout / 2);
+    builder
+}
+
+/// Serves requests on `io` until the client closes, or until `shutdown` fires: then in-flight
+/// requests finish (HTTP/1 closes after them, HTTP/2 sends GOAWAY) within `drain`.
+pub async fn serve<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let conn = Arc::clone(&conn);
+        let shared = Arc::clone(&shared);
+        async move {
+            let started = Instant::now();
+            // Its own task: a client hanging up must not cancel a forward half-way, or the
+            // request would be neither logged nor known to have reached the backend.
+            let task = tokio::spawn(pipeline::handle(
+                request,
+                Arc::clone(&conn),
+                Arc::clone(&shared),
+            ));
+            let response = match task.await {
+                Ok(response) => response,
+                Err(_) => pipeline::internal_error(&shared, &conn, started).await,
+            };
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = crate::server::stopping(&mut shutdown) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(drain, connection).await;
+}

@@ -1,0 +1,303 @@
+//! Starts and stops the gateway: binds every listener and the admin endpoint, runs their accept
+//! loops, applies reloads and drains on shutdown. The request path itself lives in `pipeline`.
+
+pub mod http;
+pub mod listener;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ListenerConfig};
+use crate::observe::access_log::AccessLog;
+use crate::observe::event;
+use crate::observe::metrics::{Metrics, ResultLabels};
+use crate::pipeline::Shared;
+use crate::runtime::Runtime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listener {name}: cannot bind {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("listener {name}: TLS setup failed: {source}")]
+    Tls { name: String, source: rustls::Error },
+    #[error("{0}")]
+    Upstream(#[from] crate::pipeline::forward::UpstreamBuildError),
+    #[error("access log: {0}")]
+    AccessLog(std::io::Error),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    listeners: Vec<Running>,
+    admin: Option<(SocketAddr, JoinHandle<()>)>,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    log_writer: JoinHandle<()>,
+    drain_timeout: Duration,
+}
+
+struct Running {
+    config: ListenerConfig,
+    addr: SocketAddr,
+    tls: Option<Arc<ArcSwap<ServerConfig>>>,
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    task: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Binds everything the config names and starts serving. Fails before serving anything if
+    /// any part cannot start.
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        let runtime = Runtime::build(&config)?;
+        let (access_log, log_writer) = AccessLog::start(&config.access_log)
+            .await
+            .map_err(StartError::AccessLog)?;
+        let metrics = Metrics::new();
+        metrics
+            .config_reloads
+            .get_or_create(&ResultLabels { result: "success" })
+            .inc();
+        metrics.config_last_reload_success.set(unix_now());
+        let shared = Arc::new(Shared {
+            runtime: ArcSwap::from_pointee(runtime),
+            metrics,
+            access_log,
+            draining: Default::default(),
+        });
+        let (shutdown, _) = watch::channel(false);
+
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            let socket = TcpListener::bind(l.bind)
+                .await
+                .map_err(|source| StartError::Bind {
+                    name: l.name.clone(),
+                    addr: l.bind,
+                    source,
+                })?;
+            let tls = match &l.tls {
+                None => None,
+                Some(material) => Some(Arc::new(ArcSwap::new(
+                    tls::server_config(material).map_err(|source| StartError::Tls {
+                        name: l.name.clone(),
+                        source,
+                    })?,
+                ))),
+            };
+            bound.push((l.clone(), socket, tls));
+        }
+        let admin_socket = match config.admin {
+            None => None,
+            Some(addr) => {
+                let bind_error = |source| StartError::Bind {
+                    name: "admin".into(),
+                    addr,
+                    source,
+                };
+                let socket = TcpListener::bind(addr).await.map_err(bind_error)?;
+                Some((socket.local_addr().map_err(bind_error)?, socket))
+            }
+        };
+
+        let mut listeners = Vec::new();
+        for (listener_config, socket, tls) in bound {
+            let addr = socket.local_addr().map_err(|source| StartError::Bind {
+                name: listener_config.name.clone(),
+                addr: listener_config.bind,
+                source,
+            })?;
+            let slots = Arc::new(Semaphore::new(config.limits.max_connections));
+            let task = tokio::spawn(listener::accept_loop(
+                listener::Listener {
+                    name: listener_config.name.as_str().into(),
+                    socket,
+                    tls: tls.clone(),
+                    limits: config.limits.clone(),
+                    slots: Arc::clone(&slots),
+                },
+                Arc::clone(&shared),
+                shutdown.subscribe(),
+            ));
+            event(
+                "info",
+                "listening",
+                serde_json::json!({
+                    "listener": listener_config.name, "addr": addr.to_string(), "tls": tls.is_some(),
+                }),
+            );
+            listeners.push(Running {
+                config: listener_config,
+                addr,
+                tls,
+                slots,
+                max_connections: config.limits.max_connections,
+                task,
+            });
+        }
+        let admin = match admin_socket {
+            None => None,
+            Some((addr, socket)) => {
+                event(
+                    "info",
+                    "listening",
+                    serde_json::json!({"listener": "admin", "addr": addr.to_string(), "tls": false}),
+                );
+                Some((
+                    addr,
+                    tokio::spawn(crate::admin::serve(
+                        socket,
+                        Arc::clone(&shared),
+                        shutdown.subscribe(),
+                    )),
+                ))
+            }
+        };
+        Ok(Gateway {
+            listeners,
+            admin,
+            shared,
+            shutdown,
+            log_writer,
+            drain_timeout: config.limits.drain_timeout,
+        })
+    }
+
+    /// The address a listener is bound to (useful with port 0).
+    pub fn addr(&self, listener: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.config.name == listener)
+            .map(|l| l.addr)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// Applies a new config: routes, upstreams and certificates change at once for new requests;
+    /// requests already running finish on the snapshot they started with. Listener addresses and
+    /// limits need a restart, and the log says so.
+    pub fn reload(&self, path: &std::path::Path) -> Result<(), String> {
+        let result = crate::config::load(path)
+            .map_err(|e| e.to_string())
+            .and_then(|config| self.try_reload(&config));
+        let metrics = &self.shared.metrics;
+        match &result {
+            Ok(()) => {
+                metrics
+                    .config_reloads
+                    .get_or_create(&ResultLabels { result: "success" })
+                    .inc();
+                metrics.config_last_reload_success.set(unix_now());
+                event(
+                    "info",
+                    "config reloaded",
+                    serde_json::json!({"file": path.display().to_string()}),
+                );
+            }
+            Err(why) => {
+                metrics
+                    .config_reloads
+                    .get_or_create(&ResultLabels { result: "error" })
+                    .inc();
+                event(
+                    "error",
+                    "config reload failed; keeping the running config",
+                    serde_json::json!({"error": why}),
+                );
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self, config: &Config) -> Result<(), String> {
+        let runtime = Runtime::build(config).map_err(|e| e.to_string())?;
+        let mut certificates = Vec::new();
+        for running in &self.listeners {
+            let new = config
+                .listeners
+                .iter()
+                .find(|l| l.name == running.config.name);
+            match (new, &running.tls) {
+                (Some(new), Some(slot)) if new.bind == running.config.bind => match &new.tls {
+                    Some(material) => certificates.push((
+                        slot,
+                        tls::server_config(material).map_err(|e| e.to_string())?,
+                    )),
+                    None => {
+                        return Err(format!(
+                            "listener {}: switching TLS off needs a restart",
+                            new.name
+                        ))
+                    }
+                },
+                (Some(new), None) if new.bind == running.config.bind && new.tls.is_none() => {}
+                _ => event(
+                    "warn",
+                    "listener changes need a restart",
+                    serde_json::json!({"listener": running.config.name}),
+                ),
+            }
+        }
+        for (slot, tls) in certificates {
+            slot.store(tls);
+        }
+        self.shared.runtime.store(Arc::new(runtime));
+        Ok(())
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the drain timeout, flushes the
+    /// access log.
+    pub async fn shutdown(self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + self.drain_timeout + Duration::from_secs(1);
+        for running in &self.listeners {
+            let permits = u32::try_from(running.max_connections).unwrap_or(u32::MAX);
+            let _ = tokio::time::timeout_at(deadline, running.slots.acquire_many(permits)).await;
+            running.task.abort();
+        }
+        if let Some((_, task)) = self.admin {
+            task.abort();
+            let _ = task.await;
+        }
+        drop(self.shared);
+        if tokio::time::timeout(Duration::from_secs(5), self.log_writer)
+            .await
+            .is_err()
+        {
+            event(
+                "warn",
+                "access log not fully flushed at exit",
+                serde_json::json!({}),
+            );
+        }
+        event("info", "stopped", serde_json::json!({}));
+    }
+}
+
+/// Resolves once shutdown has begun.
+pub async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

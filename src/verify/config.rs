@@ -1,0 +1,193 @@
+//! The `verify:` key of a route as written in gateway.yaml (`RawVerify`), the `Secret` type that
+//! holds key material, and the one error type for a verify block that cannot be compiled
+//! (`VerifyConfigError`). This module only describes and decodes configuration; it never verifies
+//! a request, and nothing here may ever print, log or format a secret's value.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A shared secret as written in the config (already `${ENV}`-interpolated by the YAML loader).
+/// Debug and Display never show the value.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value. The value is only reachable through `expose`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret's text. Call it only to derive key material, never to print.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The `verify:` block of a route (DESIGN.md section 4). Every field but `provider` and
+/// `secrets` is optional; presets fill in what their provider fixes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    /// `github`, `stripe`, ... or the generic `hmac`, `token`, `basic-auth`.
+    pub provider: String,
+    /// Secrets, newest first. Any may match (rotation); the index of the match is reported.
+    /// For `basic-auth` each entry is `user:password`.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// `utf8` (default for most), `base64` (a leading `whsec_` is stripped) or `hex`.
+    pub secret_encoding: Option<String>,
+    /// `sha1` | `sha256` | `sha512` (generic `hmac` only).
+    pub algorithm: Option<String>,
+    /// The header that carries the signature (or the token for `token`).
+    pub header: Option<String>,
+    /// Text before the signature, e.g. `sha256=` (or `Bearer ` for `token`).
+    pub prefix: Option<String>,
+    /// How the signature is written: `hex` | `base64`.
+    pub encoding: Option<String>,
+    /// Splits the signature header into several entries, any of which may match
+    /// (`,` for PagerDuty, ` ` for Standard Webhooks, `,`/`;` for `t=..,v1=..` forms).
+    pub separator: Option<String>,
+    /// Structured headers: the key of the signature entries (`v1`, `h1`). Setting it makes the
+    /// header a list of `key=value` entries split by `separator`.
+    pub signature_key: Option<String>,
+    /// Structured headers: the key of the timestamp entry (`t`, `ts`).
+    pub timestamp_key: Option<String>,
+    /// Structured headers: what separates a key from its value; default `=`.
+    pub key_separator: Option<String>,
+    /// Template of the signed bytes over `{body}`, `{timestamp}`, `{id}`, `{method}`, `{url}`,
+    /// `{header:NAME}`; default `{body}`. `{{` and `}}` are literal braces.
+    pub signed: Option<String>,
+    /// Header that carries the timestamp (when not inside a structured signature header).
+    pub timestamp_header: Option<String>,
+    /// `seconds` (default) | `milliseconds` | `rfc3339`.
+    pub timestamp_format: Option<String>,
+    /// Oldest accepted timestamp, e.g. `5m`; `off` disables the check.
+    pub tolerance: Option<String>,
+    /// How far in the future a timestamp may be, e.g. `5m`; `off` accepts any future timestamp.
+    pub future_tolerance: Option<String>,
+    /// Header holding the provider's delivery id (also what `{id}` refers to).
+    pub id_header: Option<String>,
+    /// The URL the provider was given for this route, without its query (Twilio, Square,
+    /// HubSpot). Normally read by the spine and passed per request in `SignedRequest::public_url`.
+    pub public_url: Option<String>,
+    /// Asymmetric providers (Discord: 32-byte hex; SendGrid: base64 DER SubjectPublicKeyInfo).
+    pub public_key: Option<String>,
+    /// Status of a refused signature; default 401.
+    pub on_failure: Option<u16>,
+}
+
+/// A verify block that cannot be compiled. `field` is relative to `verify` (`secrets[1]`,
+/// `algorithm`, ...). The message never contains a secret value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct VerifyConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl VerifyConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        VerifyConfigError { field: field.into(), message: message.into() }
+    }
+}
+
+/// How secrets are turned into key bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretEncoding {
+    Utf8,
+    /// Base64 after stripping an optional `whsec_` prefix (Standard Webhooks, Svix).
+    Base64,
+    Hex,
+}
+
+impl SecretEncoding {
+    pub fn parse(field: &str, value: &str) -> Result<Self, VerifyConfigError> {
+        match value {
+            "utf8" => Ok(SecretEncoding::Utf8),
+            "base64" => Ok(SecretEncoding::Base64),
+            "hex" => Ok(SecretEncoding::Hex),
+            other => Err(VerifyConfigError::new(
+                field,
+                format!("unknown secret encoding `{other}` (expected utf8, base64 or hex)"),
+            )),
+        }
+    }
+}
+
+/// Decodes every secret into key bytes; refuses an empty list, an empty secret or one that does
+/// not decode. Errors name the index (`secrets[1]`) and never the value.
+pub fn decode_secrets(
+    secrets: &[Secret],
+    encoding: SecretEncoding,
+) -> Result<Vec<Vec<u8>>, VerifyConfigError> {
+    if secrets.is_empty() {
+        return Err(VerifyConfigError::new("secrets", "at least one secret is required"));
+    }
+    secrets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let field = format!("secrets[{i}]");
+            let text = s.expose();
+            if text.trim().is_empty() {
+                return Err(VerifyConfigError::new(field, "secret is empty"));
+            }
+            let bytes = match encoding {
+                SecretEncoding::Utf8 => text.as_bytes().to_vec(),
+                SecretEncoding::Base64 => {
+                    let body = text.strip_prefix("whsec_").unwrap_or(text);
+                    super::encoding::base64_decode(body.as_bytes())
+                        .ok_or_else(|| VerifyConfigError::new(&field, "secret is not valid base64"))?
+                }
+                SecretEncoding::Hex => super::encoding::hex_decode(text.as_bytes())
+                    .ok_or_else(|| VerifyConfigError::new(&field, "secret is not valid hex"))?,
+            };
+            if bytes.is_empty() {
+                return Err(VerifyConfigError::new(field, "secret decodes to no bytes"));
+            }
+            Ok(bytes)
+        })
+        .collect()
+}
+
+/// A timestamp window bound: `None` means unchecked.
+pub fn parse_window(field: &str, value: &str) -> Result<Option<Duration>, VerifyConfigError> {
+    match value.trim() {
+        "off" | "none" => Ok(None),
+        v => humantime::parse_duration(v)
+            .map(Some)
+            .map_err(|e| VerifyConfigError::new(field, format!("not a duration like `5m`: {e}"))),
+    }
+}
+
+/// The `on_failure` status; must be a 4xx or 5xx.
+pub fn parse_on_failure(value: Option<u16>) -> Result<u16, VerifyConfigError> {
+    match value {
+        None => Ok(401),
+        Some(code) if (400..=599).contains(&code) => Ok(code),
+        Some(code) => {
+            Err(VerifyConfigError::new("on_failure", format!("{code} is not a 4xx or 5xx status")))
+        }
+    }
+}
+
+/// A header name from config.
+pub fn parse_header_name(field: &str, value: &str) -> Result<http::HeaderName, VerifyConfigError> {
+    http::HeaderName::from_bytes(value.trim().as_bytes())
+        .map_err(|_| VerifyConfigError::new(field, format!("`{value}` is not a valid header name")))
+}

@@ -1,0 +1,475 @@
+//! Signature verification (pipeline stage 7): compiles a route's `verify:` block into a
+//! `Verifier` once at load time, then checks each request's exact raw bytes against it, names the
+//! delivery id, answers provider handshakes and signs test requests. It never fails open (a block
+//! that cannot be compiled is a config error), never reads anything but the request it is given,
+//! and never lets a secret, or which secret or rule failed, leak beyond `Verified::secret_index`
+//! and `Reason`.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod discord;
+pub mod encoding;
+pub mod handshake;
+mod mailgun;
+pub mod providers;
+pub mod scheme;
+mod sendgrid;
+mod twilio;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderName};
+
+pub use config::{RawVerify, Secret, VerifyConfigError};
+use config::SecretEncoding;
+use handshake::Handshake;
+use providers::{HmacPreset, Preset, Shape, TsAt};
+use scheme::{BasicScheme, HmacSpec, Part, Scheme, SigFormat, TimestampRule, TokenScheme, TsSource};
+
+/// What a verifier needs to know about one request. Borrowed: nothing is copied.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedRequest<'a> {
+    pub method: &'a str,
+    /// The route's configured public_url + "?" + query if any (Twilio, Square, HubSpot); `None`
+    /// if not configured (the verifier then falls back to its own `public_url`, without query).
+    pub public_url: Option<&'a str>,
+    /// The request's raw query string without `?` (Dropbox and X/Twitter GET challenges).
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
+/// Why a signature was refused. Goes to logs and metrics, never to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A required header or field is absent.
+    Missing,
+    /// Present but unreadable (not hex/base64, wrong length, no `t=`, too long, ...).
+    Malformed,
+    /// Well-formed, but no secret produces it.
+    Mismatch,
+    /// The timestamp is older than the tolerance.
+    Expired,
+    /// The timestamp is further in the future than allowed.
+    Future,
+    /// Only signature versions we do not know were present.
+    UnknownVersion,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Missing => "missing",
+            Reason::Malformed => "malformed",
+            Reason::Mismatch => "mismatch",
+            Reason::Expired => "expired",
+            Reason::Future => "future",
+            Reason::UnknownVersion => "unknown_version",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A verified request: which secret (index into `secrets`) matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub secret_index: usize,
+}
+
+/// A refused request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: Reason,
+}
+
+impl From<Reason> for Failure {
+    fn from(reason: Reason) -> Self {
+        Failure { reason }
+    }
+}
+
+/// A reply the gateway sends itself instead of forwarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+/// Why `sign` cannot produce headers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    #[error("provider {0} verifies with a public key; the gateway cannot sign for it")]
+    Asymmetric(String),
+    #[error("this route signs its public URL: pass one or configure verify.public_url")]
+    NeedsPublicUrl,
+    #[error("no secret configured")]
+    NoSecret,
+    #[error("cannot sign: {0}")]
+    Unsupported(String),
+}
+
+enum Kind {
+    Hmac(Scheme),
+    Token(TokenScheme),
+    Basic(BasicScheme),
+    Twilio(twilio::Twilio),
+    Mailgun(mailgun::Mailgun),
+    Discord(discord::Discord),
+    Sendgrid(sendgrid::Sendgrid),
+}
+
+/// Where the delivery id comes from.
+enum IdSource {
+    None,
+    Header(HeaderName),
+    Json(&'static [&'static str]),
+}
+
+/// A compiled `verify:` block.
+pub struct Verifier {
+    provider: String,
+    kind: Kind,
+    handshake: Handshake,
+    id: IdSource,
+    on_failure: u16,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("provider", &self.provider).finish_non_exhaustive()
+    }
+}
+
+/// The value of a header as text; absent -> Missing, not text or empty -> Malformed.
+pub(crate) fn header_str<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h str, Reason> {
+    let v = headers.get(name).ok_or(Reason::Missing)?;
+    let s = v.to_str().map_err(|_| Reason::Malformed)?.trim();
+    if s.is_empty() {
+        return Err(Reason::Malformed);
+    }
+    Ok(s)
+}
+
+/// Keys a preset fixes; setting them next to a preset is an error rather than silently ignored.
+fn refuse_fixed_keys(raw: &RawVerify, allowed: &[&str]) -> Result<(), VerifyConfigError> {
+    let set: [(&str, bool); 13] = [
+        ("algorithm", raw.algorithm.is_some()),
+        ("header", raw.header.is_some()),
+        ("prefix", raw.prefix.is_some()),
+        ("encoding", raw.encoding.is_some()),
+        ("separator", raw.separator.is_some()),
+        ("signature_key", raw.signature_key.is_some()),
+        ("timestamp_key", raw.timestamp_key.is_some()),
+        ("key_separator", raw.key_separator.is_some()),
+        ("signed", raw.signed.is_some()),
+        ("timestamp_header", raw.timestamp_header.is_some()),
+        ("timestamp_format", raw.timestamp_format.is_some()),
+        ("public_key", raw.public_key.is_some()),
+        ("secret_encoding", raw.secret_encoding.is_some()),
+    ];
+    for (field, is_set) in set {
+        if is_set && !allowed.contains(&field) {
+            return Err(VerifyConfigError::new(
+                field,
+                format!("fixed by provider `{}`; remove it (or use provider: hmac)", raw.provider),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn window_override(
+    field: &str,
+    value: &Option<String>,
+    default: Option<Duration>,
+) -> Result<Option<Duration>, VerifyConfigError> {
+    match value {
+        Some(v) => config::parse_window(field, v),
+        None => Ok(default),
+    }
+}
+
+fn spec_from_preset(p: &HmacPreset, raw: &RawVerify) -> Result<HmacSpec, VerifyConfigError> {
+    let format = match p.structured {
+        Some(s) => SigFormat::Structured {
+            separator: s.separator.into(),
+            key_sep: s.key_sep.into(),
+            sig_key: s.sig_key.into(),
+            ts_key: s.ts_key.map(Into::into),
+        },
+        None => SigFormat::Plain { prefix: p.prefix.into(), separator: None },
+    };
+    let timestamp = match p.timestamp {
+        Some(t) => Some(TimestampRule {
+            source: match t.at {
+                TsAt::Header(h) => TsSource::Header(HeaderName::from_static(h)),
+                TsAt::Structured => TsSource::Structured,
+                TsAt::BodyJson(f) => TsSource::BodyJson(f),
+            },
+            format: t.format,
+            tolerance: window_override("tolerance", &raw.tolerance, t.past.map(Duration::from_secs))?,
+            future: window_override("future_tolerance", &raw.future_tolerance, t.future.map(Duration::from_secs))?,
+        }),
+        None => {
+            for (f, v) in [("tolerance", &raw.tolerance), ("future_tolerance", &raw.future_tolerance)] {
+                if v.is_some() {
+                    return Err(VerifyConfigError::new(f, format!("provider `{}` signs no timestamp", raw.provider)));
+                }
+            }
+            None
+        }
+    };
+    let id_header = match (&raw.id_header, p.id_header) {
+        (Some(h), _) => Some(config::parse_header_name("id_header", h)?),
+        (None, Some(h)) => Some(HeaderName::from_static(h)),
+        (None, None) => None,
+    };
+    let secret_encoding = match &raw.secret_encoding {
+        Some(v) => SecretEncoding::parse("secret_encoding", v)?,
+        None => p.secret_encoding,
+    };
+    Ok(HmacSpec {
+        algorithm: p.algorithm,
+        header: HeaderName::from_static(p.header),
+        format,
+        encoding: p.encoding,
+        template: scheme::parse_template(p.signed)?,
+        timestamp,
+        id_header,
+        secret_encoding,
+        url_mode: p.url_mode,
+    })
+}
+
+impl Verifier {
+    /// Compiles a `verify:` block. Errors name a field relative to `verify` and never a secret.
+    pub fn from_raw(raw: &RawVerify) -> Result<Verifier, VerifyConfigError> {
+        let on_failure = config::parse_on_failure(raw.on_failure)?;
+        let provider = raw.provider.trim();
+        let (kind, handshake, id) = match provider {
+            "hmac" => {
+                let spec = HmacSpec::from_raw(raw)?;
+                let mut spec = spec;
+                if let Some(rule) = spec.timestamp.as_mut() {
+                    rule.tolerance = window_override("tolerance", &raw.tolerance, rule.tolerance)?;
+                    rule.future = window_override("future_tolerance", &raw.future_tolerance, rule.future)?;
+                }
+                if raw.public_key.is_some() {
+                    return Err(VerifyConfigError::new("public_key", "not used by provider hmac"));
+                }
+                let id = spec.id_header.clone().map_or(IdSource::None, IdSource::Header);
+                (Kind::Hmac(Scheme::compile(spec, raw, raw.public_url.clone())?), Handshake::None, id)
+            }
+            "token" => {
+                refuse_fixed_keys(raw, &["header", "prefix"])?;
+                let header = match raw.header.as_deref() {
+                    Some(h) => config::parse_header_name("header", h)?,
+                    None => return Err(VerifyConfigError::new("header", "required for provider token")),
+                };
+                let id_header = raw.id_header.as_deref().map(|h| config::parse_header_name("id_header", h)).transpose()?;
+                let id = id_header.clone().map_or(IdSource::None, IdSource::Header);
+                let scheme = TokenScheme::compile(raw, header, raw.prefix.clone().unwrap_or_default(), id_header)?;
+                (Kind::Token(scheme), Handshake::None, id)
+            }
+            "basic-auth" => {
+                refuse_fixed_keys(raw, &["header"])?;
+                let header = match raw.header.as_deref() {
+                    Some(h) => config::parse_header_name("header", h)?,
+                    None => http::header::AUTHORIZATION,
+                };
+                let id = raw.id_header.as_deref().map(|h| config::parse_header_name("id_header", h)).transpose()?.map_or(IdSource::None, IdSource::Header);
+                (Kind::Basic(BasicScheme::compile(raw, header)?), Handshake::None, id)
+            }
+            other => {
+                let preset: &Preset = providers::find(other).ok_or_else(|| {
+                    VerifyConfigError::new(
+                        "provider",
+                        format!("unknown provider `{other}` (known: {})", providers::known_ids()),
+                    )
+                })?;
+                let id_json = preset.id_json.map_or(IdSource::None, IdSource::Json);
+                let header_id = |fallback: Option<&'static str>| -> Result<IdSource, VerifyConfigError> {
+                    Ok(match (&raw.id_header, fallback) {
+                        (Some(h), _) => IdSource::Header(config::parse_header_name("id_header", h)?),
+                        (None, Some(h)) => IdSource::Header(HeaderName::from_static(h)),
+                        (None, None) => match preset.id_json {
+                            Some(p) => IdSource::Json(p),
+                            None => IdSource::None,
+                        },
+                    })
+                };
+                let kind = match &preset.shape {
+                    Shape::Hmac(p) => {
+                        refuse_fixed_keys(raw, &["secret_encoding"])?;
+                        let spec = spec_from_preset(p, raw)?;
+                        let id = header_id(p.id_header)?;
+                        let public_url = raw.public_url.clone();
+                        return Ok(Verifier {
+                            provider: preset.id.to_string(),
+                            kind: Kind::Hmac(Scheme::compile(spec, raw, public_url)?),
+                            handshake: preset.handshake,
+                            id,
+                            on_failure,
+                        });
+                    }
+                    Shape::Token { header, prefix, id_header } => {
+                        refuse_fixed_keys(raw, &[])?;
+                        let id = header_id(*id_header)?;
+                        let scheme = TokenScheme::compile(
+                            raw,
+                            HeaderName::from_static(header),
+                            (*prefix).to_string(),
+                            None,
+                        )?;
+                        return Ok(Verifier {
+                            provider: preset.id.to_string(),
+                            kind: Kind::Token(scheme),
+                            handshake: preset.handshake,
+                            id,
+                            on_failure,
+                        });
+                    }
+                    Shape::BasicAuth => {
+                        refuse_fixed_keys(raw, &[])?;
+                        Kind::Basic(BasicScheme::compile(raw, http::header::AUTHORIZATION)?)
+                    }
+                    Shape::Twilio => {
+                        refuse_fixed_keys(raw, &[])?;
+                        Kind::Twilio(twilio::Twilio::compile(raw)?)
+                    }
+                    Shape::Mailgun => {
+                        refuse_fixed_keys(raw, &[])?;
+                        Kind::Mailgun(mailgun::Mailgun::compile(raw)?)
+                    }
+                    Shape::Discord => {
+                        refuse_fixed_keys(raw, &["public_key"])?;
+                        Kind::Discord(discord::Discord::compile(raw)?)
+                    }
+                    Shape::Sendgrid => {
+                        refuse_fixed_keys(raw, &["public_key"])?;
+                        Kind::Sendgrid(sendgrid::Sendgrid::compile(raw)?)
+                    }
+                };
+                let id = match &raw.id_header {
+                    Some(h) => IdSource::Header(config::parse_header_name("id_header", h)?),
+                    None => id_json,
+                };
+                return Ok(Verifier { provider: preset.id.to_string(), kind, handshake: preset.handshake, id, on_failure });
+            }
+        };
+        Ok(Verifier { provider: provider.to_string(), kind, handshake, id, on_failure })
+    }
+
+    /// The provider id (`github`, `stripe`, `hmac`, ...).
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// The configured public URL of a provider that signs it (without query).
+    pub fn public_url(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Hmac(s) => s.public_url(),
+            Kind::Twilio(t) => t.public_url(),
+            _ => None,
+        }
+    }
+
+    /// Whether the signature covers the request URL (the spine must then pass `public_url`).
+    pub fn signs_url(&self) -> bool {
+        match &self.kind {
+            Kind::Hmac(s) => s.spec.template.contains(&Part::Url),
+            Kind::Twilio(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Checks the request. For Dropbox and X/Twitter an unsigned `GET` carrying the provider's
+    /// challenge parameter passes (secret 0): `handshake` then answers it and the request must
+    /// not be forwarded. Any other unsigned request fails.
+    pub fn verify(&self, req: &SignedRequest<'_>, now: SystemTime) -> Result<Verified, Failure> {
+        if self.handshake.is_unsigned_get(req) {
+            return Ok(Verified { secret_index: 0 });
+        }
+        match &self.kind {
+            Kind::Hmac(s) => s.verify(req, now),
+            Kind::Token(t) => t.verify(req),
+            Kind::Basic(b) => b.verify(req),
+            Kind::Twilio(t) => t.verify(req),
+            Kind::Mailgun(m) => m.verify(req, now),
+            Kind::Discord(d) => d.verify(req, now),
+            Kind::Sendgrid(s) => s.verify(req, now),
+        }
+    }
+
+    /// The provider's delivery / event id, if the request carries one.
+    pub fn delivery_id(&self, req: &SignedRequest<'_>) -> Option<String> {
+        match &self.id {
+            IdSource::None => None,
+            IdSource::Header(h) => {
+                let v = req.headers.get(h)?.to_str().ok()?.trim();
+                (!v.is_empty() && v.len() <= 256).then(|| v.to_string())
+            }
+            IdSource::Json(path) => {
+                let v: serde_json::Value = serde_json::from_slice(req.body).ok()?;
+                let mut cur = &v;
+                for p in path.iter() {
+                    cur = cur.get(*p)?;
+                }
+                let s = match cur {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Number(n) => n.to_string(),
+                    _ => return None,
+                };
+                (!s.is_empty() && s.len() <= 256).then_some(s)
+            }
+        }
+    }
+
+    /// The reply to a provider handshake; call only after `verify` succeeded. Uses secret 0 where
+    /// the reply proves the secret (Zoom, X/Twitter); see `handshake_verified`.
+    pub fn handshake(&self, req: &SignedRequest<'_>) -> Option<HandshakeReply> {
+        self.handshake_verified(req, &Verified { secret_index: 0 })
+    }
+
+    /// As `handshake`, proving the secret that actually verified the request.
+    pub fn handshake_verified(&self, req: &SignedRequest<'_>, verified: &Verified) -> Option<HandshakeReply> {
+        let key = match &self.kind {
+            Kind::Hmac(s) => s.key(verified.secret_index),
+            _ => None,
+        };
+        self.handshake.reply(req, key)
+    }
+
+    /// Status of a refused signature (`on_failure`, default 401).
+    pub fn on_failure_status(&self) -> u16 {
+        self.on_failure
+    }
+
+    /// Headers of a correctly signed request for `body` at `now`, with secret 0 (for
+    /// `hookgate sign` and tests). `Err` for public-key providers and body-signed Mailgun.
+    pub fn sign(
+        &self,
+        body: &[u8],
+        now: SystemTime,
+        public_url: Option<&str>,
+    ) -> Result<Vec<(String, String)>, SignError> {
+        match &self.kind {
+            Kind::Hmac(s) => s.sign(body, now, public_url),
+            Kind::Token(t) => t.sign(),
+            Kind::Basic(b) => b.sign(),
+            Kind::Twilio(t) => t.sign(body, now, public_url),
+            Kind::Mailgun(m) => m.sign(),
+            Kind::Discord(_) | Kind::Sendgrid(_) => Err(SignError::Asymmetric(self.provider.clone())),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Behaviour tests for every provider preset and the generic schemes.
