@@ -14,20 +14,18 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::pipeline::Shared;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-pub async fn serve(socket: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+/// Serves until the task is aborted, which the gateway does only after its drain: load
+/// balancers must be able to read `/readyz` = 503 for as long as the drain lasts.
+pub async fn serve(socket: TcpListener, shared: Arc<Shared>) {
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = socket.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
-            },
-            _ = crate::server::stopping(&mut shutdown) => return,
+        let Ok((stream, _)) = socket.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
         };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {

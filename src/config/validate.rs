@@ -28,7 +28,7 @@ pub fn parse_and_validate(
 ) -> Result<Config, ConfigError> {
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
-    let raw: RawConfig = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+    let yaml_error = |field: String, e: &serde_saphyr::Error| {
         let (line, column) = e
             .location()
             .map(|l| (l.line(), l.column()))
@@ -37,16 +37,36 @@ pub fn parse_and_validate(
             file: source.display().to_string(),
             line,
             column,
-            field: "(yaml)".into(),
-            message: first_line(&e.to_string()),
+            field,
+            message: strip_location(&e.to_string()),
         }
+    };
+    // serde_path_to_error adds the field path (`routes[2].methods`) that serde errors lack.
+    let mut failed_at: Option<String> = None;
+    let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize::<_, RawConfig>(de).map_err(|e| {
+            failed_at = Some(e.path().to_string());
+            e.into_inner()
+        })
+    });
+    let raw = parsed.map_err(|e| {
+        // `Spanned` fields appear as `.value` in the path; the user wrote no such key.
+        let field = failed_at
+            .map(|p| p.replace(".value", ""))
+            .filter(|p| !p.is_empty() && p != ".")
+            .unwrap_or_else(|| "(document)".into());
+        yaml_error(field, &e)
     })?;
     validate(raw, source, &env)
 }
 
-/// serde-saphyr's messages can repeat the location on further lines; we print our own.
-fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or("").trim().to_string()
+/// serde-saphyr's messages end with their own "at line L, column C"; we print ours up front.
+fn strip_location(message: &str) -> String {
+    let first = message.lines().next().unwrap_or("").trim();
+    match first.rfind(" at line ") {
+        Some(at) => first[..at].to_string(),
+        None => first.to_string(),
+    }
 }
 
 /// Carries what every error needs: the file name and the environment.

@@ -24,8 +24,9 @@
 //!   indistinguishable from new ones: always safe, it never gives anyone extra budget.
 //! - **Reload.** [`RouteLimiter::settings`] compares equal when nothing that affects the
 //!   decisions changed: keep the old limiter (and its state) in that case.
-//! - **Headers** (`draft-ietf-httpapi-ratelimit-headers`, revisions 09 to 11: structured
-//!   fields, the policy name an sf-String; an Internet-Draft, not an RFC):
+//! - **Headers** (`draft-ietf-httpapi-ratelimit-headers`, the -08 and later form: two
+//!   structured fields, the policy name an sf-String; still an Internet-Draft, not an RFC, so
+//!   the spelling may move again and lives only here):
 //!   `RateLimit-Policy: "default";q=<burst>;w=<seconds to refill a whole burst>`, which states
 //!   both the burst and the sustained rate (q/w); `RateLimit: "default";r=<remaining>;t=<s>`
 //!   where `t` is the whole seconds until the bucket is full again when admitted, and equals
@@ -849,6 +850,13 @@ mod tests {
             LimitKey::Route
         )
         .is_ok());
+    }
+
+    #[test]
+    fn limiter_can_be_shared_across_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<RouteLimiter>();
+        shareable::<RouteLimiter<FakeRelativeClock>>();
     }
 
     #[test]

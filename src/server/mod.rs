@@ -158,11 +158,7 @@ impl Gateway {
                 );
                 Some((
                     addr,
-                    tokio::spawn(crate::admin::serve(
-                        socket,
-                        Arc::clone(&shared),
-                        shutdown.subscribe(),
-                    )),
+                    tokio::spawn(crate::admin::serve(socket, Arc::clone(&shared))),
                 ))
             }
         };

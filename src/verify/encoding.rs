@@ -33,7 +33,7 @@ fn hex_val(c: u8) -> Option<u8> {
 /// Decodes hex into `out`, returning the number of bytes written; `None` on odd length,
 /// a non-hex character or output that does not fit.
 pub fn hex_decode_into(input: &[u8], out: &mut [u8]) -> Option<usize> {
-    if input.len() % 2 != 0 || input.len() / 2 > out.len() {
+    if input.len() & 1 == 1 || input.len() / 2 > out.len() {
         return None;
     }
     for (i, pair) in input.chunks_exact(2).enumerate() {

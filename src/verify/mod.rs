@@ -119,7 +119,7 @@ pub enum SignError {
 }
 
 enum Kind {
-    Hmac(Scheme),
+    Hmac(Box<Scheme>),
     Token(TokenScheme),
     Basic(BasicScheme),
     Twilio(twilio::Twilio),
@@ -268,7 +268,7 @@ impl Verifier {
                     return Err(VerifyConfigError::new("public_key", "not used by provider hmac"));
                 }
                 let id = spec.id_header.clone().map_or(IdSource::None, IdSource::Header);
-                (Kind::Hmac(Scheme::compile(spec, raw, raw.public_url.clone())?), Handshake::None, id)
+                (Kind::Hmac(Box::new(Scheme::compile(spec, raw, raw.public_url.clone())?)), Handshake::None, id)
             }
             "token" => {
                 refuse_fixed_keys(raw, &["header", "prefix"])?;
@@ -316,7 +316,7 @@ impl Verifier {
                         let public_url = raw.public_url.clone();
                         return Ok(Verifier {
                             provider: preset.id.to_string(),
-                            kind: Kind::Hmac(Scheme::compile(spec, raw, public_url)?),
+                            kind: Kind::Hmac(Box::new(Scheme::compile(spec, raw, public_url)?)),
                             handshake: preset.handshake,
                             id,
                             on_failure,

@@ -499,7 +499,7 @@ impl Scheme {
                             Some(sig) => {
                                 cands.push(sig, self.spec.encoding, want)?;
                             }
-                            None => saw_other_version = true,
+                            None => saw_other_version |= !prefix.is_empty() && looks_versioned(entry),
                         }
                         Ok(())
                     };
@@ -718,6 +718,13 @@ impl Scheme {
         out.push((self.spec.header.as_str().to_string(), value));
         Ok(out)
     }
+}
+
+/// `sha1=...`, `v0=...`: a signature of some other version than the one we expect.
+fn looks_versioned(entry: &str) -> bool {
+    entry.split_once(['=', ',']).is_some_and(|(k, _)| {
+        !k.is_empty() && k.len() <= 16 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    })
 }
 
 /// HMAC over several slices, streamed.

@@ -1,0 +1,339 @@
+//! The integration-test harness: a real gateway on 127.0.0.1:0 with TLS certificates from rcgen,
+//! a recording upstream behind it, and real HTTP/1.1 and HTTP/2 clients. Nothing of the gateway
+//! is mocked; the tests speak to it over sockets like any sender would.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hookgate::server::Gateway;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// A CA and a `localhost` / `127.0.0.1` leaf signed by it, written as PEM files.
+pub struct TestCerts {
+    pub dir: tempfile::TempDir,
+    pub ca_pem: String,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+impl TestCerts {
+    pub fn new() -> TestCerts {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "hookgate test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf_params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cert_path = dir.path().join("leaf.crt");
+        let key_path = dir.path().join("leaf.key");
+        std::fs::write(&cert_path, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+        std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
+        TestCerts {
+            dir,
+            ca_pem: ca.pem(),
+            cert_path,
+            key_path,
+        }
+    }
+}
+
+/// One request as the upstream saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A real HTTP server that records every request. `/slow...` paths answer after 2 s; every other
+/// path answers 200 `upstream ok` with an `x-upstream: yes` header.
+pub struct RecordingUpstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl RecordingUpstream {
+    pub async fn start() -> RecordingUpstream {
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = socket.accept().await else {
+                    return;
+                };
+                let record = Arc::clone(&record);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let record = Arc::clone(&record);
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let slow = parts.uri.path().starts_with("/slow");
+                            record.lock().unwrap().push(Seen {
+                                method: parts.method.to_string(),
+                                uri: parts.uri.to_string(),
+                                headers: parts.headers,
+                                body,
+                            });
+                            if slow {
+                                tokio::time::sleep(Duration::from_secs(2)).await;
+                            }
+                            let mut response =
+                                Response::new(Full::new(Bytes::from_static(b"upstream ok")));
+                            response
+                                .headers_mut()
+                                .insert("x-upstream", "yes".parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        RecordingUpstream { addr, seen }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// An address where nothing listens (bound, then closed).
+pub async fn closed_port() -> SocketAddr {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    socket.local_addr().unwrap()
+}
+
+/// A gateway started in-process from a YAML file written to a temp dir. In the YAML,
+/// `{upstream}` becomes the recording upstream's address, `{dead}` a closed port, `{cert}` and
+/// `{key}` the test certificate files.
+pub struct TestGateway {
+    pub gateway: Option<Gateway>,
+    pub certs: TestCerts,
+    pub upstream: RecordingUpstream,
+    pub dir: tempfile::TempDir,
+    pub log_path: PathBuf,
+}
+
+pub const LISTENERS: &str = r#"
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: { cert: "{cert}", key: "{key}" }
+  - name: plain
+    bind: 127.0.0.1:0
+admin:
+  bind: 127.0.0.1:0
+access_log: "{log}"
+"#;
+
+impl TestGateway {
+    /// `body` is the rest of the config after the listeners: limits, upstreams, routes.
+    pub async fn start(body: &str) -> TestGateway {
+        let certs = TestCerts::new();
+        let upstream = RecordingUpstream::start().await;
+        let dead = closed_port().await;
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("access.log");
+        let yaml = format!("{LISTENERS}{body}")
+            .replace("{upstream}", &upstream.addr.to_string())
+            .replace("{dead}", &dead.to_string())
+            .replace("{cert}", certs.cert_path.to_str().unwrap())
+            .replace("{key}", certs.key_path.to_str().unwrap())
+            .replace("{log}", log_path.to_str().unwrap());
+        let config_path = dir.path().join("gateway.yaml");
+        std::fs::write(&config_path, yaml).unwrap();
+        let config = hookgate::config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
+        let gateway = Gateway::start(config).await.unwrap();
+        TestGateway {
+            gateway: Some(gateway),
+            certs,
+            upstream,
+            dir,
+            log_path,
+        }
+    }
+
+    fn gateway(&self) -> &Gateway {
+        self.gateway.as_ref().unwrap()
+    }
+
+    pub fn https_url(&self, path: &str) -> String {
+        format!(
+            "https://localhost:{}{path}",
+            self.gateway().addr("public").unwrap().port()
+        )
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway().addr("plain").unwrap())
+    }
+
+    pub fn plain_addr(&self) -> SocketAddr {
+        self.gateway().addr("plain").unwrap()
+    }
+
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.gateway().addr("public").unwrap()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.yaml")
+    }
+
+    /// Waits until the access log has at least `n` lines, then returns them all parsed.
+    pub async fn log_lines(&self, n: usize) -> Vec<serde_json::Value> {
+        for _ in 0..200 {
+            let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            let lines: Vec<_> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "access log never reached {n} lines: {:?}",
+            std::fs::read_to_string(&self.log_path)
+        );
+    }
+
+    /// The last access-log line once there are `n`.
+    pub async fn log_line(&self, n: usize) -> serde_json::Value {
+        self.log_lines(n).await.pop().unwrap()
+    }
+
+    /// Scrapes `/metrics` and returns `series{labels} -> value` for every sample line.
+    pub async fn metrics(&self) -> HashMap<String, f64> {
+        let url = format!("http://{}/metrics", self.gateway().admin_addr().unwrap());
+        let (status, _, body) = send(&plain_client(), "GET", &url, &[], Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        parse_metrics(std::str::from_utf8(&body).unwrap())
+    }
+
+    pub async fn shutdown(mut self) {
+        self.gateway.take().unwrap().shutdown().await;
+    }
+}
+
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+pub type TestClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+fn tls_connector(ca_pem: &str, h2: bool) -> hyper_rustls::HttpsConnector<HttpConnector> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    if h2 {
+        builder.enable_http2().build()
+    } else {
+        builder.enable_http1().build()
+    }
+}
+
+/// An HTTP/1.1 client that trusts the test CA.
+pub fn h1_client(certs: &TestCerts) -> TestClient {
+    Client::builder(TokioExecutor::new()).build(tls_connector(&certs.ca_pem, false))
+}
+
+/// An HTTP/2-only client that trusts the test CA (ALPN h2).
+pub fn h2_client(certs: &TestCerts) -> TestClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(tls_connector(&certs.ca_pem, true))
+}
+
+pub fn plain_client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build(tls_connector("", false))
+}
+
+/// Sends one request and returns status, headers and the whole body.
+pub async fn send(
+    client: &TestClient,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<(u16, HeaderMap, Bytes), hyper_util::client::legacy::Error> {
+    let mut request = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client
+        .request(request.body(Full::new(body.into())).unwrap())
+        .await?;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Ok((parts.status.as_u16(), parts.headers, body))
+}
+
+/// Writes raw bytes to a plain listener and reads until the server closes or `wait` passes.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}

@@ -1,0 +1,311 @@
+#!/usr/bin/env python3
+"""Conformance cases for hookgate's signature presets, made with the providers' official SDKs.
+
+One job: sign requests the way each provider's own library does, and print them as a JSON list of
+cases on stdout, each saying whether a correct gateway must accept or refuse it (and why). It never
+talks to the network or to the gateway; feeding the cases through a running gateway is the job of
+the Rust integration test. Timestamps are taken from the clock when the script runs, so feed the
+cases promptly (the `verify` block of each case widens only Paddle's 5 s window, to 2 minutes).
+
+Case fields:
+  name       unique, readable: "<provider>/<what>"
+  provider   hookgate provider id
+  verify     the route's whole `verify:` block (provider, secrets, public_url, public_key, ...)
+  secrets    same as verify.secrets (kept for convenience)
+  public_url the public_url to configure (None unless the provider signs the URL)
+  method     HTTP method
+  query      query string to send (without "?"), or None
+  headers    {name: value} to send
+  body_b64   raw body, base64
+  expect     "accept" | "refuse"
+  reason     expected hookgate Reason for a refusal ("mismatch", "expired", ...), else None
+  source     which library produced the signature
+Every "accept" case of an SDK that can also verify is checked with that SDK before printing, and
+the script exits non-zero if the SDK disagrees.
+
+Usage: pip install -r tests/conformance/requirements.txt && python3 tests/conformance/sdk_cases.py
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from urllib.parse import urlencode
+
+import nacl.signing
+import slack_sdk.signature
+import standardwebhooks
+import stripe
+import svix.webhooks
+import twilio.request_validator
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from paddle_billing.Notifications.PaddleSignature import PaddleSignature
+from sendgrid.helpers.eventwebhook import EventWebhook
+
+NOW = int(time.time())
+HOUR = 3600
+CASES = []
+
+
+def add(name, verify, headers, body, expect, reason=None, method="POST", query=None, source=""):
+    if isinstance(body, str):
+        body = body.encode()
+    CASES.append(
+        {
+            "name": name,
+            "provider": verify["provider"],
+            "verify": verify,
+            "secrets": verify.get("secrets", []),
+            "public_url": verify.get("public_url"),
+            "method": method,
+            "query": query,
+            "headers": headers,
+            "body_b64": base64.b64encode(body).decode(),
+            "expect": expect,
+            "reason": reason,
+            "source": source,
+        }
+    )
+
+
+def sdk_agrees(name, ok):
+    if not ok:
+        sys.stderr.write(f"the official SDK refuses its own accept case {name}\n")
+        sys.exit(1)
+
+
+def tampered(body):
+    return body.replace("1", "2", 1) if "1" in body else body + " "
+
+
+# ------------------------------------------------------------------------------------- Stripe
+def stripe_cases():
+    src = f"stripe {stripe.VERSION} WebhookSignature.generate_signature_header"
+    secret, other = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_c29tZSBvdGhlciBzZWNyZXQ="
+    verify = {"provider": "stripe", "secrets": [secret]}
+    body = '{"id":"evt_1NG8Du2eZvKYlo2CUI79vXWy","object":"event","type":"charge.succeeded"}'
+    WS = stripe.WebhookSignature
+
+    def sig(t, s=secret, b=body):
+        return {"Stripe-Signature": WS.generate_signature_header(b, s, timestamp=t)}
+
+    h = sig(NOW)
+    sdk_agrees("stripe/valid", WS.verify_header(body, h["Stripe-Signature"], secret, 300))
+    add("stripe/valid", verify, h, body, "accept", source=src)
+    add("stripe/tampered-body", verify, h, tampered(body), "refuse", "mismatch", source=src)
+    add("stripe/other-secret", verify, sig(NOW, other), body, "refuse", "mismatch", source=src)
+    add("stripe/stale", verify, sig(NOW - HOUR), body, "refuse", "expired", source=src)
+    # stripe-python checks only the past: a future timestamp is accepted.
+    add("stripe/future-accepted", verify, sig(NOW + HOUR), body, "accept", source=src)
+    add("stripe/missing-header", verify, {}, body, "refuse", "missing", source=src)
+    v1 = h["Stripe-Signature"].split("v1=")[1]
+    add("stripe/only-v0", verify, {"Stripe-Signature": f"t={NOW},v0={v1}"}, body, "refuse",
+        "unknown_version", source=src)
+    add("stripe/two-v1-one-good", verify,
+        {"Stripe-Signature": f"t={NOW},v1={'0' * 64},v1={v1}"}, body, "accept", source=src)
+    add("stripe/rotated-secret", {"provider": "stripe", "secrets": [other, secret]}, h, body,
+        "accept", source=src)
+
+
+# ----------------------------------------------------------------- Standard Webhooks and Svix
+def standard_webhooks_cases():
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    other = "whsec_" + base64.b64encode(b"another secret key").decode()
+    body = '{"type":"user.created","data":{"id":1}}'
+    for provider, lib, prefix in [
+        ("standard-webhooks", standardwebhooks.Webhook, "webhook"),
+        ("svix", svix.webhooks.Webhook, "svix"),
+        ("clerk", svix.webhooks.Webhook, "svix"),
+        ("resend", svix.webhooks.Webhook, "svix"),
+    ]:
+        src = f"{lib.__module__} Webhook.sign"
+        verify = {"provider": provider, "secrets": [secret]}
+
+        def hdrs(t, s=secret, b=body, msg_id="msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"):
+            when = datetime.fromtimestamp(t, tz=timezone.utc)
+            return {
+                f"{prefix}-id": msg_id,
+                f"{prefix}-timestamp": str(t),
+                f"{prefix}-signature": lib(s).sign(msg_id, when, b),
+            }
+
+        h = hdrs(NOW)
+        lib(secret).verify(body.encode(), dict(h))  # raises if the SDK disagrees
+        add(f"{provider}/valid", verify, h, body, "accept", source=src)
+        add(f"{provider}/tampered-body", verify, h, tampered(body), "refuse", "mismatch", source=src)
+        add(f"{provider}/other-secret", verify, hdrs(NOW, other), body, "refuse", "mismatch", source=src)
+        add(f"{provider}/stale", verify, hdrs(NOW - HOUR), body, "refuse", "expired", source=src)
+        add(f"{provider}/future", verify, hdrs(NOW + HOUR), body, "refuse", "future", source=src)
+        changed_id = dict(h)
+        changed_id[f"{prefix}-id"] = "msg_other"
+        add(f"{provider}/changed-id", verify, changed_id, body, "refuse", "mismatch", source=src)
+        listed = dict(h)
+        listed[f"{prefix}-signature"] = "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= " + h[f"{prefix}-signature"]
+        add(f"{provider}/signature-list-one-good", verify, listed, body, "accept", source=src)
+        only_v1a = dict(h)
+        only_v1a[f"{prefix}-signature"] = h[f"{prefix}-signature"].replace("v1,", "v1a,")
+        add(f"{provider}/only-v1a", verify, only_v1a, body, "refuse", "unknown_version", source=src)
+
+
+# -------------------------------------------------------------------------------------- Slack
+def slack_cases():
+    src = "slack_sdk SignatureVerifier.generate_signature"
+    secret = "8f742231b10e8888abcd99yyyzzz85a5"
+    verify = {"provider": "slack", "secrets": [secret]}
+    body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&command=%2Fwebhook-collect&text=1"
+
+    def hdrs(t, s=secret):
+        sv = slack_sdk.signature.SignatureVerifier(s)
+        return {"X-Slack-Request-Timestamp": str(t),
+                "X-Slack-Signature": sv.generate_signature(timestamp=str(t), body=body)}
+
+    h = hdrs(NOW)
+    sdk_agrees("slack/valid", slack_sdk.signature.SignatureVerifier(secret).is_valid(
+        body, h["X-Slack-Request-Timestamp"], h["X-Slack-Signature"]))
+    add("slack/valid", verify, h, body, "accept", source=src)
+    add("slack/tampered-body", verify, h, tampered(body), "refuse", "mismatch", source=src)
+    add("slack/other-secret", verify, hdrs(NOW, "another-signing-secret"), body, "refuse", "mismatch", source=src)
+    add("slack/stale", verify, hdrs(NOW - HOUR), body, "refuse", "expired", source=src)
+    add("slack/future", verify, hdrs(NOW + HOUR), body, "refuse", "future", source=src)
+    challenge = json.dumps({"token": "x", "challenge": "c-123", "type": "url_verification"})
+    sv = slack_sdk.signature.SignatureVerifier(secret)
+    add("slack/url-verification", verify,
+        {"X-Slack-Request-Timestamp": str(NOW),
+         "X-Slack-Signature": sv.generate_signature(timestamp=str(NOW), body=challenge),
+         "Content-Type": "application/json"},
+        challenge, "accept", source=src + " (handshake: gateway replies {\"challenge\":\"c-123\"})")
+
+
+# ------------------------------------------------------------------------------------- Twilio
+def twilio_cases():
+    src = "twilio RequestValidator.compute_signature"
+    token, other = "12345", "54321"
+    public_url = "https://mycompany.com/myapp.php"
+    verify = {"provider": "twilio", "secrets": [token], "public_url": public_url}
+    params = {"CallSid": "CA1234567890ABCDE", "Caller": "+12349013030", "Digits": "1234",
+              "From": "+12349013030", "To": "+18005551212"}
+    body = urlencode(params)
+    url = public_url + "?foo=1&bar=2"
+    rv = twilio.request_validator.RequestValidator(token)
+    sig = rv.compute_signature(url, params)
+    sdk_agrees("twilio/form-valid", rv.validate(url, params, sig))
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    add("twilio/form-valid", verify, {**form, "X-Twilio-Signature": sig}, body, "accept",
+        query="foo=1&bar=2", source=src)
+    add("twilio/form-tampered", verify, {**form, "X-Twilio-Signature": sig},
+        body.replace("1234", "9999", 1), "refuse", "mismatch", query="foo=1&bar=2", source=src)
+    add("twilio/form-other-token", verify,
+        {**form, "X-Twilio-Signature": twilio.request_validator.RequestValidator(other).compute_signature(url, params)},
+        body, "refuse", "mismatch", query="foo=1&bar=2", source=src)
+    add("twilio/form-other-query", verify, {**form, "X-Twilio-Signature": sig}, body, "refuse",
+        "mismatch", query="foo=1", source=src)
+    jbody = '{"property":"value","boolean":true}'
+    q = "bodySHA256=" + rv.compute_hash(jbody)
+    jsig = rv.compute_signature(public_url + "?" + q, {})
+    sdk_agrees("twilio/json-valid", rv.validate(public_url + "?" + q, jbody, jsig))
+    js = {"Content-Type": "application/json"}
+    add("twilio/json-valid", verify, {**js, "X-Twilio-Signature": jsig}, jbody, "accept", query=q,
+        source=src + " + compute_hash (bodySHA256)")
+    add("twilio/json-tampered", verify, {**js, "X-Twilio-Signature": jsig}, jbody.replace("true", "false"),
+        "refuse", "mismatch", query=q, source=src)
+
+
+# ------------------------------------------------------------------------------------- Paddle
+def paddle_cases():
+    src = "paddle-python-sdk PaddleSignature.calculate_hmac"
+    secret = "pdl_ntfset_01gkpjp8bkm3tm53kdgkx6sms7_6h3qd3uFSi9YCD3OLYAShQI90XTI5vEI"
+    # The SDK's window is 5 s each way; widened so the cases survive being fed to a gateway.
+    verify = {"provider": "paddle", "secrets": [secret], "tolerance": "2m", "future_tolerance": "2m"}
+    body = '{"event_id":"evt_01h8441jx8x1q971q9ksksqh82","event_type":"transaction.paid"}'
+
+    def hdrs(t, s=secret, extra=""):
+        h1 = PaddleSignature.calculate_hmac(s, f"{t}:{body}".encode()).hexdigest()
+        return {"Paddle-Signature": f"ts={t};{extra}h1={h1}"}
+
+    h = hdrs(NOW)
+    ts, sigs = PaddleSignature.parse(h["Paddle-Signature"])
+    sdk_agrees("paddle/valid", ts == NOW and len(sigs["h1"]) == 1)
+    add("paddle/valid", verify, h, body, "accept", source=src)
+    add("paddle/tampered-body", verify, h, tampered(body), "refuse", "mismatch", source=src)
+    add("paddle/other-secret", verify, hdrs(NOW, "pdl_ntfset_other"), body, "refuse", "mismatch", source=src)
+    add("paddle/stale", verify, hdrs(NOW - HOUR), body, "refuse", "expired", source=src)
+    add("paddle/future", verify, hdrs(NOW + HOUR), body, "refuse", "future", source=src)
+    add("paddle/two-h1-one-good", verify, hdrs(NOW, extra=f"h1={'0' * 64};"), body, "accept", source=src)
+
+
+# ----------------------------------------------------------------------------------- SendGrid
+def sendgrid_cases():
+    src = "cryptography ECDSA P-256 signature, checked with sendgrid EventWebhook.verify_signature"
+    key = ec.generate_private_key(ec.SECP256R1())
+    pub = base64.b64encode(key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    verify = {"provider": "sendgrid", "public_key": pub}
+    body = '[{"email":"example@test.com","event":"processed","sg_event_id":"rbtnWrG1DVDGGGFHFyun0A=="}]\r\n'
+
+    def hdrs(t, k=key, b=body):
+        sig = base64.b64encode(k.sign((str(t) + b).encode(), ec.ECDSA(hashes.SHA256()))).decode()
+        return {"X-Twilio-Email-Event-Webhook-Signature": sig,
+                "X-Twilio-Email-Event-Webhook-Timestamp": str(t)}
+
+    h = hdrs(NOW)
+    sdk_agrees("sendgrid/valid", EventWebhook(pub).verify_signature(
+        body, h["X-Twilio-Email-Event-Webhook-Signature"], h["X-Twilio-Email-Event-Webhook-Timestamp"]))
+    add("sendgrid/valid", verify, h, body, "accept", source=src)
+    add("sendgrid/tampered-body", verify, h, tampered(body), "refuse", "mismatch", source=src)
+    add("sendgrid/other-key", verify, hdrs(NOW, ec.generate_private_key(ec.SECP256R1())), body,
+        "refuse", "mismatch", source=src)
+    add("sendgrid/missing-timestamp", verify,
+        {"X-Twilio-Email-Event-Webhook-Signature": h["X-Twilio-Email-Event-Webhook-Signature"]},
+        body, "refuse", "missing", source=src)
+
+
+# ------------------------------------------------------------------------------------ Discord
+def discord_cases():
+    src = "PyNaCl Ed25519 (the library of Discord's Python example)"
+    key = nacl.signing.SigningKey.generate()
+    verify = {"provider": "discord", "public_key": key.verify_key.encode().hex(), "on_failure": 401}
+    ping = '{"type":1,"id":"1","application_id":"2","token":"t","version":1}'
+
+    def hdrs(t, k=key, b=ping):
+        return {"X-Signature-Ed25519": k.sign((str(t) + b).encode()).signature.hex(),
+                "X-Signature-Timestamp": str(t)}
+
+    h = hdrs(NOW)
+    key.verify_key.verify((str(NOW) + ping).encode(), bytes.fromhex(h["X-Signature-Ed25519"]))
+    add("discord/ping", verify, h, ping, "accept", source=src + " (handshake: gateway replies {\"type\":1})")
+    add("discord/tampered-body", verify, h, ping.replace('"1"', '"3"', 1), "refuse", "mismatch", source=src)
+    add("discord/other-key", verify, hdrs(NOW, nacl.signing.SigningKey.generate()), ping, "refuse",
+        "mismatch", source=src)
+    add("discord/changed-timestamp", verify, {**h, "X-Signature-Timestamp": str(NOW + 1)}, ping,
+        "refuse", "mismatch", source=src)
+
+
+# ------------------------------------------------------------------------------------- GitHub
+def github_cases():
+    src = "GitHub docs example vector (no official Python SDK verifies webhooks)"
+    verify = {"provider": "github", "secrets": ["It's a Secret to Everybody"]}
+    sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+    h = {"X-Hub-Signature-256": sig, "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"}
+    assert hmac.compare_digest(
+        "sha256=" + hmac.new(b"It's a Secret to Everybody", b"Hello, World!", hashlib.sha256).hexdigest(), sig)
+    add("github/docs-example", verify, h, "Hello, World!", "accept", source=src)
+    add("github/tampered-body", verify, h, "Hello, World?", "refuse", "mismatch", source=src)
+    add("github/missing-header", verify, {"X-GitHub-Delivery": "x"}, "Hello, World!", "refuse", "missing", source=src)
+
+
+def main():
+    for make in (stripe_cases, standard_webhooks_cases, slack_cases, twilio_cases, paddle_cases,
+                 sendgrid_cases, discord_cases, github_cases):
+        make()
+    names = [c["name"] for c in CASES]
+    assert len(names) == len(set(names)), "case names must be unique"
+    json.dump(CASES, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
