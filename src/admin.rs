@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process answers) and
 //! `/readyz` (it takes traffic; 503 while draining). Plain HTTP/1.1, meant for a private
-//! address. It never serves webhook routes and never shows config or secrets.
+//! address. It never serves webhook routes and never shows config or secrets. It also runs the
+//! periodic housekeeping that metrics report on (rate-limit bucket pruning).
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -42,6 +43,17 @@ pub async fn serve(socket: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// How often idle rate-limit buckets are dropped and key counts reported.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// Drops idle rate-limit buckets on the current runtime, forever (the gateway aborts it).
+pub async fn prune_limiters(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(PRUNE_EVERY).await;
+        shared.runtime.load().prune_limiters(&shared.metrics);
+    }
+}
+
 fn answer(request: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -57,6 +69,10 @@ fn answer(request: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>>
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if shared.draining.load(Ordering::SeqCst) => {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        }
+        // Not ready until every URL-fed IP set has loaded once: before that its routes refuse all.
+        "/readyz" if !shared.runtime.load().is_ready() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "ip sets loading\n")
         }
         "/readyz" => text(StatusCode::OK, "ready\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

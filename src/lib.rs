@@ -9,6 +9,8 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod ip_feeds;
+pub mod ipset;
 pub mod observe;
 pub mod pipeline;
 pub mod runtime;

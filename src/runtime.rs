@@ -1,23 +1,36 @@
-//! The runtime: a validated [`Config`] compiled for serving (route table, upstream clients). One
-//! `Arc<Runtime>` snapshot serves a request from start to end; a reload builds a new one and
-//! swaps it in whole. Building may fail; it never touches a socket the gateway listens on.
+//! The runtime: a validated [`Config`] compiled for serving (route table, allowlists, rate
+//! limiters, upstream clients). One `Arc<Runtime>` snapshot serves a request from start to end;
+//! a reload builds a new one and swaps it in whole. State that must outlive a reload (rate-limit
+//! buckets whose settings did not change, URL-fed IP sets) is carried over from the previous
+//! snapshot. Building never touches a socket the gateway listens on.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
 
-use crate::config::{Config, PathPattern};
+use crate::config::{ClientIpConfig, Config, IpSetSource, PathPattern};
+use crate::ip_feeds::{FeedSource, LiveIpSet};
+use crate::ipset::IpTable;
+use crate::observe::metrics::Metrics;
+use crate::pipeline::allowlist::{Allowlist, RouteAllowlist};
 use crate::pipeline::forward::{Upstream, UpstreamBuildError};
+use crate::pipeline::rate_limit::{RateLimitSettings, RouteLimiter};
 
 pub struct Runtime {
     pub routes: Vec<Route>,
+    pub client_ip: ClientIpConfig,
+    pub global_limit: Option<Arc<RouteLimiter>>,
+    /// Every URL-fed IP set, for readiness and to hand over on reload.
+    pub live_sets: Vec<Arc<LiveIpSet>>,
 }
 
 pub struct Route {
     pub name: Arc<str>,
     pub path: PathPattern,
     pub methods: Vec<Method>,
+    pub allowlist: Option<RouteAllowlist>,
+    pub limiter: Option<Arc<RouteLimiter>>,
     pub upstream: Arc<Upstream>,
     pub upstream_path: Option<String>,
     pub max_body: u64,
@@ -25,25 +38,129 @@ pub struct Route {
 }
 
 impl Runtime {
-    pub fn build(config: &Config) -> Result<Runtime, UpstreamBuildError> {
+    /// Compiles `config`. `previous` is the snapshot being replaced, if any: limiters with
+    /// unchanged settings and IP feeds with an unchanged source are taken over from it.
+    /// Must run inside the tokio runtime (IP feeds start their refresh tasks).
+    pub fn build(
+        config: &Config,
+        previous: Option<&Runtime>,
+        metrics: &Metrics,
+    ) -> Result<Runtime, UpstreamBuildError> {
         let upstreams = config
             .upstreams
             .iter()
             .map(|u| Upstream::new(u).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let routes = config
-            .routes
+
+        // Each ip_set as either a fixed table or a live feed, by index.
+        let mut live_sets = Vec::new();
+        let sets: Vec<Result<&IpTable, Arc<LiveIpSet>>> = config
+            .ip_sets
             .iter()
-            .map(|r| Route {
+            .map(|set| match &set.source {
+                IpSetSource::Fixed(table) => Ok(table),
+                IpSetSource::Url {
+                    url,
+                    json_path,
+                    refresh,
+                } => {
+                    let source = FeedSource {
+                        url: url.clone(),
+                        json_path: json_path.clone(),
+                        refresh: *refresh,
+                    };
+                    let kept = previous
+                        .and_then(|p| {
+                            p.live_sets
+                                .iter()
+                                .find(|l| l.name == set.name && l.source == source)
+                        })
+                        .cloned();
+                    let live = kept.unwrap_or_else(|| LiveIpSet::start(&set.name, source, metrics));
+                    live_sets.push(Arc::clone(&live));
+                    Err(live)
+                }
+            })
+            .collect();
+
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            let Some(upstream) = upstreams.get(r.upstream) else {
+                continue;
+            };
+            let allowlist = r.allow_ips.as_ref().map(|allow| {
+                let chosen = allow.sets.iter().filter_map(|i| sets.get(*i));
+                let fixed_sets = chosen.clone().filter_map(|s| s.as_ref().ok().copied());
+                RouteAllowlist {
+                    fixed: Allowlist::from_parts(&allow.cidrs, fixed_sets),
+                    live: chosen.filter_map(|s| s.as_ref().err().cloned()).collect(),
+                }
+            });
+            let limiter = r.rate_limit.as_ref().map(|settings| {
+                let old = previous
+                    .and_then(|p| p.routes.iter().find(|o| *o.name == r.name))
+                    .and_then(|o| o.limiter.as_ref());
+                reuse_or_new(old, settings)
+            });
+            routes.push(Route {
                 name: r.name.as_str().into(),
                 path: r.path.clone(),
                 methods: r.methods.clone(),
-                upstream: Arc::clone(&upstreams[r.upstream]),
+                allowlist,
+                limiter,
+                upstream: Arc::clone(upstream),
                 upstream_path: r.upstream_path.clone(),
                 max_body: r.max_body,
                 body_timeout: r.body_timeout,
-            })
-            .collect();
-        Ok(Runtime { routes })
+            });
+        }
+        let global_limit = config
+            .global_rate_limit
+            .as_ref()
+            .map(|settings| reuse_or_new(previous.and_then(|p| p.global_limit.as_ref()), settings));
+        Ok(Runtime {
+            routes,
+            client_ip: config.client_ip.clone(),
+            global_limit,
+            live_sets,
+        })
+    }
+
+    /// Ready to serve: every URL-fed IP set has loaded at least once.
+    pub fn is_ready(&self) -> bool {
+        self.live_sets.iter().all(|s| s.is_loaded())
+    }
+
+    /// Drops idle rate-limit buckets and reports how many keys each limiter tracks.
+    pub fn prune_limiters(&self, metrics: &Metrics) {
+        use crate::observe::metrics::RouteLabels;
+        let named = self
+            .routes
+            .iter()
+            .filter_map(|r| r.limiter.as_ref().map(|l| (r.name.to_string(), l)))
+            .chain(
+                self.global_limit
+                    .as_ref()
+                    .map(|l| ("-global".to_string(), l)),
+            );
+        for (route, limiter) in named {
+            limiter.retain_recent();
+            let keys = i64::try_from(limiter.len()).unwrap_or(i64::MAX);
+            metrics
+                .rate_limit_keys
+                .get_or_create(&RouteLabels { route })
+                .set(keys);
+        }
+    }
+}
+
+/// The previous limiter when its settings are unchanged (its buckets survive), else a new one.
+fn reuse_or_new(
+    old: Option<&Arc<RouteLimiter>>,
+    settings: &RateLimitSettings,
+) -> Arc<RouteLimiter> {
+    match old {
+        Some(old) if old.settings() == settings => Arc::clone(old),
+        _ => Arc::new(RouteLimiter::new(settings.clone())),
     }
 }

@@ -14,6 +14,10 @@ use std::time::Duration;
 use http::Method;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::ipset::{Cidr, IpTable};
+use crate::pipeline::client_ip::ForwardedHeader;
+use crate::pipeline::rate_limit::RateLimitSettings;
+
 pub use validate::validate;
 
 /// Largest config file we will parse: a gateway.yaml is a few KiB; a 16 MiB one is a mistake
@@ -38,7 +42,10 @@ pub struct Config {
     pub source: PathBuf,
     pub listeners: Vec<ListenerConfig>,
     pub admin: Option<SocketAddr>,
+    pub client_ip: ClientIpConfig,
+    pub ip_sets: Vec<IpSetConfig>,
     pub limits: Limits,
+    pub global_rate_limit: Option<RateLimitSettings>,
     pub access_log: LogTarget,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
@@ -49,6 +56,41 @@ pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
     pub tls: Option<TlsMaterial>,
+    /// Expect a PROXY protocol (v1 or v2) header first; accepted from trusted proxies only.
+    pub proxy_protocol: bool,
+}
+
+/// Who may tell us the client's address (stage 3).
+#[derive(Debug, Clone, Default)]
+pub struct ClientIpConfig {
+    pub trusted_proxies: IpTable,
+    pub header: ForwardedHeader,
+}
+
+#[derive(Debug, Clone)]
+pub struct IpSetConfig {
+    pub name: String,
+    pub source: IpSetSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpSetSource {
+    /// Inline `cidrs:` or a `file:` read at load (and re-read on every reload).
+    Fixed(IpTable),
+    /// Fetched at start and every `refresh`; the last good list stays when a fetch fails.
+    Url {
+        url: http::Uri,
+        json_path: Option<String>,
+        refresh: Duration,
+    },
+}
+
+/// A route's `allow_ips`: literal networks plus the named sets it refers to.
+#[derive(Debug, Clone)]
+pub struct AllowIps {
+    pub cidrs: Vec<Cidr>,
+    /// Indexes into [`Config::ip_sets`].
+    pub sets: Vec<usize>,
 }
 
 /// A certificate chain and its key, already read and parsed from the files the config names.
@@ -142,6 +184,8 @@ pub struct RouteConfig {
     pub upstream_path: Option<String>,
     pub max_body: u64,
     pub body_timeout: Duration,
+    pub allow_ips: Option<AllowIps>,
+    pub rate_limit: Option<RateLimitSettings>,
 }
 
 /// A route's path: exact (`/hooks/github`) or a prefix written with a trailing `/*`.

@@ -14,8 +14,13 @@ pub type Text = Spanned<String>;
 pub struct RawConfig {
     pub listeners: Spanned<Vec<RawListener>>,
     pub admin: Option<RawAdmin>,
+    pub client_ip: Option<RawClientIp>,
+    #[serde(default)]
+    pub ip_sets: BTreeMap<String, RawIpSet>,
     #[serde(default)]
     pub limits: RawLimits,
+    /// A limit over the whole gateway, checked before each route's own.
+    pub rate_limit: Option<RawRateLimit>,
     pub access_log: Option<Text>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
@@ -28,6 +33,36 @@ pub struct RawListener {
     pub name: Text,
     pub bind: Text,
     pub tls: Option<RawTls>,
+    pub proxy_protocol: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientIp {
+    pub trusted_proxies: Option<Spanned<Vec<Text>>>,
+    /// `x-forwarded-for` (default) or `forwarded`.
+    pub header: Option<Text>,
+}
+
+/// A named list of networks: inline, from a file, or fetched from a URL and refreshed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpSet {
+    pub cidrs: Option<Spanned<Vec<Text>>>,
+    pub file: Option<Text>,
+    pub url: Option<Text>,
+    pub json_path: Option<Text>,
+    pub refresh: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub per_second: Option<Spanned<u32>>,
+    pub per_minute: Option<Spanned<u32>>,
+    pub burst: Option<Spanned<u32>>,
+    pub key: Option<Text>,
+    pub max_keys: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,4 +121,6 @@ pub struct RawRoute {
     pub upstream_path: Option<Text>,
     pub max_body: Option<Spanned<RawSize>>,
     pub body_timeout: Option<Text>,
+    pub allow_ips: Option<Spanned<Vec<Text>>>,
+    pub rate_limit: Option<RawRateLimit>,
 }

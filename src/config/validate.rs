@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,13 +13,19 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_saphyr::{Location, Spanned};
 
-use super::raw::{RawConfig, RawLimits, RawRoute, RawSize, RawUpstream, Text};
+use super::raw::{
+    RawClientIp, RawConfig, RawIpSet, RawLimits, RawRateLimit, RawRoute, RawSize, RawUpstream, Text,
+};
 use super::secrets::expand_env;
 use super::units::{parse_duration, parse_size};
 use super::{
-    Config, ConfigError, Limits, ListenerConfig, LogTarget, PathPattern, RouteConfig, TlsMaterial,
-    UpstreamConfig, UpstreamScheme,
+    AllowIps, ClientIpConfig, Config, ConfigError, IpSetConfig, IpSetSource, Limits,
+    ListenerConfig, LogTarget, PathPattern, RouteConfig, TlsMaterial, UpstreamConfig,
+    UpstreamScheme,
 };
+use crate::ipset::{parse_cidr, parse_cidr_list, Cidr, IpTable};
+use crate::pipeline::client_ip::ForwardedHeader;
+use crate::pipeline::rate_limit::{LimitKey, Rate, RateLimitSettings};
 
 /// Parses YAML text and validates it. `env` supplies `${NAME}` values (tests pass their own).
 pub fn parse_and_validate(
@@ -212,7 +219,13 @@ pub fn validate(
                 &format!("{field}.tls"),
             )?),
         };
-        listeners.push(ListenerConfig { name, bind, tls });
+        let proxy_protocol = l.proxy_protocol.as_ref().is_some_and(|p| p.value);
+        listeners.push(ListenerConfig {
+            name,
+            bind,
+            tls,
+            proxy_protocol,
+        });
     }
 
     let admin = match &raw.admin {
@@ -229,6 +242,36 @@ pub fn validate(
         },
     };
 
+    let client_ip = client_ip(&ctx, raw.client_ip.as_ref())?;
+    if let Some(l) = raw
+        .listeners
+        .value
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.proxy_protocol.as_ref().is_some_and(|p| p.value))
+    {
+        if client_ip.trusted_proxies.is_empty() {
+            let at =
+                l.1.proxy_protocol
+                    .as_ref()
+                    .map(|p| p.referenced)
+                    .unwrap_or(l.1.name.referenced);
+            return Err(ctx.err(
+                &at,
+                format!("listeners[{}].proxy_protocol", l.0),
+                "needs client_ip.trusted_proxies: PROXY headers are believed only from them",
+            ));
+        }
+    }
+    let mut ip_sets = Vec::new();
+    for (name, set) in &raw.ip_sets {
+        ip_sets.push(ip_set(&ctx, name, set)?);
+    }
+    let global_rate_limit = match &raw.rate_limit {
+        None => None,
+        Some(r) => Some(rate_limit(&ctx, r, "rate_limit")?),
+    };
+
     let mut upstreams = Vec::new();
     for (name, up) in &raw.upstreams {
         upstreams.push(upstream(&ctx, name, up)?);
@@ -236,7 +279,7 @@ pub fn validate(
 
     let mut routes: Vec<RouteConfig> = Vec::new();
     for (i, r) in raw.routes.value.iter().enumerate() {
-        let route = route(&ctx, i, r, &upstreams, &limits)?;
+        let route = route(&ctx, i, r, &upstreams, &ip_sets, &limits)?;
         if let Some(earlier) = routes.iter().find(|e| e.name == route.name) {
             return Err(ctx.err(
                 &r.name.referenced,
@@ -270,7 +313,10 @@ pub fn validate(
         source: source.to_path_buf(),
         listeners,
         admin,
+        client_ip,
+        ip_sets,
         limits,
+        global_rate_limit,
         access_log,
         upstreams,
         routes,
@@ -479,6 +525,7 @@ fn route(
     i: usize,
     raw: &RawRoute,
     upstreams: &[UpstreamConfig],
+    ip_sets: &[IpSetConfig],
     limits: &Limits,
 ) -> Result<RouteConfig, ConfigError> {
     let field = format!("routes[{i}]");
@@ -563,7 +610,255 @@ fn route(
             &format!("{field}.body_timeout"),
             limits.body_timeout,
         )?,
+        allow_ips: match &raw.allow_ips {
+            None => None,
+            Some(list) => Some(allow_ips(
+                ctx,
+                list,
+                &format!("{field}.allow_ips"),
+                ip_sets,
+            )?),
+        },
+        rate_limit: match &raw.rate_limit {
+            None => None,
+            Some(r) => Some(rate_limit(ctx, r, &format!("{field}.rate_limit"))?),
+        },
     })
+}
+
+fn cidr(ctx: &Ctx, value: &Text, field: &str) -> Result<Cidr, ConfigError> {
+    let text = ctx.text(value, field)?;
+    parse_cidr(&text).map_err(|e| ctx.err(&value.referenced, field, format!("{text:?}: {e}")))
+}
+
+fn client_ip(ctx: &Ctx, raw: Option<&RawClientIp>) -> Result<ClientIpConfig, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(ClientIpConfig::default());
+    };
+    let mut cidrs = Vec::new();
+    if let Some(list) = &raw.trusted_proxies {
+        for (i, value) in list.value.iter().enumerate() {
+            cidrs.push(cidr(
+                ctx,
+                value,
+                &format!("client_ip.trusted_proxies[{i}]"),
+            )?);
+        }
+    }
+    let header = match &raw.header {
+        None => ForwardedHeader::XForwardedFor,
+        Some(value) => match ctx
+            .text(value, "client_ip.header")?
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "x-forwarded-for" => ForwardedHeader::XForwardedFor,
+            "forwarded" => ForwardedHeader::Forwarded,
+            other => {
+                return Err(ctx.err(
+                    &value.referenced,
+                    "client_ip.header",
+                    format!("{other:?}: expected x-forwarded-for or forwarded"),
+                ))
+            }
+        },
+    };
+    Ok(ClientIpConfig {
+        trusted_proxies: IpTable::new(cidrs),
+        header,
+    })
+}
+
+/// An error for a block that has no located value at all (an empty mapping).
+fn unlocated(ctx: &Ctx, field: &str, message: &str) -> ConfigError {
+    ConfigError {
+        file: ctx.file.clone(),
+        line: 0,
+        column: 0,
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn ip_set(ctx: &Ctx, name: &str, raw: &RawIpSet) -> Result<IpSetConfig, ConfigError> {
+    let field = format!("ip_sets.{name}");
+    let located = [
+        raw.file.as_ref(),
+        raw.url.as_ref(),
+        raw.json_path.as_ref(),
+        raw.refresh.as_ref(),
+    ];
+    let at = raw
+        .cidrs
+        .as_ref()
+        .map(|c| c.referenced)
+        .or_else(|| located.iter().flatten().next().map(|t| t.referenced));
+    let Some(at) = at else {
+        return Err(unlocated(ctx, &field, "needs one of cidrs, file or url"));
+    };
+    if !is_name(name) {
+        return Err(ctx.err(&at, &field, NAME_RULE));
+    }
+    let sources = [raw.cidrs.is_some(), raw.file.is_some(), raw.url.is_some()];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        return Err(ctx.err(&at, &field, "needs exactly one of cidrs, file or url"));
+    }
+    if raw.url.is_none() {
+        if let Some(extra) = raw.json_path.as_ref().or(raw.refresh.as_ref()) {
+            return Err(ctx.err(
+                &extra.referenced,
+                &field,
+                "json_path and refresh only apply to a url set",
+            ));
+        }
+    }
+    let source = if let Some(list) = &raw.cidrs {
+        let mut cidrs = Vec::new();
+        for (i, value) in list.value.iter().enumerate() {
+            cidrs.push(cidr(ctx, value, &format!("{field}.cidrs[{i}]"))?);
+        }
+        IpSetSource::Fixed(IpTable::new(cidrs))
+    } else if let Some(file) = &raw.file {
+        let f = format!("{field}.file");
+        let path = ctx.path(file, &f)?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ctx.err(&file.referenced, &f, format!("{}: {e}", path.display())))?;
+        let cidrs = parse_cidr_list(&text)
+            .map_err(|e| ctx.err(&file.referenced, &f, format!("{}: {e}", path.display())))?;
+        IpSetSource::Fixed(IpTable::new(cidrs))
+    } else if let Some(url) = &raw.url {
+        let f = format!("{field}.url");
+        let text = ctx.text(url, &f)?;
+        let uri: http::Uri = text
+            .parse()
+            .map_err(|_| ctx.err(&url.referenced, &f, format!("{text:?} is not a URL")))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+            return Err(ctx.err(
+                &url.referenced,
+                &f,
+                format!("{text:?}: needs http:// or https:// and a host"),
+            ));
+        }
+        let json_path = match &raw.json_path {
+            None => None,
+            Some(p) => Some(ctx.text(p, &format!("{field}.json_path"))?),
+        };
+        let refresh = ctx.duration(
+            &raw.refresh,
+            &format!("{field}.refresh"),
+            Duration::from_secs(3600),
+        )?;
+        IpSetSource::Url {
+            url: uri,
+            json_path,
+            refresh,
+        }
+    } else {
+        return Err(ctx.err(&at, &field, "needs one of cidrs, file or url"));
+    };
+    Ok(IpSetConfig {
+        name: name.to_string(),
+        source,
+    })
+}
+
+fn allow_ips(
+    ctx: &Ctx,
+    list: &Spanned<Vec<Text>>,
+    field: &str,
+    ip_sets: &[IpSetConfig],
+) -> Result<AllowIps, ConfigError> {
+    if list.value.is_empty() {
+        return Err(ctx.err(
+            &list.referenced,
+            field,
+            "an empty allowlist would refuse everyone; remove the key to allow all",
+        ));
+    }
+    let mut allow = AllowIps {
+        cidrs: Vec::new(),
+        sets: Vec::new(),
+    };
+    for (i, value) in list.value.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let text = ctx.text(value, &f)?;
+        if let Some(set) = ip_sets.iter().position(|s| s.name == text) {
+            allow.sets.push(set);
+            continue;
+        }
+        match parse_cidr(&text) {
+            Ok(cidr) => allow.cidrs.push(cidr),
+            Err(e) => {
+                return Err(ctx.err(
+                    &value.referenced,
+                    &f,
+                    format!("{text:?} is neither a CIDR ({e}) nor the name of an ip_set"),
+                ));
+            }
+        }
+    }
+    Ok(allow)
+}
+
+fn rate_limit(
+    ctx: &Ctx,
+    raw: &RawRateLimit,
+    field: &str,
+) -> Result<RateLimitSettings, ConfigError> {
+    let nonzero = |v: &Spanned<u32>, f: &str| {
+        NonZeroU32::new(v.value).ok_or_else(|| {
+            ctx.err(
+                &v.referenced,
+                format!("{field}.{f}"),
+                "must be greater than zero",
+            )
+        })
+    };
+    let (rate, at) = match (&raw.per_second, &raw.per_minute) {
+        (Some(n), None) => (Rate::PerSecond(nonzero(n, "per_second")?), n.referenced),
+        (None, Some(n)) => (Rate::PerMinute(nonzero(n, "per_minute")?), n.referenced),
+        (Some(n), Some(_)) => {
+            return Err(ctx.err(
+                &n.referenced,
+                field,
+                "set per_second or per_minute, not both",
+            ))
+        }
+        (None, None) => {
+            let at = raw
+                .burst
+                .as_ref()
+                .map(|b| b.referenced)
+                .or(raw.key.as_ref().map(|k| k.referenced));
+            return Err(match at {
+                Some(at) => ctx.err(&at, field, "needs per_second or per_minute"),
+                None => unlocated(ctx, field, "needs per_second or per_minute"),
+            });
+        }
+    };
+    // Without a burst, a bucket holds one period's worth: 50/s admits 50 at once.
+    let burst = match &raw.burst {
+        Some(b) => nonzero(b, "burst")?,
+        None => match rate {
+            Rate::PerSecond(n) | Rate::PerMinute(n) => n,
+        },
+    };
+    let key = match &raw.key {
+        None => LimitKey::ClientIp,
+        Some(value) => {
+            let f = format!("{field}.key");
+            let text = ctx.text(value, &f)?;
+            text.parse()
+                .map_err(|e| ctx.err(&value.referenced, &f, format!("{text:?}: {e}")))?
+        }
+    };
+    let mut settings =
+        RateLimitSettings::new(rate, burst, key).map_err(|e| ctx.err(&at, field, e.to_string()))?;
+    if let Some(max) = &raw.max_keys {
+        let n = nonzero(max, "max_keys")?;
+        settings = settings.with_max_keys(NonZeroUsize::MIN.saturating_add(n.get() as usize - 1));
+    }
+    Ok(settings)
 }
 
 /// A route path: starts with `/`, plain characters, no dot segments, `*` only as a final `/*`.

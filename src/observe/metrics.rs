@@ -46,6 +46,22 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IpSetLabels {
+    pub set: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IpSetResultLabels {
+    pub set: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: &'static str,
 }
@@ -64,6 +80,10 @@ pub struct Metrics {
     pub tls_handshake_failures: Family<ListenerLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_last_reload_success: Gauge<f64, AtomicU64>,
+    pub rate_limit_keys: Family<RouteLabels, Gauge>,
+    pub ip_set_entries: Family<IpSetLabels, Gauge>,
+    pub ip_set_last_success: Family<IpSetLabels, Gauge<f64, AtomicU64>>,
+    pub ip_set_refreshes: Family<IpSetResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -84,6 +104,10 @@ impl Metrics {
             tls_handshake_failures: Family::default(),
             config_reloads: Family::default(),
             config_last_reload_success: Gauge::default(),
+            rate_limit_keys: Family::default(),
+            ip_set_entries: Family::default(),
+            ip_set_last_success: Family::default(),
+            ip_set_refreshes: Family::default(),
         };
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
@@ -132,6 +156,18 @@ impl Metrics {
             "config_last_reload_success_timestamp_seconds",
             "Unix time of the last config load that succeeded",
             m.config_last_reload_success.clone(),
+        );
+        r.register("rate_limit_keys", "Keys with their own rate-limit bucket, by route (\"-global\" for the gateway-wide limit)", m.rate_limit_keys.clone());
+        r.register(
+            "ip_set_entries",
+            "Networks in each URL-fed IP set's current list",
+            m.ip_set_entries.clone(),
+        );
+        r.register("ip_set_last_success_timestamp_seconds", "Unix time each URL-fed IP set was last fetched successfully; time() minus this is its age", m.ip_set_last_success.clone());
+        r.register(
+            "ip_set_refreshes",
+            "IP set fetches by set and result",
+            m.ip_set_refreshes.clone(),
         );
         r.register(
             "build_info",

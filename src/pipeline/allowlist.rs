@@ -62,6 +62,24 @@ impl Allowlist {
     }
 }
 
+/// A route's allowlist as served: its fixed networks (CIDRs, inline and file sets, compiled into
+/// one table) plus the URL-fed sets it names, each read from its current snapshot.
+pub struct RouteAllowlist {
+    pub fixed: Allowlist,
+    pub live: Vec<std::sync::Arc<crate::ip_feeds::LiveIpSet>>,
+}
+
+impl RouteAllowlist {
+    pub fn check(&self, ip: IpAddr) -> Result<(), Denied> {
+        let ip = normalize_ip(ip);
+        if self.fixed.check(ip).is_ok() || self.live.iter().any(|set| set.contains(ip)) {
+            Ok(())
+        } else {
+            Err(Denied { ip })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,12 +3,15 @@
 //! access-log line and one metric increment, written in [`finish`]. Stages take only what they
 //! need; none of them writes to the log or metrics itself.
 
+pub mod allowlist;
 pub mod body;
+pub mod client_ip;
 pub mod forward;
+pub mod rate_limit;
 pub mod reject;
 pub mod route;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -75,8 +78,28 @@ async fn serve(
     let route = route::find(&runtime.routes, request.method(), request.uri().path())?;
     entry.route = Some(route.name.to_string());
 
-    // 3. client ip: the socket peer until trusted proxies land (issue 4).
-    let client_ip = normalize(conn.peer.ip());
+    // 3. client ip: the peer, or what trusted proxies say it is
+    let trust = &runtime.client_ip;
+    let client_ip = client_ip::resolve_client_ip_with(
+        conn.peer.ip(),
+        request.headers(),
+        &trust.trusted_proxies,
+        trust.header,
+    );
+    entry.client_ip = client_ip.to_string();
+
+    // 4. allowlist
+    if let Some(allowlist) = &route.allowlist {
+        allowlist.check(client_ip).map_err(|_| Reject::IpDenied)?;
+    }
+
+    // 5. rate limits, the gateway's then the route's, before a byte of the body is read
+    if let Some(limiter) = &runtime.global_limit {
+        rate_limit::check(limiter, client_ip, request.headers(), "global")?;
+    }
+    if let Some(limiter) = &route.limiter {
+        rate_limit::check(limiter, client_ip, request.headers(), "route")?;
+    }
 
     // 6. body
     let (parts, body) = request.into_parts();
@@ -110,13 +133,7 @@ async fn serve(
     Ok(answer.response)
 }
 
-/// IPv4-mapped IPv6 (`::ffff:1.2.3.4`, from dual-stack sockets) is the IPv4 client it stands for.
-fn normalize(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
+use client_ip::normalize;
 
 fn begin_entry(request: &Request<Incoming>, conn: &ConnInfo) -> Entry {
     let peer_ip = normalize(conn.peer.ip()).to_string();

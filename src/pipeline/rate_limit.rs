@@ -44,6 +44,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use super::reject::Reject;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
@@ -500,6 +501,24 @@ impl ShrinkableKeyedStateStore<BucketKey> for CappedStore {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Stage 5 for one limiter: counts the request, or refuses it with the 429 headers filled in.
+pub fn check(
+    limiter: &RouteLimiter,
+    client_ip: IpAddr,
+    headers: &HeaderMap,
+    scope: &'static str,
+) -> Result<(), Reject> {
+    limiter
+        .check(client_ip, headers)
+        .map(|_| ())
+        .map_err(|limited| Reject::RateLimited {
+            retry_after: limited.retry_after_value(),
+            policy: limiter.settings().policy_header_value(),
+            state: limited.header_value(),
+            scope,
+        })
 }
 
 #[cfg(test)]

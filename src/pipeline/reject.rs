@@ -6,15 +6,22 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
+use super::rate_limit::{RATELIMIT, RATELIMIT_POLICY};
+
 /// What happened to a request, as the access log's `outcome` and the metrics' `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Forwarded,
+    Duplicate,
+    Handshake,
     BadRequest,
     NoRoute,
     MethodNotAllowed,
+    IpDenied,
+    RateLimited,
     BodyTooLarge,
     Timeout,
+    SignatureInvalid,
     ClientAbort,
     UpstreamConnectError,
     UpstreamTimeout,
@@ -26,11 +33,16 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Forwarded => "forwarded",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Handshake => "handshake",
             Outcome::BadRequest => "bad_request",
             Outcome::NoRoute => "no_route",
             Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::IpDenied => "ip_denied",
+            Outcome::RateLimited => "rate_limited",
             Outcome::BodyTooLarge => "body_too_large",
             Outcome::Timeout => "timeout",
+            Outcome::SignatureInvalid => "signature_invalid",
             Outcome::ClientAbort => "client_abort",
             Outcome::UpstreamConnectError => "upstream_connect_error",
             Outcome::UpstreamTimeout => "upstream_timeout",
@@ -50,10 +62,26 @@ pub enum Reject {
     MethodNotAllowed {
         allow: String,
     },
+    /// The client address is outside the route's allowlist.
+    IpDenied,
+    /// Over a limit: `Retry-After` seconds and the IETF `RateLimit-Policy` / `RateLimit` field
+    /// values. `scope` ("route" or "global") says which limit, in the log only.
+    RateLimited {
+        retry_after: String,
+        policy: String,
+        state: String,
+        scope: &'static str,
+    },
     /// Declared or actual body larger than the route allows.
     BodyTooLarge,
     /// The body did not arrive within the route's body timeout.
     BodyTimeout,
+    /// The signature is missing, malformed, wrong or outside its time window. `status` is the
+    /// route's `on_failure` (401 unless a provider wants another).
+    SignatureInvalid {
+        reason: &'static str,
+        status: u16,
+    },
     /// The client went away or sent a broken body before it was complete.
     ClientAbort,
     UpstreamConnect,
@@ -72,11 +100,16 @@ impl Reject {
             Reject::BadPath => StatusCode::BAD_REQUEST,
             Reject::NoRoute => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Reject::IpDenied => StatusCode::FORBIDDEN,
+            Reject::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Reject::SignatureInvalid { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::UNAUTHORIZED)
+            }
             // nginx's convention for "client closed the request": nobody reads this response,
             // but the log and metrics must not count it as a server error.
-            Reject::ClientAbort => client_closed_request(),
+            Reject::ClientAbort => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             Reject::UpstreamConnect | Reject::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reject::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -88,8 +121,11 @@ impl Reject {
             Reject::BadPath => Outcome::BadRequest,
             Reject::NoRoute => Outcome::NoRoute,
             Reject::MethodNotAllowed { .. } => Outcome::MethodNotAllowed,
+            Reject::IpDenied => Outcome::IpDenied,
+            Reject::RateLimited { .. } => Outcome::RateLimited,
             Reject::BodyTooLarge => Outcome::BodyTooLarge,
             Reject::BodyTimeout => Outcome::Timeout,
+            Reject::SignatureInvalid { .. } => Outcome::SignatureInvalid,
             Reject::ClientAbort => Outcome::ClientAbort,
             Reject::UpstreamConnect => Outcome::UpstreamConnectError,
             Reject::UpstreamTimeout => Outcome::UpstreamTimeout,
@@ -102,6 +138,8 @@ impl Reject {
         match self {
             Reject::BadPath => Some("path"),
             Reject::BodyTimeout => Some("body"),
+            Reject::RateLimited { scope, .. } => Some(scope),
+            Reject::SignatureInvalid { reason, .. } => Some(reason),
             Reject::Upstream { reason } => Some(reason),
             _ => None,
         }
@@ -117,22 +155,34 @@ impl Reject {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if let Reject::MethodNotAllowed { allow } = &self {
-            if let Ok(value) = HeaderValue::from_str(allow) {
-                headers.insert(header::ALLOW, value);
+        match &self {
+            Reject::MethodNotAllowed { allow } => {
+                if let Ok(value) = HeaderValue::from_str(allow) {
+                    headers.insert(header::ALLOW, value);
+                }
             }
-        }
-        if matches!(
-            self,
-            Reject::BodyTimeout | Reject::ClientAbort | Reject::BadPath
-        ) {
-            // The connection's framing can no longer be trusted.
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Reject::RateLimited {
+                retry_after,
+                policy,
+                state,
+                ..
+            } => {
+                for (name, value) in [
+                    (header::RETRY_AFTER, retry_after),
+                    (RATELIMIT_POLICY, policy),
+                    (RATELIMIT, state),
+                ] {
+                    if let Ok(value) = HeaderValue::from_str(value) {
+                        headers.insert(name, value);
+                    }
+                }
+            }
+            Reject::BodyTimeout | Reject::ClientAbort | Reject::BadPath => {
+                // The connection's framing can no longer be trusted.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }
-}
-
-fn client_closed_request() -> StatusCode {
-    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
 }

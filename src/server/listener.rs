@@ -1,18 +1,24 @@
 //! Accepts connections on one listener: enforces the connection cap, runs the TLS handshake under
 //! a deadline, and hands the stream to `http::serve`. It never reads a request itself.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use super::proxy_protocol;
+
 use crate::config::Limits;
 use crate::observe::event;
 use crate::observe::metrics::ListenerLabels;
+use crate::pipeline::client_ip::normalize;
 use crate::pipeline::{ConnInfo, Shared};
 
 /// One bound listener, ready to accept.
@@ -21,6 +27,7 @@ pub struct Listener {
     pub socket: TcpListener,
     /// Swapped on reload, so new connections get a new certificate without a restart.
     pub tls: Option<Arc<ArcSwap<ServerConfig>>>,
+    pub proxy_protocol: bool,
     pub limits: Limits,
     /// One permit per open connection. Acquiring all of them means every connection is closed,
     /// which is how a drain knows it is done.
@@ -66,9 +73,12 @@ pub async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
         let builder = Arc::clone(&builder);
-        let tls = listener.tls.as_ref().map(|t| t.load_full());
-        let name = Arc::clone(&listener.name);
-        let limits = listener.limits.clone();
+        let setup = Setup {
+            name: Arc::clone(&listener.name),
+            tls: listener.tls.as_ref().map(|t| t.load_full()),
+            proxy_protocol: listener.proxy_protocol,
+            limits: listener.limits.clone(),
+        };
         let shutdown = shutdown.clone();
         let labels = labels.clone();
         tokio::spawn(async move {
@@ -78,46 +88,76 @@ pub async fn accept_loop(
                 .get_or_create(&labels)
                 .clone();
             open.inc();
-            serve_connection(
-                stream, peer, tls, name, &limits, &builder, &shared, shutdown,
-            )
-            .await;
+            serve_connection(stream, peer, setup, &builder, &shared, shutdown).await;
             open.dec();
             drop(slot);
         });
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_connection(
-    stream: TcpStream,
-    peer: std::net::SocketAddr,
+/// How long a PROXY protocol header may take: a load balancer sends it at once.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a connection needs to know about its listener.
+struct Setup {
+    name: Arc<str>,
     tls: Option<Arc<ServerConfig>>,
-    listener: Arc<str>,
-    limits: &Limits,
-    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    proxy_protocol: bool,
+    limits: Limits,
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
+    setup: Setup,
+    builder: &auto::Builder<TokioExecutor>,
     shared: &Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let Some(tls) = tls else {
+    let drain = setup.limits.drain_timeout;
+    if setup.proxy_protocol {
+        // Only a trusted proxy may say where a connection came from.
+        if !shared
+            .runtime
+            .load()
+            .client_ip
+            .trusted_proxies
+            .contains(peer.ip())
+        {
+            event(
+                "warn",
+                "PROXY protocol connection from an untrusted peer closed",
+                serde_json::json!({
+                    "listener": &*setup.name, "peer_ip": normalize(peer.ip()).to_string(),
+                }),
+            );
+            return;
+        }
+        match proxy_protocol::read_header_with_timeout(&mut stream, PROXY_HEADER_TIMEOUT).await {
+            Ok(header) => peer = header.client_addr(peer),
+            Err(e) => {
+                event(
+                    "warn",
+                    "bad PROXY protocol header; connection closed",
+                    serde_json::json!({
+                        "listener": &*setup.name, "peer_ip": normalize(peer.ip()).to_string(), "error": e.to_string(),
+                    }),
+                );
+                return;
+            }
+        }
+    }
+    let Some(tls) = setup.tls else {
         let conn = Arc::new(ConnInfo {
-            listener,
+            listener: setup.name,
             peer,
             tls_version: None,
         });
-        super::http::serve(
-            builder,
-            stream,
-            conn,
-            Arc::clone(shared),
-            shutdown,
-            limits.drain_timeout,
-        )
-        .await;
+        super::http::serve(builder, stream, conn, Arc::clone(shared), shutdown, drain).await;
         return;
     };
     let handshake = tokio::time::timeout(
-        limits.handshake_timeout,
+        setup.limits.handshake_timeout,
         TlsAcceptor::from(tls).accept(stream),
     )
     .await;
@@ -128,7 +168,7 @@ async fn serve_connection(
                 .metrics
                 .tls_handshake_failures
                 .get_or_create(&ListenerLabels {
-                    listener: listener.to_string(),
+                    listener: setup.name.to_string(),
                 })
                 .inc();
             return;
@@ -136,17 +176,9 @@ async fn serve_connection(
     };
     let tls_version = super::tls::version_name(stream.get_ref().1.protocol_version());
     let conn = Arc::new(ConnInfo {
-        listener,
+        listener: setup.name,
         peer,
         tls_version,
     });
-    super::http::serve(
-        builder,
-        stream,
-        conn,
-        Arc::clone(shared),
-        shutdown,
-        limits.drain_timeout,
-    )
-    .await;
+    super::http::serve(builder, stream, conn, Arc::clone(shared), shutdown, drain).await;
 }

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -46,6 +47,7 @@ pub struct Gateway {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     log_writer: JoinHandle<()>,
+    housekeeping: JoinHandle<()>,
     drain_timeout: Duration,
 }
 
@@ -62,11 +64,11 @@ impl Gateway {
     /// Binds everything the config names and starts serving. Fails before serving anything if
     /// any part cannot start.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
-        let runtime = Runtime::build(&config)?;
+        let metrics = Metrics::new();
+        let runtime = Runtime::build(&config, None, &metrics)?;
         let (access_log, log_writer) = AccessLog::start(&config.access_log)
             .await
             .map_err(StartError::AccessLog)?;
-        let metrics = Metrics::new();
         metrics
             .config_reloads
             .get_or_create(&ResultLabels { result: "success" })
@@ -126,6 +128,7 @@ impl Gateway {
                     name: listener_config.name.as_str().into(),
                     socket,
                     tls: tls.clone(),
+                    proxy_protocol: listener_config.proxy_protocol,
                     limits: config.limits.clone(),
                     slots: Arc::clone(&slots),
                 },
@@ -162,12 +165,14 @@ impl Gateway {
                 ))
             }
         };
+        let housekeeping = tokio::spawn(crate::admin::prune_limiters(Arc::clone(&shared)));
         Ok(Gateway {
             listeners,
             admin,
             shared,
             shutdown,
             log_writer,
+            housekeeping,
             drain_timeout: config.limits.drain_timeout,
         })
     }
@@ -221,7 +226,9 @@ impl Gateway {
     }
 
     fn try_reload(&self, config: &Config) -> Result<(), String> {
-        let runtime = Runtime::build(config).map_err(|e| e.to_string())?;
+        let previous = self.shared.runtime.load_full();
+        let runtime = Runtime::build(config, Some(&previous), &self.shared.metrics)
+            .map_err(|e| e.to_string())?;
         let mut certificates = Vec::new();
         for running in &self.listeners {
             let new = config
@@ -267,6 +274,8 @@ impl Gateway {
             let _ = tokio::time::timeout_at(deadline, running.slots.acquire_many(permits)).await;
             running.task.abort();
         }
+        self.housekeeping.abort();
+        let _ = self.housekeeping.await;
         if let Some((_, task)) = self.admin {
             task.abort();
             let _ = task.await;

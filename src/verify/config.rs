@@ -76,9 +76,11 @@ pub struct RawVerify {
     pub timestamp_header: Option<String>,
     /// `seconds` (default) | `milliseconds` | `rfc3339`.
     pub timestamp_format: Option<String>,
-    /// Oldest accepted timestamp, e.g. `5m`; `off` disables the check.
+    /// Oldest accepted timestamp, e.g. `5m`; `off` disables the check. Default: the preset's
+    /// (see providers.rs), `5m` for `provider: hmac` with a timestamp.
     pub tolerance: Option<String>,
     /// How far in the future a timestamp may be, e.g. `5m`; `off` accepts any future timestamp.
+    /// Default: the preset's (Stripe, Twitch, HubSpot, Calendly: unchecked), `5m` for `hmac`.
     pub future_tolerance: Option<String>,
     /// Header holding the provider's delivery id (also what `{id}` refers to).
     pub id_header: Option<String>,
@@ -102,7 +104,10 @@ pub struct VerifyConfigError {
 
 impl VerifyConfigError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        VerifyConfigError { field: field.into(), message: message.into() }
+        VerifyConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -136,7 +141,10 @@ pub fn decode_secrets(
     encoding: SecretEncoding,
 ) -> Result<Vec<Vec<u8>>, VerifyConfigError> {
     if secrets.is_empty() {
-        return Err(VerifyConfigError::new("secrets", "at least one secret is required"));
+        return Err(VerifyConfigError::new(
+            "secrets",
+            "at least one secret is required",
+        ));
     }
     secrets
         .iter()
@@ -151,8 +159,9 @@ pub fn decode_secrets(
                 SecretEncoding::Utf8 => text.as_bytes().to_vec(),
                 SecretEncoding::Base64 => {
                     let body = text.strip_prefix("whsec_").unwrap_or(text);
-                    super::encoding::base64_decode(body.as_bytes())
-                        .ok_or_else(|| VerifyConfigError::new(&field, "secret is not valid base64"))?
+                    super::encoding::base64_decode(body.as_bytes()).ok_or_else(|| {
+                        VerifyConfigError::new(&field, "secret is not valid base64")
+                    })?
                 }
                 SecretEncoding::Hex => super::encoding::hex_decode(text.as_bytes())
                     .ok_or_else(|| VerifyConfigError::new(&field, "secret is not valid hex"))?,
@@ -180,9 +189,10 @@ pub fn parse_on_failure(value: Option<u16>) -> Result<u16, VerifyConfigError> {
     match value {
         None => Ok(401),
         Some(code) if (400..=599).contains(&code) => Ok(code),
-        Some(code) => {
-            Err(VerifyConfigError::new("on_failure", format!("{code} is not a 4xx or 5xx status")))
-        }
+        Some(code) => Err(VerifyConfigError::new(
+            "on_failure",
+            format!("{code} is not a 4xx or 5xx status"),
+        )),
     }
 }
 

@@ -22,17 +22,27 @@ pub struct Discord {
 
 impl Discord {
     pub fn compile(raw: &RawVerify) -> Result<Discord, VerifyConfigError> {
-        let text = raw
-            .public_key
-            .as_deref()
-            .ok_or_else(|| VerifyConfigError::new("public_key", "required for discord (hex, from the app's settings)"))?;
+        let text = raw.public_key.as_deref().ok_or_else(|| {
+            VerifyConfigError::new(
+                "public_key",
+                "required for discord (hex, from the app's settings)",
+            )
+        })?;
         let key = encoding::hex_decode(text.trim().as_bytes())
             .filter(|k| k.len() == 32)
-            .ok_or_else(|| VerifyConfigError::new("public_key", "must be 32 bytes written as 64 hex digits"))?;
+            .ok_or_else(|| {
+                VerifyConfigError::new("public_key", "must be 32 bytes written as 64 hex digits")
+            })?;
         if !raw.secrets.is_empty() {
-            return Err(VerifyConfigError::new("secrets", "discord verifies with public_key; remove secrets"));
+            return Err(VerifyConfigError::new(
+                "secrets",
+                "discord verifies with public_key; remove secrets",
+            ));
         }
-        Ok(Discord { key: UnparsedPublicKey::new(&ED25519, key), timestamp: window(raw)? })
+        Ok(Discord {
+            key: UnparsedPublicKey::new(&ED25519, key),
+            timestamp: window(raw)?,
+        })
     }
 
     pub fn verify(&self, req: &SignedRequest<'_>, now: SystemTime) -> Result<Verified, Failure> {

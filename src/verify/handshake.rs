@@ -26,7 +26,11 @@ const MAX_CHALLENGE: usize = 1024;
 
 fn json_reply(value: serde_json::Value) -> Option<HandshakeReply> {
     let body = serde_json::to_vec(&value).ok()?;
-    Some(HandshakeReply { status: 200, content_type: "application/json", body })
+    Some(HandshakeReply {
+        status: 200,
+        content_type: "application/json",
+        body,
+    })
 }
 
 /// The value of query parameter `name` (percent-decoded).
@@ -77,7 +81,11 @@ impl Handshake {
                 }))
             }
             Handshake::Twitch => {
-                let kind = req.headers.get("twitch-eventsub-message-type")?.to_str().ok()?;
+                let kind = req
+                    .headers
+                    .get("twitch-eventsub-message-type")?
+                    .to_str()
+                    .ok()?;
                 if kind != "webhook_callback_verification" {
                     return None;
                 }

@@ -48,7 +48,8 @@ impl Mailgun {
 
     fn fields(body: &[u8]) -> Result<Fields, Reason> {
         if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-            let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| Reason::Malformed)?;
+            let v: serde_json::Value =
+                serde_json::from_slice(body).map_err(|_| Reason::Malformed)?;
             let sig = v.get("signature").ok_or(Reason::Missing)?;
             let get = |k: &str| -> Result<String, Reason> {
                 match sig.get(k) {
@@ -58,7 +59,11 @@ impl Mailgun {
                     Some(_) => Err(Reason::Malformed),
                 }
             };
-            return Ok(Fields { timestamp: get("timestamp")?, token: get("token")?, signature: get("signature")? });
+            return Ok(Fields {
+                timestamp: get("timestamp")?,
+                token: get("token")?,
+                signature: get("signature")?,
+            });
         }
         let (mut ts, mut token, mut sig) = (None, None, None);
         for (k, v) in form_urlencoded::parse(body) {
@@ -101,7 +106,9 @@ impl Mailgun {
 
     /// The signature lives in the body, so there are no headers to produce.
     pub fn sign(&self) -> Result<Vec<(String, String)>, SignError> {
-        Err(SignError::Unsupported("mailgun signs fields inside the body".into()))
+        Err(SignError::Unsupported(
+            "mailgun signs fields inside the body".into(),
+        ))
     }
 
     /// The `signature` value for `timestamp` + `token` (tests and tooling).

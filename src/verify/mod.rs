@@ -16,6 +16,7 @@ pub mod providers;
 pub mod scheme;
 mod sendgrid;
 mod twilio;
+mod v1a;
 
 #[cfg(test)]
 mod tests;
@@ -24,11 +25,13 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName};
 
-pub use config::{RawVerify, Secret, VerifyConfigError};
 use config::SecretEncoding;
+pub use config::{RawVerify, Secret, VerifyConfigError};
 use handshake::Handshake;
 use providers::{HmacPreset, Preset, Shape, TsAt};
-use scheme::{BasicScheme, HmacSpec, Part, Scheme, SigFormat, TimestampRule, TokenScheme, TsSource};
+use scheme::{
+    BasicScheme, HmacSpec, Part, Scheme, SigFormat, TimestampRule, TokenScheme, TsSource,
+};
 
 /// What a verifier needs to know about one request. Borrowed: nothing is copied.
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +129,7 @@ enum Kind {
     Mailgun(mailgun::Mailgun),
     Discord(discord::Discord),
     Sendgrid(sendgrid::Sendgrid),
+    V1a(v1a::V1a),
 }
 
 /// Where the delivery id comes from.
@@ -146,7 +150,9 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("provider", &self.provider).finish_non_exhaustive()
+        f.debug_struct("Verifier")
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
     }
 }
 
@@ -181,7 +187,10 @@ fn refuse_fixed_keys(raw: &RawVerify, allowed: &[&str]) -> Result<(), VerifyConf
         if is_set && !allowed.contains(&field) {
             return Err(VerifyConfigError::new(
                 field,
-                format!("fixed by provider `{}`; remove it (or use provider: hmac)", raw.provider),
+                format!(
+                    "fixed by provider `{}`; remove it (or use provider: hmac)",
+                    raw.provider
+                ),
             ));
         }
     }
@@ -207,7 +216,10 @@ fn spec_from_preset(p: &HmacPreset, raw: &RawVerify) -> Result<HmacSpec, VerifyC
             sig_key: s.sig_key.into(),
             ts_key: s.ts_key.map(Into::into),
         },
-        None => SigFormat::Plain { prefix: p.prefix.into(), separator: None },
+        None => SigFormat::Plain {
+            prefix: p.prefix.into(),
+            separator: None,
+        },
     };
     let timestamp = match p.timestamp {
         Some(t) => Some(TimestampRule {
@@ -217,13 +229,27 @@ fn spec_from_preset(p: &HmacPreset, raw: &RawVerify) -> Result<HmacSpec, VerifyC
                 TsAt::BodyJson(f) => TsSource::BodyJson(f),
             },
             format: t.format,
-            tolerance: window_override("tolerance", &raw.tolerance, t.past.map(Duration::from_secs))?,
-            future: window_override("future_tolerance", &raw.future_tolerance, t.future.map(Duration::from_secs))?,
+            tolerance: window_override(
+                "tolerance",
+                &raw.tolerance,
+                t.past.map(Duration::from_secs),
+            )?,
+            future: window_override(
+                "future_tolerance",
+                &raw.future_tolerance,
+                t.future.map(Duration::from_secs),
+            )?,
         }),
         None => {
-            for (f, v) in [("tolerance", &raw.tolerance), ("future_tolerance", &raw.future_tolerance)] {
+            for (f, v) in [
+                ("tolerance", &raw.tolerance),
+                ("future_tolerance", &raw.future_tolerance),
+            ] {
                 if v.is_some() {
-                    return Err(VerifyConfigError::new(f, format!("provider `{}` signs no timestamp", raw.provider)));
+                    return Err(VerifyConfigError::new(
+                        f,
+                        format!("provider `{}` signs no timestamp", raw.provider),
+                    ));
                 }
             }
             None
@@ -262,23 +288,52 @@ impl Verifier {
                 let mut spec = spec;
                 if let Some(rule) = spec.timestamp.as_mut() {
                     rule.tolerance = window_override("tolerance", &raw.tolerance, rule.tolerance)?;
-                    rule.future = window_override("future_tolerance", &raw.future_tolerance, rule.future)?;
+                    rule.future =
+                        window_override("future_tolerance", &raw.future_tolerance, rule.future)?;
                 }
                 if raw.public_key.is_some() {
-                    return Err(VerifyConfigError::new("public_key", "not used by provider hmac"));
+                    return Err(VerifyConfigError::new(
+                        "public_key",
+                        "not used by provider hmac",
+                    ));
                 }
-                let id = spec.id_header.clone().map_or(IdSource::None, IdSource::Header);
-                (Kind::Hmac(Box::new(Scheme::compile(spec, raw, raw.public_url.clone())?)), Handshake::None, id)
+                let id = spec
+                    .id_header
+                    .clone()
+                    .map_or(IdSource::None, IdSource::Header);
+                (
+                    Kind::Hmac(Box::new(Scheme::compile(
+                        spec,
+                        raw,
+                        raw.public_url.clone(),
+                    )?)),
+                    Handshake::None,
+                    id,
+                )
             }
             "token" => {
                 refuse_fixed_keys(raw, &["header", "prefix"])?;
                 let header = match raw.header.as_deref() {
                     Some(h) => config::parse_header_name("header", h)?,
-                    None => return Err(VerifyConfigError::new("header", "required for provider token")),
+                    None => {
+                        return Err(VerifyConfigError::new(
+                            "header",
+                            "required for provider token",
+                        ))
+                    }
                 };
-                let id_header = raw.id_header.as_deref().map(|h| config::parse_header_name("id_header", h)).transpose()?;
+                let id_header = raw
+                    .id_header
+                    .as_deref()
+                    .map(|h| config::parse_header_name("id_header", h))
+                    .transpose()?;
                 let id = id_header.clone().map_or(IdSource::None, IdSource::Header);
-                let scheme = TokenScheme::compile(raw, header, raw.prefix.clone().unwrap_or_default(), id_header)?;
+                let scheme = TokenScheme::compile(
+                    raw,
+                    header,
+                    raw.prefix.clone().unwrap_or_default(),
+                    id_header,
+                )?;
                 (Kind::Token(scheme), Handshake::None, id)
             }
             "basic-auth" => {
@@ -287,28 +342,48 @@ impl Verifier {
                     Some(h) => config::parse_header_name("header", h)?,
                     None => http::header::AUTHORIZATION,
                 };
-                let id = raw.id_header.as_deref().map(|h| config::parse_header_name("id_header", h)).transpose()?.map_or(IdSource::None, IdSource::Header);
-                (Kind::Basic(BasicScheme::compile(raw, header)?), Handshake::None, id)
+                let id = raw
+                    .id_header
+                    .as_deref()
+                    .map(|h| config::parse_header_name("id_header", h))
+                    .transpose()?
+                    .map_or(IdSource::None, IdSource::Header);
+                (
+                    Kind::Basic(BasicScheme::compile(raw, header)?),
+                    Handshake::None,
+                    id,
+                )
             }
             other => {
                 let preset: &Preset = providers::find(other).ok_or_else(|| {
                     VerifyConfigError::new(
                         "provider",
-                        format!("unknown provider `{other}` (known: {})", providers::known_ids()),
+                        format!(
+                            "unknown provider `{other}` (known: {})",
+                            providers::known_ids()
+                        ),
                     )
                 })?;
-                let id_json = preset.id_json.map_or(IdSource::None, IdSource::Json);
-                let header_id = |fallback: Option<&'static str>| -> Result<IdSource, VerifyConfigError> {
-                    Ok(match (&raw.id_header, fallback) {
-                        (Some(h), _) => IdSource::Header(config::parse_header_name("id_header", h)?),
-                        (None, Some(h)) => IdSource::Header(HeaderName::from_static(h)),
-                        (None, None) => match preset.id_json {
-                            Some(p) => IdSource::Json(p),
-                            None => IdSource::None,
-                        },
-                    })
-                };
+                let header_id =
+                    |fallback: Option<&'static str>| -> Result<IdSource, VerifyConfigError> {
+                        Ok(match (&raw.id_header, fallback) {
+                            (Some(h), _) => {
+                                IdSource::Header(config::parse_header_name("id_header", h)?)
+                            }
+                            (None, Some(h)) => IdSource::Header(HeaderName::from_static(h)),
+                            (None, None) => match preset.id_json {
+                                Some(p) => IdSource::Json(p),
+                                None => IdSource::None,
+                            },
+                        })
+                    };
                 let kind = match &preset.shape {
+                    Shape::Hmac(_)
+                        if preset.id == "standard-webhooks" && raw.public_key.is_some() =>
+                    {
+                        refuse_fixed_keys(raw, &["public_key"])?;
+                        Kind::V1a(v1a::V1a::compile(raw)?)
+                    }
                     Shape::Hmac(p) => {
                         refuse_fixed_keys(raw, &["secret_encoding"])?;
                         let spec = spec_from_preset(p, raw)?;
@@ -322,7 +397,11 @@ impl Verifier {
                             on_failure,
                         });
                     }
-                    Shape::Token { header, prefix, id_header } => {
+                    Shape::Token {
+                        header,
+                        prefix,
+                        id_header,
+                    } => {
                         refuse_fixed_keys(raw, &[])?;
                         let id = header_id(*id_header)?;
                         let scheme = TokenScheme::compile(
@@ -360,14 +439,26 @@ impl Verifier {
                         Kind::Sendgrid(sendgrid::Sendgrid::compile(raw)?)
                     }
                 };
-                let id = match &raw.id_header {
-                    Some(h) => IdSource::Header(config::parse_header_name("id_header", h)?),
-                    None => id_json,
-                };
-                return Ok(Verifier { provider: preset.id.to_string(), kind, handshake: preset.handshake, id, on_failure });
+                let id = header_id(match &preset.shape {
+                    Shape::Hmac(p) => p.id_header,
+                    _ => None,
+                })?;
+                return Ok(Verifier {
+                    provider: preset.id.to_string(),
+                    kind,
+                    handshake: preset.handshake,
+                    id,
+                    on_failure,
+                });
             }
         };
-        Ok(Verifier { provider: provider.to_string(), kind, handshake, id, on_failure })
+        Ok(Verifier {
+            provider: provider.to_string(),
+            kind,
+            handshake,
+            id,
+            on_failure,
+        })
     }
 
     /// The provider id (`github`, `stripe`, `hmac`, ...).
@@ -408,6 +499,7 @@ impl Verifier {
             Kind::Mailgun(m) => m.verify(req, now),
             Kind::Discord(d) => d.verify(req, now),
             Kind::Sendgrid(s) => s.verify(req, now),
+            Kind::V1a(v) => v.verify(req, now),
         }
     }
 
@@ -442,7 +534,11 @@ impl Verifier {
     }
 
     /// As `handshake`, proving the secret that actually verified the request.
-    pub fn handshake_verified(&self, req: &SignedRequest<'_>, verified: &Verified) -> Option<HandshakeReply> {
+    pub fn handshake_verified(
+        &self,
+        req: &SignedRequest<'_>,
+        verified: &Verified,
+    ) -> Option<HandshakeReply> {
         let key = match &self.kind {
             Kind::Hmac(s) => s.key(verified.secret_index),
             _ => None,
@@ -469,7 +565,9 @@ impl Verifier {
             Kind::Basic(b) => b.sign(),
             Kind::Twilio(t) => t.sign(body, now, public_url),
             Kind::Mailgun(m) => m.sign(),
-            Kind::Discord(_) | Kind::Sendgrid(_) => Err(SignError::Asymmetric(self.provider.clone())),
+            Kind::Discord(_) | Kind::Sendgrid(_) | Kind::V1a(_) => {
+                Err(SignError::Asymmetric(self.provider.clone()))
+            }
         }
     }
 }

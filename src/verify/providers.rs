@@ -7,10 +7,10 @@
 //! Sources each row was checked against are listed in the row's comment ("SDK" = the provider's
 //! official PyPI package, read and run on this machine; "docs" = the provider's documentation).
 
+use super::config::SecretEncoding;
 use super::encoding::Encoding;
 use super::handshake::Handshake;
 use super::scheme::{Algorithm, TsFormat, UrlMode};
-use super::config::SecretEncoding;
 
 /// Where the timestamp of a preset comes from.
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +60,11 @@ pub struct HmacPreset {
 #[derive(Debug, Clone, Copy)]
 pub enum Shape {
     Hmac(HmacPreset),
-    Token { header: &'static str, prefix: &'static str, id_header: Option<&'static str> },
+    Token {
+        header: &'static str,
+        prefix: &'static str,
+        id_header: Option<&'static str>,
+    },
     BasicAuth,
     Twilio,
     Mailgun,
@@ -100,7 +104,12 @@ const fn plain(
 }
 
 const fn preset(id: &'static str, shape: Shape) -> Preset {
-    Preset { id, shape, handshake: Handshake::None, id_json: None }
+    Preset {
+        id,
+        shape,
+        handshake: Handshake::None,
+        id_json: None,
+    }
 }
 
 const fn svix_like(id_h: &'static str, ts_h: &'static str, sig_h: &'static str) -> HmacPreset {
@@ -108,7 +117,12 @@ const fn svix_like(id_h: &'static str, ts_h: &'static str, sig_h: &'static str) 
         algorithm: Algorithm::Sha256,
         header: sig_h,
         prefix: "",
-        structured: Some(Structured { separator: " ", key_sep: ",", sig_key: "v1", ts_key: None }),
+        structured: Some(Structured {
+            separator: " ",
+            key_sep: ",",
+            sig_key: "v1",
+            ts_key: None,
+        }),
         encoding: Encoding::Base64,
         signed: "{id}.{timestamp}.{body}",
         timestamp: Some(TsPreset {
@@ -130,11 +144,36 @@ use Encoding::{Base64, Hex};
 pub const PRESETS: &[Preset] = &[
     // GitHub. X-Hub-Signature-256: sha256=hex(HMAC-SHA256(secret, body)). No timestamp.
     // Checked: docs example ("It's a Secret to Everybody", test below).
-    preset("github", Shape::Hmac(plain(Sha256, "x-hub-signature-256", "sha256=", Hex, Some("x-github-delivery")))),
+    preset(
+        "github",
+        Shape::Hmac(plain(
+            Sha256,
+            "x-hub-signature-256",
+            "sha256=",
+            Hex,
+            Some("x-github-delivery"),
+        )),
+    ),
     // GitLab. X-Gitlab-Token carries the secret token itself.
-    preset("gitlab", Shape::Token { header: "x-gitlab-token", prefix: "", id_header: Some("x-gitlab-event-uuid") }),
+    preset(
+        "gitlab",
+        Shape::Token {
+            header: "x-gitlab-token",
+            prefix: "",
+            id_header: Some("x-gitlab-event-uuid"),
+        },
+    ),
     // Shopify. X-Shopify-Hmac-Sha256: base64(HMAC-SHA256(secret, body)).
-    preset("shopify", Shape::Hmac(plain(Sha256, "x-shopify-hmac-sha256", "", Base64, Some("x-shopify-webhook-id")))),
+    preset(
+        "shopify",
+        Shape::Hmac(plain(
+            Sha256,
+            "x-shopify-hmac-sha256",
+            "",
+            Base64,
+            Some("x-shopify-webhook-id"),
+        )),
+    ),
     // Slack. X-Slack-Signature: v0=hex(HMAC-SHA256(secret, "v0:" ts ":" body)),
     // X-Slack-Request-Timestamp seconds, 5 minutes both ways (slack_sdk SignatureVerifier:
     // abs(now - ts) > 300). Checked: SDK + docs example vector.
@@ -147,7 +186,12 @@ pub const PRESETS: &[Preset] = &[
             structured: None,
             encoding: Hex,
             signed: "v0:{timestamp}:{body}",
-            timestamp: Some(TsPreset { at: TsAt::Header("x-slack-request-timestamp"), format: TsFormat::Seconds, past: Some(300), future: Some(300) }),
+            timestamp: Some(TsPreset {
+                at: TsAt::Header("x-slack-request-timestamp"),
+                format: TsFormat::Seconds,
+                past: Some(300),
+                future: Some(300),
+            }),
             id_header: None,
             secret_encoding: SecretEncoding::Utf8,
             url_mode: UrlMode::Raw,
@@ -164,10 +208,20 @@ pub const PRESETS: &[Preset] = &[
             algorithm: Sha256,
             header: "stripe-signature",
             prefix: "",
-            structured: Some(Structured { separator: ",", key_sep: "=", sig_key: "v1", ts_key: Some("t") }),
+            structured: Some(Structured {
+                separator: ",",
+                key_sep: "=",
+                sig_key: "v1",
+                ts_key: Some("t"),
+            }),
             encoding: Hex,
             signed: "{timestamp}.{body}",
-            timestamp: Some(TsPreset { at: TsAt::Structured, format: TsFormat::Seconds, past: Some(300), future: None }),
+            timestamp: Some(TsPreset {
+                at: TsAt::Structured,
+                format: TsFormat::Seconds,
+                past: Some(300),
+                future: None,
+            }),
             id_header: None,
             secret_encoding: SecretEncoding::Utf8,
             url_mode: UrlMode::Raw,
@@ -178,12 +232,28 @@ pub const PRESETS: &[Preset] = &[
     // Standard Webhooks. webhook-id / webhook-timestamp / webhook-signature ("v1,<b64>" entries
     // separated by spaces); key = base64 after `whsec_`; "id.ts.body"; 5 minutes both ways.
     // Checked: SDK (standardwebhooks) + the libraries' shared test vector.
-    preset("standard-webhooks", Shape::Hmac(svix_like("webhook-id", "webhook-timestamp", "webhook-signature"))),
+    preset(
+        "standard-webhooks",
+        Shape::Hmac(svix_like(
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature",
+        )),
+    ),
     // Svix and the providers that deliver through it (Clerk, Resend): same scheme, svix-* headers.
     // Checked: SDK (svix).
-    preset("svix", Shape::Hmac(svix_like("svix-id", "svix-timestamp", "svix-signature"))),
-    preset("clerk", Shape::Hmac(svix_like("svix-id", "svix-timestamp", "svix-signature"))),
-    preset("resend", Shape::Hmac(svix_like("svix-id", "svix-timestamp", "svix-signature"))),
+    preset(
+        "svix",
+        Shape::Hmac(svix_like("svix-id", "svix-timestamp", "svix-signature")),
+    ),
+    preset(
+        "clerk",
+        Shape::Hmac(svix_like("svix-id", "svix-timestamp", "svix-signature")),
+    ),
+    preset(
+        "resend",
+        Shape::Hmac(svix_like("svix-id", "svix-timestamp", "svix-signature")),
+    ),
     // Zoom. x-zm-signature: v0=hex(HMAC-SHA256(secret token, "v0:" ts ":" body)),
     // x-zm-request-timestamp seconds. endpoint.url_validation answered with the HMAC of
     // plainToken. Tolerance 5 minutes both ways (our choice; Zoom publishes none).
@@ -196,7 +266,12 @@ pub const PRESETS: &[Preset] = &[
             structured: None,
             encoding: Hex,
             signed: "v0:{timestamp}:{body}",
-            timestamp: Some(TsPreset { at: TsAt::Header("x-zm-request-timestamp"), format: TsFormat::Seconds, past: Some(300), future: Some(300) }),
+            timestamp: Some(TsPreset {
+                at: TsAt::Header("x-zm-request-timestamp"),
+                format: TsFormat::Seconds,
+                past: Some(300),
+                future: Some(300),
+            }),
             id_header: None,
             secret_encoding: SecretEncoding::Utf8,
             url_mode: UrlMode::Raw,
@@ -213,10 +288,20 @@ pub const PRESETS: &[Preset] = &[
             algorithm: Sha256,
             header: "paddle-signature",
             prefix: "",
-            structured: Some(Structured { separator: ";", key_sep: "=", sig_key: "h1", ts_key: Some("ts") }),
+            structured: Some(Structured {
+                separator: ";",
+                key_sep: "=",
+                sig_key: "h1",
+                ts_key: Some("ts"),
+            }),
             encoding: Hex,
             signed: "{timestamp}:{body}",
-            timestamp: Some(TsPreset { at: TsAt::Structured, format: TsFormat::Seconds, past: Some(5), future: Some(5) }),
+            timestamp: Some(TsPreset {
+                at: TsAt::Structured,
+                format: TsFormat::Seconds,
+                past: Some(5),
+                future: Some(5),
+            }),
             id_header: None,
             secret_encoding: SecretEncoding::Utf8,
             url_mode: UrlMode::Raw,
@@ -226,12 +311,23 @@ pub const PRESETS: &[Preset] = &[
     },
     // Linear. Linear-Signature: hex(HMAC-SHA256(secret, body)); the body's webhookTimestamp
     // (ms) must be within a minute. Linear-Delivery is the delivery id.
-    preset("linear", Shape::Hmac(HmacPreset {
-        timestamp: Some(TsPreset { at: TsAt::BodyJson("webhookTimestamp"), format: TsFormat::Milliseconds, past: Some(60), future: Some(60) }),
-        ..plain(Sha256, "linear-signature", "", Hex, Some("linear-delivery"))
-    })),
+    preset(
+        "linear",
+        Shape::Hmac(HmacPreset {
+            timestamp: Some(TsPreset {
+                at: TsAt::BodyJson("webhookTimestamp"),
+                format: TsFormat::Milliseconds,
+                past: Some(60),
+                future: Some(60),
+            }),
+            ..plain(Sha256, "linear-signature", "", Hex, Some("linear-delivery"))
+        }),
+    ),
     // Intercom. X-Hub-Signature: sha1=hex(HMAC-SHA1(client secret, body)).
-    preset("intercom", Shape::Hmac(plain(Sha1, "x-hub-signature", "sha1=", Hex, None))),
+    preset(
+        "intercom",
+        Shape::Hmac(plain(Sha1, "x-hub-signature", "sha1=", Hex, None)),
+    ),
     // Square. x-square-hmacsha256-signature: base64(HMAC-SHA256(key, notification URL + body)).
     Preset {
         id: "square",
@@ -249,8 +345,19 @@ pub const PRESETS: &[Preset] = &[
         id: "twitch",
         shape: Shape::Hmac(HmacPreset {
             signed: "{id}{timestamp}{body}",
-            timestamp: Some(TsPreset { at: TsAt::Header("twitch-eventsub-message-timestamp"), format: TsFormat::Rfc3339, past: Some(600), future: None }),
-            ..plain(Sha256, "twitch-eventsub-message-signature", "sha256=", Hex, Some("twitch-eventsub-message-id"))
+            timestamp: Some(TsPreset {
+                at: TsAt::Header("twitch-eventsub-message-timestamp"),
+                format: TsFormat::Rfc3339,
+                past: Some(600),
+                future: None,
+            }),
+            ..plain(
+                Sha256,
+                "twitch-eventsub-message-signature",
+                "sha256=",
+                Hex,
+                Some("twitch-eventsub-message-id"),
+            )
         }),
         handshake: Handshake::Twitch,
         id_json: None,
@@ -258,27 +365,65 @@ pub const PRESETS: &[Preset] = &[
     // HubSpot v3. X-HubSpot-Signature-v3: base64(HMAC-SHA256(client secret,
     // method + uri + body + timestamp)); X-HubSpot-Request-Timestamp in ms, refused when older
     // than 5 minutes; some escapes in the URI are decoded first. Checked: docs.
-    preset("hubspot", Shape::Hmac(HmacPreset {
-        signed: "{method}{url}{body}{timestamp}",
-        timestamp: Some(TsPreset { at: TsAt::Header("x-hubspot-request-timestamp"), format: TsFormat::Milliseconds, past: Some(300), future: None }),
-        url_mode: UrlMode::HubspotDecoded,
-        ..plain(Sha256, "x-hubspot-signature-v3", "", Base64, None)
-    })),
+    preset(
+        "hubspot",
+        Shape::Hmac(HmacPreset {
+            signed: "{method}{url}{body}{timestamp}",
+            timestamp: Some(TsPreset {
+                at: TsAt::Header("x-hubspot-request-timestamp"),
+                format: TsFormat::Milliseconds,
+                past: Some(300),
+                future: None,
+            }),
+            url_mode: UrlMode::HubspotDecoded,
+            ..plain(Sha256, "x-hubspot-signature-v3", "", Base64, None)
+        }),
+    ),
     // Typeform. Typeform-Signature: sha256=base64(HMAC-SHA256(secret, body)).
-    preset("typeform", Shape::Hmac(plain(Sha256, "typeform-signature", "sha256=", Base64, None))),
+    preset(
+        "typeform",
+        Shape::Hmac(plain(Sha256, "typeform-signature", "sha256=", Base64, None)),
+    ),
     // Calendly. Calendly-Webhook-Signature: t=<ts>,v1=<hex>; "ts.body"; 3 minutes (their
     // example's tolerance), past only.
-    preset("calendly", Shape::Hmac(HmacPreset {
-        structured: Some(Structured { separator: ",", key_sep: "=", sig_key: "v1", ts_key: Some("t") }),
-        signed: "{timestamp}.{body}",
-        timestamp: Some(TsPreset { at: TsAt::Structured, format: TsFormat::Seconds, past: Some(180), future: None }),
-        ..plain(Sha256, "calendly-webhook-signature", "", Hex, None)
-    })),
+    preset(
+        "calendly",
+        Shape::Hmac(HmacPreset {
+            structured: Some(Structured {
+                separator: ",",
+                key_sep: "=",
+                sig_key: "v1",
+                ts_key: Some("t"),
+            }),
+            signed: "{timestamp}.{body}",
+            timestamp: Some(TsPreset {
+                at: TsAt::Structured,
+                format: TsFormat::Seconds,
+                past: Some(180),
+                future: None,
+            }),
+            ..plain(Sha256, "calendly-webhook-signature", "", Hex, None)
+        }),
+    ),
     // PagerDuty v3. X-PagerDuty-Signature: v1=<hex>[,v1=<hex>] (one per active secret).
-    preset("pagerduty", Shape::Hmac(HmacPreset {
-        structured: Some(Structured { separator: ",", key_sep: "=", sig_key: "v1", ts_key: None }),
-        ..plain(Sha256, "x-pagerduty-signature", "", Hex, Some("x-webhook-id"))
-    })),
+    preset(
+        "pagerduty",
+        Shape::Hmac(HmacPreset {
+            structured: Some(Structured {
+                separator: ",",
+                key_sep: "=",
+                sig_key: "v1",
+                ts_key: None,
+            }),
+            ..plain(
+                Sha256,
+                "x-pagerduty-signature",
+                "",
+                Hex,
+                Some("x-webhook-id"),
+            )
+        }),
+    ),
     // Dropbox. X-Dropbox-Signature: hex(HMAC-SHA256(app secret, body)); GET ?challenge= echoed.
     Preset {
         id: "dropbox",
@@ -287,9 +432,27 @@ pub const PRESETS: &[Preset] = &[
         id_json: None,
     },
     // Jira (Cloud webhooks with a secret). X-Hub-Signature: sha256=<hex>.
-    preset("jira", Shape::Hmac(plain(Sha256, "x-hub-signature", "sha256=", Hex, Some("x-atlassian-webhook-identifier")))),
+    preset(
+        "jira",
+        Shape::Hmac(plain(
+            Sha256,
+            "x-hub-signature",
+            "sha256=",
+            Hex,
+            Some("x-atlassian-webhook-identifier"),
+        )),
+    ),
     // Bitbucket Cloud. X-Hub-Signature: sha256=<hex>; X-Request-UUID per delivery.
-    preset("bitbucket", Shape::Hmac(plain(Sha256, "x-hub-signature", "sha256=", Hex, Some("x-request-uuid")))),
+    preset(
+        "bitbucket",
+        Shape::Hmac(plain(
+            Sha256,
+            "x-hub-signature",
+            "sha256=",
+            Hex,
+            Some("x-request-uuid"),
+        )),
+    ),
     // Vercel. x-vercel-signature: hex(HMAC-SHA1(secret, body)).
     Preset {
         id: "vercel",
@@ -298,12 +461,27 @@ pub const PRESETS: &[Preset] = &[
         id_json: Some(&["id"]),
     },
     // WooCommerce. X-WC-Webhook-Signature: base64(HMAC-SHA256(secret, body)).
-    preset("woocommerce", Shape::Hmac(plain(Sha256, "x-wc-webhook-signature", "", Base64, Some("x-wc-webhook-delivery-id")))),
+    preset(
+        "woocommerce",
+        Shape::Hmac(plain(
+            Sha256,
+            "x-wc-webhook-signature",
+            "",
+            Base64,
+            Some("x-wc-webhook-delivery-id"),
+        )),
+    ),
     // X / Twitter Account Activity. x-twitter-webhooks-signature: sha256=base64(HMAC-SHA256(
     // consumer secret, body)); GET ?crc_token= answered with the HMAC of the token.
     Preset {
         id: "twitter",
-        shape: Shape::Hmac(plain(Sha256, "x-twitter-webhooks-signature", "sha256=", Base64, None)),
+        shape: Shape::Hmac(plain(
+            Sha256,
+            "x-twitter-webhooks-signature",
+            "sha256=",
+            Base64,
+            None,
+        )),
         handshake: Handshake::Twitter,
         id_json: None,
     },
@@ -311,7 +489,12 @@ pub const PRESETS: &[Preset] = &[
     preset("postmark", Shape::BasicAuth),
     // Mailgun. signature.{timestamp,token,signature} in the body: hex(HMAC-SHA256(signing key,
     // timestamp + token)). See mailgun.rs.
-    Preset { id: "mailgun", shape: Shape::Mailgun, handshake: Handshake::None, id_json: Some(&["event-data", "id"]) },
+    Preset {
+        id: "mailgun",
+        shape: Shape::Mailgun,
+        handshake: Handshake::None,
+        id_json: Some(&["event-data", "id"]),
+    },
     // Twilio. X-Twilio-Signature: base64(HMAC-SHA1(auth token, URL + sorted form params)), or
     // bodySHA256 in the URL for JSON. See twilio.rs. Checked: SDK + docs example vector.
     preset("twilio", Shape::Twilio),
@@ -319,7 +502,12 @@ pub const PRESETS: &[Preset] = &[
     // timestamp header + body. See sendgrid.rs. Checked: SDK (sendgrid EventWebhook).
     preset("sendgrid", Shape::Sendgrid),
     // Discord interactions. Ed25519 over X-Signature-Timestamp + body, hex. See discord.rs.
-    Preset { id: "discord", shape: Shape::Discord, handshake: Handshake::Discord, id_json: Some(&["id"]) },
+    Preset {
+        id: "discord",
+        shape: Shape::Discord,
+        handshake: Handshake::Discord,
+        id_json: Some(&["id"]),
+    },
 ];
 
 /// The preset for a provider id.

@@ -144,7 +144,10 @@ pub struct TimestampRule {
 impl TimestampRule {
     /// Checks a timestamp against `now`.
     pub fn check(&self, text: &str, now: SystemTime) -> Result<(), Reason> {
-        let ts = self.format.to_millis(text.trim()).ok_or(Reason::Malformed)?;
+        let ts = self
+            .format
+            .to_millis(text.trim())
+            .ok_or(Reason::Malformed)?;
         let age = i128::from(system_millis(now)) - i128::from(ts);
         if let Some(tol) = self.tolerance {
             if age > tol.as_millis() as i128 {
@@ -164,9 +167,17 @@ impl TimestampRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SigFormat {
     /// `prefix` + signature; with a separator, several such entries (any may match).
-    Plain { prefix: String, separator: Option<String> },
+    Plain {
+        prefix: String,
+        separator: Option<String>,
+    },
     /// `key=value` entries split by `separator` (`t=..,v1=..`, `ts=..;h1=..`, `v1,<b64> v1,<b64>`).
-    Structured { separator: String, key_sep: String, sig_key: String, ts_key: Option<String> },
+    Structured {
+        separator: String,
+        key_sep: String,
+        sig_key: String,
+        ts_key: Option<String>,
+    },
 }
 
 /// How `{url}` is presented to the HMAC.
@@ -263,7 +274,12 @@ impl HmacSpec {
         let algorithm = Algorithm::parse(raw.algorithm.as_deref().unwrap_or("sha256"))?;
         let header = match raw.header.as_deref() {
             Some(h) => config::parse_header_name("header", h)?,
-            None => return Err(VerifyConfigError::new("header", "required for provider hmac")),
+            None => {
+                return Err(VerifyConfigError::new(
+                    "header",
+                    "required for provider hmac",
+                ))
+            }
         };
         let encoding = match raw.encoding.as_deref().unwrap_or("hex") {
             "hex" => Encoding::Hex,
@@ -302,10 +318,16 @@ impl HmacSpec {
             }
             None => {
                 if raw.timestamp_key.is_some() {
-                    return Err(VerifyConfigError::new("timestamp_key", "needs signature_key"));
+                    return Err(VerifyConfigError::new(
+                        "timestamp_key",
+                        "needs signature_key",
+                    ));
                 }
                 if raw.key_separator.is_some() {
-                    return Err(VerifyConfigError::new("key_separator", "needs signature_key"));
+                    return Err(VerifyConfigError::new(
+                        "key_separator",
+                        "needs signature_key",
+                    ));
                 }
                 if raw.separator.as_deref() == Some("") {
                     return Err(VerifyConfigError::new("separator", "must not be empty"));
@@ -319,14 +341,27 @@ impl HmacSpec {
         let template = parse_template(raw.signed.as_deref().unwrap_or("{body}"))?;
         let format_ts = TsFormat::parse(raw.timestamp_format.as_deref().unwrap_or("seconds"))?;
         let ts_source = match (&format, raw.timestamp_header.as_deref()) {
-            (SigFormat::Structured { ts_key: Some(_), .. }, Some(_)) => {
+            (
+                SigFormat::Structured {
+                    ts_key: Some(_), ..
+                },
+                Some(_),
+            ) => {
                 return Err(VerifyConfigError::new(
                     "timestamp_header",
                     "the timestamp already comes from timestamp_key",
                 ))
             }
-            (SigFormat::Structured { ts_key: Some(_), .. }, None) => Some(TsSource::Structured),
-            (_, Some(h)) => Some(TsSource::Header(config::parse_header_name("timestamp_header", h)?)),
+            (
+                SigFormat::Structured {
+                    ts_key: Some(_), ..
+                },
+                None,
+            ) => Some(TsSource::Structured),
+            (_, Some(h)) => Some(TsSource::Header(config::parse_header_name(
+                "timestamp_header",
+                h,
+            )?)),
             (_, None) => None,
         };
         let timestamp = match ts_source {
@@ -409,7 +444,11 @@ struct Candidates {
 
 impl Candidates {
     fn new() -> Self {
-        Candidates { bufs: [[0u8; MAX_SIG]; MAX_CANDIDATES], lens: [0; MAX_CANDIDATES], n: 0 }
+        Candidates {
+            bufs: [[0u8; MAX_SIG]; MAX_CANDIDATES],
+            lens: [0; MAX_CANDIDATES],
+            n: 0,
+        }
     }
 
     /// Decodes `text` as a candidate of `want` bytes; returns false if it is not one.
@@ -428,7 +467,10 @@ impl Candidates {
     }
 
     fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        self.bufs[..self.n].iter().zip(self.lens[..self.n].iter()).map(|(b, &l)| &b[..l])
+        self.bufs[..self.n]
+            .iter()
+            .zip(self.lens[..self.n].iter())
+            .map(|(b, &l)| &b[..l])
     }
 }
 
@@ -456,7 +498,11 @@ impl Scheme {
                 "required: the signature covers the URL the provider was given",
             ));
         }
-        Ok(Scheme { spec, keys, public_url })
+        Ok(Scheme {
+            spec,
+            keys,
+            public_url,
+        })
     }
 
     /// The configured public URL, if any.
@@ -499,7 +545,9 @@ impl Scheme {
                             Some(sig) => {
                                 cands.push(sig, self.spec.encoding, want)?;
                             }
-                            None => saw_other_version |= !prefix.is_empty() && looks_versioned(entry),
+                            None => {
+                                saw_other_version |= !prefix.is_empty() && looks_versioned(entry)
+                            }
                         }
                         Ok(())
                     };
@@ -512,7 +560,12 @@ impl Scheme {
                         None => one(text)?,
                     }
                 }
-                SigFormat::Structured { separator, key_sep, sig_key, ts_key } => {
+                SigFormat::Structured {
+                    separator,
+                    key_sep,
+                    sig_key,
+                    ts_key,
+                } => {
                     for entry in text.split(separator.as_str()) {
                         let entry = entry.trim();
                         if entry.is_empty() {
@@ -554,14 +607,20 @@ impl Scheme {
             let Ok(text) = v.to_str() else { return false };
             match &self.spec.format {
                 SigFormat::Plain { prefix, separator } => match separator {
-                    Some(sep) => text.split(sep.as_str()).any(|e| e.trim().starts_with(prefix.as_str())),
+                    Some(sep) => text
+                        .split(sep.as_str())
+                        .any(|e| e.trim().starts_with(prefix.as_str())),
                     None => text.trim().starts_with(prefix.as_str()),
                 },
-                SigFormat::Structured { separator, key_sep, sig_key, .. } => {
-                    text.split(separator.as_str()).any(|e| {
-                        e.split_once(key_sep.as_str()).is_some_and(|(k, _)| k.trim() == sig_key)
-                    })
-                }
+                SigFormat::Structured {
+                    separator,
+                    key_sep,
+                    sig_key,
+                    ..
+                } => text.split(separator.as_str()).any(|e| {
+                    e.split_once(key_sep.as_str())
+                        .is_some_and(|(k, _)| k.trim() == sig_key)
+                }),
             }
         })
     }
@@ -605,7 +664,14 @@ impl Scheme {
         };
         let url = self.url(req.public_url)?;
         let mut parts: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
-        let n = self.resolve(req.headers, req.method, req.body, ts, url.as_deref(), &mut parts)?;
+        let n = self.resolve(
+            req.headers,
+            req.method,
+            req.body,
+            ts,
+            url.as_deref(),
+            &mut parts,
+        )?;
         let parts = &parts[..n];
         for (i, key) in self.keys.iter().enumerate() {
             let tag = hmac_parts(key, parts);
@@ -689,20 +755,33 @@ impl Scheme {
                     (Some(t), Some(r)) if !matches!(r.source, TsSource::BodyJson(_)) => {
                         ctx.update(t.as_bytes())
                     }
-                    _ => return Err(SignError::Unsupported("{timestamp} read from the body".into())),
+                    _ => {
+                        return Err(SignError::Unsupported(
+                            "{timestamp} read from the body".into(),
+                        ))
+                    }
                 },
                 Part::Method => ctx.update(b"POST"),
-                Part::Url => ctx.update(url.as_deref().ok_or(SignError::NeedsPublicUrl)?.as_bytes()),
+                Part::Url => {
+                    ctx.update(url.as_deref().ok_or(SignError::NeedsPublicUrl)?.as_bytes())
+                }
                 Part::Id => ctx.update(id.as_deref().unwrap_or_default().as_bytes()),
                 Part::Header(h) => {
-                    return Err(SignError::Unsupported(format!("template uses {{header:{h}}}")))
+                    return Err(SignError::Unsupported(format!(
+                        "template uses {{header:{h}}}"
+                    )))
                 }
             }
         }
         let sig = self.spec.encoding.encode(ctx.sign().as_ref());
         let value = match &self.spec.format {
             SigFormat::Plain { prefix, .. } => format!("{prefix}{sig}"),
-            SigFormat::Structured { separator, key_sep, sig_key, ts_key } => match (ts_key, &ts) {
+            SigFormat::Structured {
+                separator,
+                key_sep,
+                sig_key,
+                ts_key,
+            } => match (ts_key, &ts) {
                 (Some(k), Some(t)) => format!("{k}{key_sep}{t}{separator}{sig_key}{key_sep}{sig}"),
                 _ => format!("{sig_key}{key_sep}{sig}"),
             },
@@ -758,7 +837,9 @@ pub fn hubspot_decode(url: &str) -> String {
         out.push_str(&rest[..pos]);
         let tail = &rest[pos..];
         let hit = tail.get(..3).and_then(|esc| {
-            MAP.iter().find(|(e, _)| e.eq_ignore_ascii_case(esc)).map(|(_, c)| *c)
+            MAP.iter()
+                .find(|(e, _)| e.eq_ignore_ascii_case(esc))
+                .map(|(_, c)| *c)
         });
         match hit {
             Some(c) => {
@@ -773,6 +854,20 @@ pub fn hubspot_decode(url: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Index of the first secret equal to `given`, comparing SHA-256 digests in constant time and
+/// visiting every secret.
+fn match_digest(secrets: &[Vec<u8>], given: &[u8]) -> Option<usize> {
+    let given = ring::digest::digest(&ring::digest::SHA256, given);
+    let mut found = None;
+    for (i, s) in secrets.iter().enumerate() {
+        let d = ring::digest::digest(&ring::digest::SHA256, s);
+        if ct_eq(d.as_ref(), given.as_ref()) && found.is_none() {
+            found = Some(i);
+        }
+    }
+    found
 }
 
 /// `provider: token` (and GitLab): the shared secret itself travels in a header.
@@ -791,7 +886,12 @@ impl TokenScheme {
         id_header: Option<HeaderName>,
     ) -> Result<TokenScheme, VerifyConfigError> {
         let tokens = config::decode_secrets(&raw.secrets, SecretEncoding::Utf8)?;
-        Ok(TokenScheme { header, prefix, tokens, id_header })
+        Ok(TokenScheme {
+            header,
+            prefix,
+            tokens,
+            id_header,
+        })
     }
 
     pub fn verify(&self, req: &SignedRequest<'_>) -> Result<Verified, Failure> {
@@ -799,24 +899,27 @@ impl TokenScheme {
         if value.len() > MAX_HEADER_LEN {
             return Err(Reason::Malformed.into());
         }
-        let token = value.strip_prefix(self.prefix.as_str()).ok_or(Reason::Malformed)?;
+        let token = value
+            .strip_prefix(self.prefix.as_str())
+            .ok_or(Reason::Malformed)?;
         if token.is_empty() {
             return Err(Reason::Malformed.into());
         }
-        // Compare against every secret, so timing does not tell which (if any) matched first.
-        let mut found = None;
-        for (i, t) in self.tokens.iter().enumerate() {
-            if ct_eq(t, token.as_bytes()) && found.is_none() {
-                found = Some(i);
-            }
-        }
-        found.map(|secret_index| Verified { secret_index }).ok_or_else(|| Reason::Mismatch.into())
+        // Compare digests against every secret: timing tells neither which secret matched nor
+        // how long the secrets are.
+        let found = match_digest(&self.tokens, token.as_bytes());
+        found
+            .map(|secret_index| Verified { secret_index })
+            .ok_or_else(|| Reason::Mismatch.into())
     }
 
     pub fn sign(&self) -> Result<Vec<(String, String)>, SignError> {
         let t = self.tokens.first().ok_or(SignError::NoSecret)?;
         let t = String::from_utf8_lossy(t);
-        Ok(vec![(self.header.as_str().to_string(), format!("{}{}", self.prefix, t))])
+        Ok(vec![(
+            self.header.as_str().to_string(),
+            format!("{}{}", self.prefix, t),
+        )])
     }
 }
 
@@ -848,15 +951,12 @@ impl BasicScheme {
             return Err(Reason::Malformed.into());
         }
         let mut buf = [0u8; 512];
-        let n = encoding::base64_decode_into(b64.trim().as_bytes(), &mut buf).ok_or(Reason::Malformed)?;
-        let given = &buf[..n];
-        let mut found = None;
-        for (i, c) in self.creds.iter().enumerate() {
-            if ct_eq(c, given) && found.is_none() {
-                found = Some(i);
-            }
-        }
-        found.map(|secret_index| Verified { secret_index }).ok_or_else(|| Reason::Mismatch.into())
+        let n = encoding::base64_decode_into(b64.trim().as_bytes(), &mut buf)
+            .ok_or(Reason::Malformed)?;
+        let found = match_digest(&self.creds, &buf[..n]);
+        found
+            .map(|secret_index| Verified { secret_index })
+            .ok_or_else(|| Reason::Mismatch.into())
     }
 
     pub fn sign(&self) -> Result<Vec<(String, String)>, SignError> {

@@ -32,7 +32,10 @@ pub struct Sendgrid {
 impl Sendgrid {
     pub fn compile(raw: &RawVerify) -> Result<Sendgrid, VerifyConfigError> {
         let text = raw.public_key.as_deref().ok_or_else(|| {
-            VerifyConfigError::new("public_key", "required for sendgrid (the verification key, base64)")
+            VerifyConfigError::new(
+                "public_key",
+                "required for sendgrid (the verification key, base64)",
+            )
         })?;
         let b64: String = text
             .lines()
@@ -46,10 +49,16 @@ impl Sendgrid {
             .strip_prefix(&P256_SPKI_PREFIX[..])
             .filter(|p| p.len() == 65 && p[0] == 0x04)
             .ok_or_else(|| {
-                VerifyConfigError::new("public_key", "not an uncompressed P-256 SubjectPublicKeyInfo")
+                VerifyConfigError::new(
+                    "public_key",
+                    "not an uncompressed P-256 SubjectPublicKeyInfo",
+                )
             })?;
         if !raw.secrets.is_empty() {
-            return Err(VerifyConfigError::new("secrets", "sendgrid verifies with public_key; remove secrets"));
+            return Err(VerifyConfigError::new(
+                "secrets",
+                "sendgrid verifies with public_key; remove secrets",
+            ));
         }
         Ok(Sendgrid {
             key: UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point.to_vec()),
@@ -73,7 +82,9 @@ impl Sendgrid {
         let mut msg = Vec::with_capacity(ts.len() + req.body.len());
         msg.extend_from_slice(ts.as_bytes());
         msg.extend_from_slice(req.body);
-        self.key.verify(&msg, &sig[..n]).map_err(|_| Reason::Mismatch)?;
+        self.key
+            .verify(&msg, &sig[..n])
+            .map_err(|_| Reason::Mismatch)?;
         Ok(Verified { secret_index: 0 })
     }
 }

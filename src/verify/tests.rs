@@ -40,7 +40,13 @@ fn at(secs: u64) -> SystemTime {
 }
 
 fn post<'a>(h: &'a HeaderMap, body: &'a [u8]) -> SignedRequest<'a> {
-    SignedRequest { method: "POST", public_url: None, query: None, headers: h, body }
+    SignedRequest {
+        method: "POST",
+        public_url: None,
+        query: None,
+        headers: h,
+        body,
+    }
 }
 
 fn reason(r: Result<Verified, Failure>) -> Reason {
@@ -60,8 +66,14 @@ const GH_SIG: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f
 #[test]
 fn accepts_githubs_documented_example() {
     let v = verifier(&raw("github", &[GH_SECRET]));
-    let h = headers(&[("X-Hub-Signature-256", GH_SIG), ("X-GitHub-Delivery", "72d3162e")]);
-    assert_eq!(v.verify(&post(&h, b"Hello, World!"), at(T0)), Ok(Verified { secret_index: 0 }));
+    let h = headers(&[
+        ("X-Hub-Signature-256", GH_SIG),
+        ("X-GitHub-Delivery", "72d3162e"),
+    ]);
+    assert_eq!(
+        v.verify(&post(&h, b"Hello, World!"), at(T0)),
+        Ok(Verified { secret_index: 0 })
+    );
     assert_eq!(v.delivery_id(&post(&h, b"")), Some("72d3162e".into()));
     assert_eq!(v.provider(), "github");
 }
@@ -70,35 +82,53 @@ fn accepts_githubs_documented_example() {
 fn refuses_github_signature_over_a_tampered_body() {
     let v = verifier(&raw("github", &[GH_SECRET]));
     let h = headers(&[("X-Hub-Signature-256", GH_SIG)]);
-    assert_eq!(reason(v.verify(&post(&h, b"Hello, World?"), at(T0))), Reason::Mismatch);
+    assert_eq!(
+        reason(v.verify(&post(&h, b"Hello, World?"), at(T0))),
+        Reason::Mismatch
+    );
 }
 
 #[test]
 fn refuses_github_request_signed_with_another_secret() {
     let v = verifier(&raw("github", &["another secret"]));
     let h = headers(&[("X-Hub-Signature-256", GH_SIG)]);
-    assert_eq!(reason(v.verify(&post(&h, b"Hello, World!"), at(T0))), Reason::Mismatch);
+    assert_eq!(
+        reason(v.verify(&post(&h, b"Hello, World!"), at(T0))),
+        Reason::Mismatch
+    );
 }
 
 #[test]
 fn reports_which_rotated_secret_matched() {
     let v = verifier(&raw("github", &["new secret", GH_SECRET]));
     let h = headers(&[("X-Hub-Signature-256", GH_SIG)]);
-    assert_eq!(v.verify(&post(&h, b"Hello, World!"), at(T0)), Ok(Verified { secret_index: 1 }));
+    assert_eq!(
+        v.verify(&post(&h, b"Hello, World!"), at(T0)),
+        Ok(Verified { secret_index: 1 })
+    );
 }
 
 #[test]
 fn refuses_github_request_without_signature_header_as_missing() {
     let v = verifier(&raw("github", &[GH_SECRET]));
     let h = headers(&[("X-Hub-Signature", "sha1=0123")]);
-    assert_eq!(reason(v.verify(&post(&h, b"Hello, World!"), at(T0))), Reason::Missing);
+    assert_eq!(
+        reason(v.verify(&post(&h, b"Hello, World!"), at(T0))),
+        Reason::Missing
+    );
 }
 
 #[test]
 fn calls_a_sha1_value_in_the_sha256_header_an_unknown_version() {
     let v = verifier(&raw("github", &[GH_SECRET]));
-    let h = headers(&[("X-Hub-Signature-256", "sha1=0a4d55a8d778e5022fab701977c5d840bbc486d0")]);
-    assert_eq!(reason(v.verify(&post(&h, b"Hello, World!"), at(T0))), Reason::UnknownVersion);
+    let h = headers(&[(
+        "X-Hub-Signature-256",
+        "sha1=0a4d55a8d778e5022fab701977c5d840bbc486d0",
+    )]);
+    assert_eq!(
+        reason(v.verify(&post(&h, b"Hello, World!"), at(T0))),
+        Reason::UnknownVersion
+    );
 }
 
 // ---------------------------------------------------------------- malformed headers, all presets
@@ -131,7 +161,9 @@ fn garbage_values() -> Vec<String> {
 #[test]
 fn refuses_malformed_signature_headers_of_every_kind_without_panicking() {
     for preset in providers::PRESETS {
-        let Shape::Hmac(p) = &preset.shape else { continue };
+        let Shape::Hmac(p) = &preset.shape else {
+            continue;
+        };
         let mut r = raw(preset.id, &["c2VjcmV0"]);
         if p.signed.contains("{url}") {
             r.public_url = Some("https://example.com/hook".into());
@@ -139,7 +171,9 @@ fn refuses_malformed_signature_headers_of_every_kind_without_panicking() {
         let v = verifier(&r);
         for g in garbage_values() {
             let mut h = HeaderMap::new();
-            let Ok(value) = HeaderValue::from_str(&g) else { continue };
+            let Ok(value) = HeaderValue::from_str(&g) else {
+                continue;
+            };
             h.insert(HeaderName::from_static(p.header), value);
             for (name, val) in [
                 ("x-slack-request-timestamp", T0.to_string()),
@@ -149,18 +183,32 @@ fn refuses_malformed_signature_headers_of_every_kind_without_panicking() {
                 ("svix-id", "msg_1".to_string()),
                 ("svix-timestamp", T0.to_string()),
                 ("twitch-eventsub-message-id", "m".to_string()),
-                ("twitch-eventsub-message-timestamp", "2023-11-14T22:13:20Z".to_string()),
+                (
+                    "twitch-eventsub-message-timestamp",
+                    "2023-11-14T22:13:20Z".to_string(),
+                ),
                 ("x-hubspot-request-timestamp", (T0 * 1000).to_string()),
             ] {
-                h.insert(HeaderName::from_static(name), HeaderValue::from_str(&val).expect("v"));
+                h.insert(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_str(&val).expect("v"),
+                );
             }
             let body = br#"{"webhookTimestamp":1700000000000}"#;
             let res = v.verify(&post(&h, body), at(T0));
-            assert!(res.is_err(), "{} accepted garbage {:?}", preset.id, &g[..g.len().min(40)]);
+            assert!(
+                res.is_err(),
+                "{} accepted garbage {:?}",
+                preset.id,
+                &g[..g.len().min(40)]
+            );
         }
         // A header that is not text.
         let mut h = HeaderMap::new();
-        h.insert(HeaderName::from_static(p.header), HeaderValue::from_bytes(b"\xff\xfe").expect("v"));
+        h.insert(
+            HeaderName::from_static(p.header),
+            HeaderValue::from_bytes(b"\xff\xfe").expect("v"),
+        );
         assert!(v.verify(&post(&h, b"{}"), at(T0)).is_err(), "{}", preset.id);
     }
 }
@@ -185,7 +233,11 @@ fn refuses_non_hex_and_wrong_length_signatures_as_malformed() {
     let v = verifier(&raw("github", &[GH_SECRET]));
     for bad in ["sha256=xyz", "sha256=757107ea", &format!("{GH_SIG}00")] {
         let h = headers(&[("X-Hub-Signature-256", bad)]);
-        assert_eq!(reason(v.verify(&post(&h, b"Hello, World!"), at(T0))), Reason::Malformed, "{bad}");
+        assert_eq!(
+            reason(v.verify(&post(&h, b"Hello, World!"), at(T0))),
+            Reason::Malformed,
+            "{bad}"
+        );
     }
 }
 
@@ -197,37 +249,57 @@ const SLACK_SIG: &str = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd275196
 const SLACK_TS: u64 = 1_531_420_618;
 
 fn slack_headers() -> HeaderMap {
-    headers(&[("X-Slack-Signature", SLACK_SIG), ("X-Slack-Request-Timestamp", "1531420618")])
+    headers(&[
+        ("X-Slack-Signature", SLACK_SIG),
+        ("X-Slack-Request-Timestamp", "1531420618"),
+    ])
 }
 
 #[test]
 fn accepts_slacks_documented_example() {
     let v = verifier(&raw("slack", &[SLACK_SECRET]));
     let h = slack_headers();
-    assert!(v.verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS + 299)).is_ok());
+    assert!(v
+        .verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS + 299))
+        .is_ok());
 }
 
 #[test]
 fn refuses_stale_slack_signature() {
     let v = verifier(&raw("slack", &[SLACK_SECRET]));
     let h = slack_headers();
-    assert_eq!(reason(v.verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS + 301))), Reason::Expired);
+    assert_eq!(
+        reason(v.verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS + 301))),
+        Reason::Expired
+    );
 }
 
 #[test]
 fn refuses_slack_signature_from_the_future() {
     let v = verifier(&raw("slack", &[SLACK_SECRET]));
     let h = slack_headers();
-    assert_eq!(reason(v.verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS - 301))), Reason::Future);
+    assert_eq!(
+        reason(v.verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS - 301))),
+        Reason::Future
+    );
 }
 
 #[test]
 fn refuses_slack_request_without_timestamp() {
     let v = verifier(&raw("slack", &[SLACK_SECRET]));
     let h = headers(&[("X-Slack-Signature", SLACK_SIG)]);
-    assert_eq!(reason(v.verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS))), Reason::Missing);
-    let h = headers(&[("X-Slack-Signature", SLACK_SIG), ("X-Slack-Request-Timestamp", "12:00")]);
-    assert_eq!(reason(v.verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS))), Reason::Malformed);
+    assert_eq!(
+        reason(v.verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS))),
+        Reason::Missing
+    );
+    let h = headers(&[
+        ("X-Slack-Signature", SLACK_SIG),
+        ("X-Slack-Request-Timestamp", "12:00"),
+    ]);
+    assert_eq!(
+        reason(v.verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS))),
+        Reason::Malformed
+    );
 }
 
 #[test]
@@ -236,7 +308,9 @@ fn tolerance_can_be_widened_per_route() {
     r.tolerance = Some("1h".into());
     let v = verifier(&r);
     let h = slack_headers();
-    assert!(v.verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS + 3000)).is_ok());
+    assert!(v
+        .verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS + 3000))
+        .is_ok());
 }
 
 #[test]
@@ -244,14 +318,23 @@ fn answers_slack_url_verification_after_a_valid_signature() {
     let v = verifier(&raw("slack", &["s"]));
     let body = br#"{"token":"x","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
     let signed = v.sign(body, at(T0), None).expect("sign");
-    let pairs: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = signed
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let h = headers(&pairs);
     assert!(v.verify(&post(&h, body), at(T0)).is_ok());
     let reply = v.handshake(&post(&h, body)).expect("handshake");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.content_type, "application/json");
-    assert_eq!(reply.body, br#"{"challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}"#);
-    assert_eq!(v.handshake(&post(&h, br#"{"type":"event_callback"}"#)), None);
+    assert_eq!(
+        reply.body,
+        br#"{"challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}"#
+    );
+    assert_eq!(
+        v.handshake(&post(&h, br#"{"type":"event_callback"}"#)),
+        None
+    );
 }
 
 // ---------------------------------------------------------------- Stripe
@@ -265,8 +348,13 @@ const STRIPE_SIG: &str = "0c8670ed117751cc551a20e35839447075c42800ea3cf3e8a2fbda
 fn accepts_stripe_signature_made_by_the_official_sdk() {
     let v = verifier(&raw("stripe", &[STRIPE_SECRET]));
     let h = headers(&[("Stripe-Signature", &format!("t={T0},v1={STRIPE_SIG}"))]);
-    assert!(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 + 10)).is_ok());
-    assert_eq!(v.delivery_id(&post(&h, STRIPE_BODY.as_bytes())), Some("evt_1".into()));
+    assert!(v
+        .verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 + 10))
+        .is_ok());
+    assert_eq!(
+        v.delivery_id(&post(&h, STRIPE_BODY.as_bytes())),
+        Some("evt_1".into())
+    );
 }
 
 #[test]
@@ -280,21 +368,29 @@ fn keys_stripe_hmac_with_the_whole_whsec_string() {
     let mut r = raw("stripe", &[SW_SECRET]);
     r.secret_encoding = Some("base64".into());
     let v = verifier(&r);
-    assert_eq!(reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0))), Reason::Mismatch);
+    assert_eq!(
+        reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0))),
+        Reason::Mismatch
+    );
 }
 
 #[test]
 fn refuses_stale_stripe_signature() {
     let v = verifier(&raw("stripe", &[STRIPE_SECRET]));
     let h = headers(&[("Stripe-Signature", &format!("t={T0},v1={STRIPE_SIG}"))]);
-    assert_eq!(reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 + 301))), Reason::Expired);
+    assert_eq!(
+        reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 + 301))),
+        Reason::Expired
+    );
 }
 
 #[test]
 fn accepts_stripe_timestamps_from_the_future_like_the_sdk() {
     let v = verifier(&raw("stripe", &[STRIPE_SECRET]));
     let h = headers(&[("Stripe-Signature", &format!("t={T0},v1={STRIPE_SIG}"))]);
-    assert!(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 - 86_400)).is_ok());
+    assert!(v
+        .verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 - 86_400))
+        .is_ok());
 }
 
 #[test]
@@ -310,16 +406,25 @@ fn accepts_any_of_several_stripe_v1_signatures_and_ignores_v0() {
 fn calls_a_stripe_header_with_only_v0_an_unknown_version() {
     let v = verifier(&raw("stripe", &[STRIPE_SECRET]));
     let h = headers(&[("Stripe-Signature", &format!("t={T0},v0={STRIPE_SIG}"))]);
-    assert_eq!(reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0))), Reason::UnknownVersion);
+    assert_eq!(
+        reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0))),
+        Reason::UnknownVersion
+    );
 }
 
 #[test]
 fn refuses_stripe_header_without_t() {
     let v = verifier(&raw("stripe", &[STRIPE_SECRET]));
     let h = headers(&[("Stripe-Signature", &format!("v1={STRIPE_SIG}"))]);
-    assert_eq!(reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0))), Reason::Malformed);
+    assert_eq!(
+        reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0))),
+        Reason::Malformed
+    );
     let h = headers(&[("Stripe-Signature", &format!("t=yesterday,v1={STRIPE_SIG}"))]);
-    assert_eq!(reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0))), Reason::Malformed);
+    assert_eq!(
+        reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0))),
+        Reason::Malformed
+    );
 }
 
 // ---------------------------------------------------------------- Standard Webhooks / Svix
@@ -331,7 +436,11 @@ const SW_BODY: &str = r#"{"test": 2432232314}"#;
 const SW_SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
 
 fn sw_headers(sig: &str) -> HeaderMap {
-    headers(&[("webhook-id", SW_ID), ("webhook-timestamp", "1614265330"), ("webhook-signature", sig)])
+    headers(&[
+        ("webhook-id", SW_ID),
+        ("webhook-timestamp", "1614265330"),
+        ("webhook-signature", sig),
+    ])
 }
 
 #[test]
@@ -354,24 +463,94 @@ fn accepts_one_matching_entry_in_a_standard_webhooks_signature_list() {
 fn calls_a_standard_webhooks_list_of_only_v1a_an_unknown_version() {
     let v = verifier(&raw("standard-webhooks", &[SW_SECRET]));
     let h = sw_headers("v1a,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-    assert_eq!(reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS))), Reason::UnknownVersion);
+    assert_eq!(
+        reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS))),
+        Reason::UnknownVersion
+    );
 }
 
 #[test]
 fn refuses_standard_webhooks_outside_five_minutes_both_ways() {
     let v = verifier(&raw("standard-webhooks", &[SW_SECRET]));
     let h = sw_headers(SW_SIG);
-    assert_eq!(reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS + 301))), Reason::Expired);
-    assert_eq!(reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS - 301))), Reason::Future);
+    assert_eq!(
+        reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS + 301))),
+        Reason::Expired
+    );
+    assert_eq!(
+        reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS - 301))),
+        Reason::Future
+    );
 }
 
 #[test]
 fn refuses_standard_webhooks_with_a_changed_id() {
     let v = verifier(&raw("standard-webhooks", &[SW_SECRET]));
-    let h = headers(&[("webhook-id", "msg_other"), ("webhook-timestamp", "1614265330"), ("webhook-signature", SW_SIG)]);
-    assert_eq!(reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS))), Reason::Mismatch);
-    let h = headers(&[("webhook-timestamp", "1614265330"), ("webhook-signature", SW_SIG)]);
-    assert_eq!(reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS))), Reason::Missing);
+    let h = headers(&[
+        ("webhook-id", "msg_other"),
+        ("webhook-timestamp", "1614265330"),
+        ("webhook-signature", SW_SIG),
+    ]);
+    assert_eq!(
+        reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS))),
+        Reason::Mismatch
+    );
+    let h = headers(&[
+        ("webhook-timestamp", "1614265330"),
+        ("webhook-signature", SW_SIG),
+    ]);
+    assert_eq!(
+        reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS))),
+        Reason::Missing
+    );
+}
+
+// PyNaCl SigningKey(bytes(range(32))) over "msg_p5j...Jek.1614265330.{\"test\": 2432232314}"
+const SW_V1A_PUB: &str = "whpk_A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=";
+const SW_V1A_SIG: &str =
+    "v1a,yoUrgEkc12aGqm0n4Sydmdz55xJfTz4AsAgieHFjmkR7LJtqVCZOQYzvvHjI5kAey+r4iaBGxTFRrl2iBQxtDQ==";
+
+#[test]
+fn accepts_standard_webhooks_v1a_ed25519_with_a_public_key() {
+    let mut r = raw("standard-webhooks", &[]);
+    r.public_key = Some(format!(
+        "whpk_{} {SW_V1A_PUB}",
+        encoding::base64_encode(&[7u8; 32])
+    ));
+    let v = verifier(&r);
+    let h = sw_headers(&format!("{SW_SIG} {SW_V1A_SIG}"));
+    assert_eq!(
+        v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS)),
+        Ok(Verified { secret_index: 1 })
+    );
+    assert_eq!(v.delivery_id(&post(&h, b"")), Some(SW_ID.into()));
+    assert_eq!(
+        reason(v.verify(&post(&h, b"{}"), at(SW_TS))),
+        Reason::Mismatch
+    );
+    assert_eq!(
+        reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS + 301))),
+        Reason::Expired
+    );
+    let only_v1 = sw_headers(SW_SIG);
+    assert_eq!(
+        reason(v.verify(&post(&only_v1, SW_BODY.as_bytes()), at(SW_TS))),
+        Reason::UnknownVersion
+    );
+    assert!(v.sign(b"x", at(T0), None).is_err());
+}
+
+#[test]
+fn refuses_standard_webhooks_with_both_secrets_and_public_key_or_a_bad_key() {
+    let mut r = raw("standard-webhooks", &[SW_SECRET]);
+    r.public_key = Some(SW_V1A_PUB.into());
+    assert_eq!(Verifier::from_raw(&r).expect_err("both").field, "secrets");
+    let mut r = raw("standard-webhooks", &[]);
+    r.public_key = Some("whpk_AAAA".into());
+    assert_eq!(
+        Verifier::from_raw(&r).expect_err("short").field,
+        "public_key"
+    );
 }
 
 #[test]
@@ -382,15 +561,22 @@ fn accepts_svix_signature_made_by_the_official_sdk() {
         let h = headers(&[
             ("svix-id", "msg_1"),
             ("svix-timestamp", "1700000000"),
-            ("svix-signature", "v1,PK2pTbGdO9pqLZglKL/a98TCXtuzIo+9EgRDI/U+HGY="),
+            (
+                "svix-signature",
+                "v1,PK2pTbGdO9pqLZglKL/a98TCXtuzIo+9EgRDI/U+HGY=",
+            ),
         ]);
-        assert!(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0)).is_ok(), "{provider}");
+        assert!(
+            v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0)).is_ok(),
+            "{provider}"
+        );
     }
 }
 
 // ---------------------------------------------------------------- Paddle
 
-const PADDLE_SECRET: &str = "pdl_ntfset_01gkpjp8bkm3tm53kdgkx6sms7_6h3qd3uFSi9YCD3OLYAShQI90XTI5vEI";
+const PADDLE_SECRET: &str =
+    "pdl_ntfset_01gkpjp8bkm3tm53kdgkx6sms7_6h3qd3uFSi9YCD3OLYAShQI90XTI5vEI";
 // paddle-python-sdk 1.16.1 PaddleSignature.calculate_hmac(secret, "1700000000:" + body)
 const PADDLE_H1: &str = "49bd2d57a59b6bb0d16cf407fd845b04d3000bddb9a16f9938109e133c442b8b";
 
@@ -398,13 +584,18 @@ const PADDLE_H1: &str = "49bd2d57a59b6bb0d16cf407fd845b04d3000bddb9a16f9938109e1
 fn accepts_paddle_signature_made_by_the_official_sdk() {
     let v = verifier(&raw("paddle", &[PADDLE_SECRET]));
     let h = headers(&[("Paddle-Signature", &format!("ts={T0};h1={PADDLE_H1}"))]);
-    assert!(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 + 5)).is_ok());
+    assert!(v
+        .verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 + 5))
+        .is_ok());
 }
 
 #[test]
 fn accepts_any_of_several_paddle_h1_signatures() {
     let v = verifier(&raw("paddle", &[PADDLE_SECRET]));
-    let h = headers(&[("Paddle-Signature", &format!("ts={T0};h1={};h1={PADDLE_H1}", "2".repeat(64)))]);
+    let h = headers(&[(
+        "Paddle-Signature",
+        &format!("ts={T0};h1={};h1={PADDLE_H1}", "2".repeat(64)),
+    )]);
     assert!(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0)).is_ok());
 }
 
@@ -412,8 +603,14 @@ fn accepts_any_of_several_paddle_h1_signatures() {
 fn refuses_paddle_signature_older_than_five_seconds_or_ahead_of_the_clock() {
     let v = verifier(&raw("paddle", &[PADDLE_SECRET]));
     let h = headers(&[("Paddle-Signature", &format!("ts={T0};h1={PADDLE_H1}"))]);
-    assert_eq!(reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 + 6))), Reason::Expired);
-    assert_eq!(reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 - 6))), Reason::Future);
+    assert_eq!(
+        reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 + 6))),
+        Reason::Expired
+    );
+    assert_eq!(
+        reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 - 6))),
+        Reason::Future
+    );
 }
 
 // ---------------------------------------------------------------- PagerDuty
@@ -422,7 +619,11 @@ fn refuses_paddle_signature_older_than_five_seconds_or_ahead_of_the_clock() {
 fn accepts_any_signature_in_a_pagerduty_comma_list() {
     let v = verifier(&raw("pagerduty", &["pd secret"]));
     let signed = v.sign(b"{}", at(T0), None).expect("sign");
-    let good = &signed.iter().find(|(k, _)| k == "x-pagerduty-signature").expect("sig").1;
+    let good = &signed
+        .iter()
+        .find(|(k, _)| k == "x-pagerduty-signature")
+        .expect("sig")
+        .1;
     let value = format!("v1={},{good}", "3".repeat(64));
     let h = headers(&[("X-PagerDuty-Signature", &value)]);
     assert!(v.verify(&post(&h, b"{}"), at(T0)).is_ok());
@@ -449,7 +650,10 @@ fn accepts_twilios_documented_example() {
     ]);
     // Out of order on purpose: the parameters are sorted before signing.
     let body = b"To=%2B18005551212&CallSid=CA1234567890ABCDE&Digits=1234&From=%2B12349013030&Caller=%2B12349013030";
-    let req = SignedRequest { public_url: Some(TWILIO_URL), ..post(&h, body) };
+    let req = SignedRequest {
+        public_url: Some(TWILIO_URL),
+        ..post(&h, body)
+    };
     assert!(v.verify(&req, at(T0)).is_ok());
 }
 
@@ -461,10 +665,16 @@ fn refuses_twilio_request_with_a_changed_parameter_or_url() {
         ("Content-Type", "application/x-www-form-urlencoded"),
     ]);
     let body = b"To=%2B18005551212&CallSid=CA1234567890ABCDE&Digits=1235&From=%2B12349013030&Caller=%2B12349013030";
-    let req = SignedRequest { public_url: Some(TWILIO_URL), ..post(&h, body) };
+    let req = SignedRequest {
+        public_url: Some(TWILIO_URL),
+        ..post(&h, body)
+    };
     assert_eq!(reason(v.verify(&req, at(T0))), Reason::Mismatch);
     let body = b"To=%2B18005551212&CallSid=CA1234567890ABCDE&Digits=1234&From=%2B12349013030&Caller=%2B12349013030";
-    let req = SignedRequest { public_url: Some("https://mycompany.com/myapp.php?foo=1"), ..post(&h, body) };
+    let req = SignedRequest {
+        public_url: Some("https://mycompany.com/myapp.php?foo=1"),
+        ..post(&h, body)
+    };
     assert_eq!(reason(v.verify(&req, at(T0))), Reason::Mismatch);
 }
 
@@ -474,11 +684,28 @@ fn accepts_twilio_json_body_with_body_sha256_made_by_the_official_sdk() {
     let body = br#"{"property": "value", "boolean": true}"#;
     let url = "https://mycompany.com/myapp.php?bodySHA256=0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620";
     let v = twilio("https://mycompany.com/myapp.php");
-    let h = headers(&[("X-Twilio-Signature", "y77kIzt2vzLz71DgmJGsen2scGs="), ("Content-Type", "application/json")]);
-    assert!(v.verify(&SignedRequest { public_url: Some(url), ..post(&h, body) }, at(T0)).is_ok());
+    let h = headers(&[
+        ("X-Twilio-Signature", "y77kIzt2vzLz71DgmJGsen2scGs="),
+        ("Content-Type", "application/json"),
+    ]);
+    assert!(v
+        .verify(
+            &SignedRequest {
+                public_url: Some(url),
+                ..post(&h, body)
+            },
+            at(T0)
+        )
+        .is_ok());
     let tampered = br#"{"property": "value", "boolean": false}"#;
     assert_eq!(
-        reason(v.verify(&SignedRequest { public_url: Some(url), ..post(&h, tampered) }, at(T0))),
+        reason(v.verify(
+            &SignedRequest {
+                public_url: Some(url),
+                ..post(&h, tampered)
+            },
+            at(T0)
+        )),
         Reason::Mismatch
     );
 }
@@ -486,18 +713,32 @@ fn accepts_twilio_json_body_with_body_sha256_made_by_the_official_sdk() {
 #[test]
 fn refuses_twilio_json_body_the_signature_does_not_cover() {
     let v = twilio("https://mycompany.com/myapp.php");
-    let h = headers(&[("X-Twilio-Signature", "y77kIzt2vzLz71DgmJGsen2scGs="), ("Content-Type", "application/json")]);
-    let req = SignedRequest { public_url: Some("https://mycompany.com/myapp.php"), ..post(&h, b"{}") };
+    let h = headers(&[
+        ("X-Twilio-Signature", "y77kIzt2vzLz71DgmJGsen2scGs="),
+        ("Content-Type", "application/json"),
+    ]);
+    let req = SignedRequest {
+        public_url: Some("https://mycompany.com/myapp.php"),
+        ..post(&h, b"{}")
+    };
     assert_eq!(reason(v.verify(&req, at(T0))), Reason::Malformed);
 }
 
 #[test]
 fn accepts_twilio_signature_over_the_url_with_its_default_port() {
     let v = twilio("https://mycompany.com/myapp.php");
-    let signed = v.sign(b"A=1", at(T0), Some("https://mycompany.com:443/myapp.php")).expect("sign");
-    let pairs: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let signed = v
+        .sign(b"A=1", at(T0), Some("https://mycompany.com:443/myapp.php"))
+        .expect("sign");
+    let pairs: Vec<(&str, &str)> = signed
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let h = headers(&pairs);
-    let req = SignedRequest { public_url: Some("https://mycompany.com/myapp.php"), ..post(&h, b"A=1") };
+    let req = SignedRequest {
+        public_url: Some("https://mycompany.com/myapp.php"),
+        ..post(&h, b"A=1")
+    };
     assert!(v.verify(&req, at(T0)).is_ok());
 }
 
@@ -512,20 +753,34 @@ fn twilio_needs_a_public_url() {
 #[test]
 fn accepts_mailgun_signature_fields_in_a_json_or_form_body() {
     let v = verifier(&raw("mailgun", &["key-mailgun"]));
-    let Kind::Mailgun(m) = &v.kind else { panic!("kind") };
+    let Kind::Mailgun(m) = &v.kind else {
+        panic!("kind")
+    };
     let sig = m.signature_fields("1700000000", "tok123").expect("sig");
     let json = format!(
         r#"{{"signature":{{"timestamp":"1700000000","token":"tok123","signature":"{sig}"}},"event-data":{{"id":"ev-1"}}}}"#
     );
     let h = HeaderMap::new();
     assert!(v.verify(&post(&h, json.as_bytes()), at(T0)).is_ok());
-    assert_eq!(v.delivery_id(&post(&h, json.as_bytes())), Some("ev-1".into()));
+    assert_eq!(
+        v.delivery_id(&post(&h, json.as_bytes())),
+        Some("ev-1".into())
+    );
     let form = format!("timestamp=1700000000&token=tok123&signature={sig}&event=delivered");
     assert!(v.verify(&post(&h, form.as_bytes()), at(T0)).is_ok());
     let forged = form.replace("tok123", "tok124");
-    assert_eq!(reason(v.verify(&post(&h, forged.as_bytes()), at(T0))), Reason::Mismatch);
-    assert_eq!(reason(v.verify(&post(&h, b"event=delivered"), at(T0))), Reason::Missing);
-    assert_eq!(reason(v.verify(&post(&h, b"{not json"), at(T0))), Reason::Malformed);
+    assert_eq!(
+        reason(v.verify(&post(&h, forged.as_bytes()), at(T0))),
+        Reason::Mismatch
+    );
+    assert_eq!(
+        reason(v.verify(&post(&h, b"event=delivered"), at(T0))),
+        Reason::Missing
+    );
+    assert_eq!(
+        reason(v.verify(&post(&h, b"{not json"), at(T0))),
+        Reason::Malformed
+    );
 }
 
 // ---------------------------------------------------------------- Discord / SendGrid
@@ -543,7 +798,10 @@ fn discord() -> Verifier {
 #[test]
 fn accepts_discord_ping_and_answers_pong() {
     let v = discord();
-    let h = headers(&[("X-Signature-Ed25519", DISCORD_SIG), ("X-Signature-Timestamp", "1700000000")]);
+    let h = headers(&[
+        ("X-Signature-Ed25519", DISCORD_SIG),
+        ("X-Signature-Timestamp", "1700000000"),
+    ]);
     let req = post(&h, br#"{"type":1}"#);
     assert!(v.verify(&req, at(T0)).is_ok());
     let reply = v.handshake(&req).expect("pong");
@@ -554,12 +812,30 @@ fn accepts_discord_ping_and_answers_pong() {
 #[test]
 fn refuses_discord_request_with_tampered_body_or_timestamp() {
     let v = discord();
-    let h = headers(&[("X-Signature-Ed25519", DISCORD_SIG), ("X-Signature-Timestamp", "1700000000")]);
-    assert_eq!(reason(v.verify(&post(&h, br#"{"type":2}"#), at(T0))), Reason::Mismatch);
-    let h = headers(&[("X-Signature-Ed25519", DISCORD_SIG), ("X-Signature-Timestamp", "1700000001")]);
-    assert_eq!(reason(v.verify(&post(&h, br#"{"type":1}"#), at(T0))), Reason::Mismatch);
-    let h = headers(&[("X-Signature-Ed25519", "abcd"), ("X-Signature-Timestamp", "1700000000")]);
-    assert_eq!(reason(v.verify(&post(&h, br#"{"type":1}"#), at(T0))), Reason::Malformed);
+    let h = headers(&[
+        ("X-Signature-Ed25519", DISCORD_SIG),
+        ("X-Signature-Timestamp", "1700000000"),
+    ]);
+    assert_eq!(
+        reason(v.verify(&post(&h, br#"{"type":2}"#), at(T0))),
+        Reason::Mismatch
+    );
+    let h = headers(&[
+        ("X-Signature-Ed25519", DISCORD_SIG),
+        ("X-Signature-Timestamp", "1700000001"),
+    ]);
+    assert_eq!(
+        reason(v.verify(&post(&h, br#"{"type":1}"#), at(T0))),
+        Reason::Mismatch
+    );
+    let h = headers(&[
+        ("X-Signature-Ed25519", "abcd"),
+        ("X-Signature-Timestamp", "1700000000"),
+    ]);
+    assert_eq!(
+        reason(v.verify(&post(&h, br#"{"type":1}"#), at(T0))),
+        Reason::Malformed
+    );
     assert!(v.sign(b"x", at(T0), None).is_err());
 }
 
@@ -567,9 +843,15 @@ fn refuses_discord_request_with_tampered_body_or_timestamp() {
 fn refuses_a_discord_public_key_that_is_not_32_bytes() {
     let mut r = raw("discord", &[]);
     r.public_key = Some("abcd".into());
-    assert_eq!(Verifier::from_raw(&r).expect_err("bad key").field, "public_key");
+    assert_eq!(
+        Verifier::from_raw(&r).expect_err("bad key").field,
+        "public_key"
+    );
     r.public_key = None;
-    assert_eq!(Verifier::from_raw(&r).expect_err("no key").field, "public_key");
+    assert_eq!(
+        Verifier::from_raw(&r).expect_err("no key").field,
+        "public_key"
+    );
 }
 
 const SG_PUB: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEvXxzuIsum0ztpiAistqL4TGTpbVu3Cbn33hC4kzQtesGBa2nvag6xqK4DX4xQED6R/8WuDushc7bAURRu3znGg==";
@@ -592,7 +874,10 @@ fn accepts_sendgrid_event_webhook_signature() {
         ("X-Twilio-Email-Event-Webhook-Signature", "not base64!"),
         ("X-Twilio-Email-Event-Webhook-Timestamp", "1700000000"),
     ]);
-    assert_eq!(reason(v.verify(&post(&h, SG_BODY.as_bytes()), at(T0))), Reason::Malformed);
+    assert_eq!(
+        reason(v.verify(&post(&h, SG_BODY.as_bytes()), at(T0))),
+        Reason::Malformed
+    );
 }
 
 #[test]
@@ -601,16 +886,23 @@ fn accepts_sendgrid_signature_from_a_generated_key_in_pem_armour() {
     use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("gen");
-    let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).expect("kp");
+    let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+        .expect("kp");
     let mut spki = sendgrid::P256_SPKI_PREFIX.to_vec();
     spki.extend_from_slice(kp.public_key().as_ref());
-    let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", encoding::base64_encode(&spki));
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        encoding::base64_encode(&spki)
+    );
     let sig = kp.sign(&rng, b"1700000000hello").expect("sign");
     let mut r = raw("sendgrid", &[]);
     r.public_key = Some(pem);
     let v = verifier(&r);
     let h = headers(&[
-        ("X-Twilio-Email-Event-Webhook-Signature", &encoding::base64_encode(sig.as_ref())),
+        (
+            "X-Twilio-Email-Event-Webhook-Signature",
+            &encoding::base64_encode(sig.as_ref()),
+        ),
         ("X-Twilio-Email-Event-Webhook-Timestamp", "1700000000"),
     ]);
     assert!(v.verify(&post(&h, b"hello"), at(T0)).is_ok());
@@ -620,7 +912,10 @@ fn accepts_sendgrid_signature_from_a_generated_key_in_pem_armour() {
 fn refuses_a_sendgrid_key_that_is_not_p256() {
     let mut r = raw("sendgrid", &[]);
     r.public_key = Some("MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=".into());
-    assert_eq!(Verifier::from_raw(&r).expect_err("ed25519 key").field, "public_key");
+    assert_eq!(
+        Verifier::from_raw(&r).expect_err("ed25519 key").field,
+        "public_key"
+    );
 }
 
 // ---------------------------------------------------------------- handshakes
@@ -630,7 +925,10 @@ fn answers_zoom_url_validation_with_the_hmac_of_the_plain_token() {
     let v = verifier(&raw("zoom", &["zoom-secret"]));
     let body = br#"{"event":"endpoint.url_validation","payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680}"#;
     let signed = v.sign(body, at(T0), None).expect("sign");
-    let pairs: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = signed
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let h = headers(&pairs);
     assert!(v.verify(&post(&h, body), at(T0)).is_ok());
     let reply = v.handshake(&post(&h, body)).expect("reply");
@@ -646,35 +944,65 @@ fn answers_twitch_callback_verification_with_the_raw_challenge() {
     let v = verifier(&raw("twitch", &["twitch-secret"]));
     let body = br#"{"challenge":"pogchamp-kappa-360noscope-vohiyo","subscription":{}}"#;
     let h = headers(&[
-        ("Twitch-Eventsub-Message-Id", "e76c6bd4-55c9-4987-8304-da1588d8988b"),
-        ("Twitch-Eventsub-Message-Timestamp", "2023-11-14T22:13:20.634234626Z"),
-        ("Twitch-Eventsub-Message-Type", "webhook_callback_verification"),
+        (
+            "Twitch-Eventsub-Message-Id",
+            "e76c6bd4-55c9-4987-8304-da1588d8988b",
+        ),
+        (
+            "Twitch-Eventsub-Message-Timestamp",
+            "2023-11-14T22:13:20.634234626Z",
+        ),
+        (
+            "Twitch-Eventsub-Message-Type",
+            "webhook_callback_verification",
+        ),
     ]);
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"twitch-secret");
     let mut msg = b"e76c6bd4-55c9-4987-8304-da1588d8988b2023-11-14T22:13:20.634234626Z".to_vec();
     msg.extend_from_slice(body);
-    let sig = format!("sha256={}", encoding::hex_encode(ring::hmac::sign(&key, &msg).as_ref()));
+    let sig = format!(
+        "sha256={}",
+        encoding::hex_encode(ring::hmac::sign(&key, &msg).as_ref())
+    );
     let mut h2 = h.clone();
-    h2.insert("twitch-eventsub-message-signature", HeaderValue::from_str(&sig).expect("v"));
+    h2.insert(
+        "twitch-eventsub-message-signature",
+        HeaderValue::from_str(&sig).expect("v"),
+    );
     assert!(v.verify(&post(&h2, body), at(T0)).is_ok());
-    assert_eq!(reason(v.verify(&post(&h2, body), at(T0 + 601))), Reason::Expired);
+    assert_eq!(
+        reason(v.verify(&post(&h2, body), at(T0 + 601))),
+        Reason::Expired
+    );
     let reply = v.handshake(&post(&h2, body)).expect("reply");
     assert_eq!(reply.content_type, "text/plain");
     assert_eq!(reply.body, b"pogchamp-kappa-360noscope-vohiyo");
-    assert_eq!(v.delivery_id(&post(&h2, body)), Some("e76c6bd4-55c9-4987-8304-da1588d8988b".into()));
+    assert_eq!(
+        v.delivery_id(&post(&h2, body)),
+        Some("e76c6bd4-55c9-4987-8304-da1588d8988b".into())
+    );
 }
 
 #[test]
 fn answers_dropbox_get_challenge_and_refuses_other_unsigned_gets() {
     let v = verifier(&raw("dropbox", &["app-secret"]));
     let h = HeaderMap::new();
-    let get = SignedRequest { method: "GET", public_url: None, query: Some("challenge=abc%20123"), headers: &h, body: b"" };
+    let get = SignedRequest {
+        method: "GET",
+        public_url: None,
+        query: Some("challenge=abc%20123"),
+        headers: &h,
+        body: b"",
+    };
     assert!(v.verify(&get, at(T0)).is_ok());
     assert_eq!(v.handshake(&get).expect("reply").body, b"abc 123");
     let plain_get = SignedRequest { query: None, ..get };
     assert_eq!(reason(v.verify(&plain_get, at(T0))), Reason::Missing);
     // A POST carrying a challenge query is not a handshake: it needs a signature.
-    let sneaky = SignedRequest { method: "POST", ..get };
+    let sneaky = SignedRequest {
+        method: "POST",
+        ..get
+    };
     assert_eq!(reason(v.verify(&sneaky, at(T0))), Reason::Missing);
     assert_eq!(v.handshake(&sneaky), None);
 }
@@ -683,11 +1011,20 @@ fn answers_dropbox_get_challenge_and_refuses_other_unsigned_gets() {
 fn answers_twitter_crc_with_the_hmac_of_the_token() {
     let v = verifier(&raw("twitter", &["consumer-secret"]));
     let h = HeaderMap::new();
-    let get = SignedRequest { method: "GET", public_url: None, query: Some("crc_token=tok&nonce=1"), headers: &h, body: b"" };
+    let get = SignedRequest {
+        method: "GET",
+        public_url: None,
+        query: Some("crc_token=tok&nonce=1"),
+        headers: &h,
+        body: b"",
+    };
     assert!(v.verify(&get, at(T0)).is_ok());
     let reply = v.handshake(&get).expect("reply");
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"consumer-secret");
-    let expected = format!("sha256={}", encoding::base64_encode(ring::hmac::sign(&key, b"tok").as_ref()));
+    let expected = format!(
+        "sha256={}",
+        encoding::base64_encode(ring::hmac::sign(&key, b"tok").as_ref())
+    );
     let got: serde_json::Value = serde_json::from_slice(&reply.body).expect("json");
     assert_eq!(got["response_token"], expected.as_str());
 }
@@ -703,13 +1040,25 @@ fn hubspot_signs_method_decoded_url_body_and_timestamp() {
     let body = br#"[{"eventId":1}]"#;
     let ts = (T0 * 1000).to_string();
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"client-secret");
-    let msg = format!("POSThttps://example.com/hook?email=a@b.com&x=/y{}{ts}", std::str::from_utf8(body).expect("utf8"));
+    let msg = format!(
+        "POSThttps://example.com/hook?email=a@b.com&x=/y{}{ts}",
+        std::str::from_utf8(body).expect("utf8")
+    );
     let sig = encoding::base64_encode(ring::hmac::sign(&key, msg.as_bytes()).as_ref());
-    let h = headers(&[("X-HubSpot-Signature-v3", &sig), ("X-HubSpot-Request-Timestamp", &ts)]);
-    let req = SignedRequest { public_url: Some(url), ..post(&h, body) };
+    let h = headers(&[
+        ("X-HubSpot-Signature-v3", &sig),
+        ("X-HubSpot-Request-Timestamp", &ts),
+    ]);
+    let req = SignedRequest {
+        public_url: Some(url),
+        ..post(&h, body)
+    };
     assert!(v.verify(&req, at(T0 + 60)).is_ok());
     assert_eq!(reason(v.verify(&req, at(T0 + 301))), Reason::Expired);
-    let get = SignedRequest { method: "GET", ..req };
+    let get = SignedRequest {
+        method: "GET",
+        ..req
+    };
     assert_eq!(reason(v.verify(&get, at(T0))), Reason::Mismatch);
 }
 
@@ -718,10 +1067,16 @@ fn linear_checks_the_webhook_timestamp_inside_the_body() {
     let v = verifier(&raw("linear", &["lin-secret"]));
     let body = format!(r#"{{"action":"create","webhookTimestamp":{}}}"#, T0 * 1000);
     let signed = v.sign(body.as_bytes(), at(T0), None).expect("sign");
-    let pairs: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = signed
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let h = headers(&pairs);
     assert!(v.verify(&post(&h, body.as_bytes()), at(T0 + 59)).is_ok());
-    assert_eq!(reason(v.verify(&post(&h, body.as_bytes()), at(T0 + 61))), Reason::Expired);
+    assert_eq!(
+        reason(v.verify(&post(&h, body.as_bytes()), at(T0 + 61))),
+        Reason::Expired
+    );
 }
 
 #[test]
@@ -730,12 +1085,17 @@ fn square_signs_the_notification_url_and_body() {
     r.public_url = Some("https://example.com/square".into());
     let v = verifier(&r);
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"sq-key");
-    let sig = encoding::base64_encode(ring::hmac::sign(&key, b"https://example.com/square{\"event_id\":\"e1\"}").as_ref());
+    let sig = encoding::base64_encode(
+        ring::hmac::sign(&key, b"https://example.com/square{\"event_id\":\"e1\"}").as_ref(),
+    );
     let h = headers(&[("x-square-hmacsha256-signature", &sig)]);
     let body = br#"{"event_id":"e1"}"#;
     assert!(v.verify(&post(&h, body), at(T0)).is_ok());
     assert_eq!(v.delivery_id(&post(&h, body)), Some("e1".into()));
-    let elsewhere = SignedRequest { public_url: Some("https://evil.example/square"), ..post(&h, body) };
+    let elsewhere = SignedRequest {
+        public_url: Some("https://evil.example/square"),
+        ..post(&h, body)
+    };
     assert_eq!(reason(v.verify(&elsewhere, at(T0))), Reason::Mismatch);
 }
 
@@ -744,8 +1104,14 @@ fn square_signs_the_notification_url_and_body() {
 #[test]
 fn gitlab_token_must_equal_a_configured_secret() {
     let v = verifier(&raw("gitlab", &["tok-new", "tok-old"]));
-    let h = headers(&[("X-Gitlab-Token", "tok-old"), ("X-Gitlab-Event-UUID", "uuid-1")]);
-    assert_eq!(v.verify(&post(&h, b"{}"), at(T0)), Ok(Verified { secret_index: 1 }));
+    let h = headers(&[
+        ("X-Gitlab-Token", "tok-old"),
+        ("X-Gitlab-Event-UUID", "uuid-1"),
+    ]);
+    assert_eq!(
+        v.verify(&post(&h, b"{}"), at(T0)),
+        Ok(Verified { secret_index: 1 })
+    );
     assert_eq!(v.delivery_id(&post(&h, b"{}")), Some("uuid-1".into()));
     let h = headers(&[("X-Gitlab-Token", "tok-ol")]);
     assert_eq!(reason(v.verify(&post(&h, b"{}"), at(T0))), Reason::Mismatch);
@@ -775,7 +1141,10 @@ fn postmark_basic_auth_matches_user_and_password() {
     let h = headers(&[("Authorization", &bad)]);
     assert_eq!(reason(v.verify(&post(&h, b"{}"), at(T0))), Reason::Mismatch);
     let h = headers(&[("Authorization", "Basic !!!")]);
-    assert_eq!(reason(v.verify(&post(&h, b"{}"), at(T0))), Reason::Malformed);
+    assert_eq!(
+        reason(v.verify(&post(&h, b"{}"), at(T0))),
+        Reason::Malformed
+    );
     let err = Verifier::from_raw(&raw("postmark", &["no-colon"])).expect_err("needs user:password");
     assert_eq!(err.field, "secrets[0]");
 }
@@ -794,10 +1163,16 @@ fn generic_hmac_follows_the_design_example() {
     r.tolerance = Some("5m".into());
     let v = verifier(&r);
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"custom");
-    let sig = format!("sha256={}", encoding::hex_encode(ring::hmac::sign(&key, format!("{T0}.hi").as_bytes()).as_ref()));
+    let sig = format!(
+        "sha256={}",
+        encoding::hex_encode(ring::hmac::sign(&key, format!("{T0}.hi").as_bytes()).as_ref())
+    );
     let h = headers(&[("X-Signature", &sig), ("X-Timestamp", &T0.to_string())]);
     assert!(v.verify(&post(&h, b"hi"), at(T0)).is_ok());
-    assert_eq!(reason(v.verify(&post(&h, b"hi"), at(T0 + 301))), Reason::Expired);
+    assert_eq!(
+        reason(v.verify(&post(&h, b"hi"), at(T0 + 301))),
+        Reason::Expired
+    );
 }
 
 #[test]
@@ -815,10 +1190,15 @@ fn generic_hmac_supports_structured_headers_and_sha512_base64() {
     let v = verifier(&r);
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA512, b"k");
     let ts = (T0 * 1000).to_string();
-    let sig = encoding::base64_encode(ring::hmac::sign(&key, format!("{ts}|POST|acme|x").as_bytes()).as_ref());
+    let sig = encoding::base64_encode(
+        ring::hmac::sign(&key, format!("{ts}|POST|acme|x").as_bytes()).as_ref(),
+    );
     let h = headers(&[("X-Sig", &format!("ts={ts};s={sig}")), ("X-Tenant", "acme")]);
     assert!(v.verify(&post(&h, b"x"), at(T0 - 10_000)).is_ok());
-    let h = headers(&[("X-Sig", &format!("ts={ts};s={sig}")), ("X-Tenant", "other")]);
+    let h = headers(&[
+        ("X-Sig", &format!("ts={ts};s={sig}")),
+        ("X-Tenant", "other"),
+    ]);
     assert_eq!(reason(v.verify(&post(&h, b"x"), at(T0))), Reason::Mismatch);
 }
 
@@ -837,12 +1217,24 @@ fn every_symmetric_preset_verifies_what_it_signs() {
             Ok(s) => s,
             Err(e) => panic!("{}: {e}", preset.id),
         };
-        let pairs: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = signed
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let h = headers(&pairs);
-        assert_eq!(v.verify(&post(&h, body.as_bytes()), at(T0)), Ok(Verified { secret_index: 0 }), "{}", preset.id);
+        assert_eq!(
+            v.verify(&post(&h, body.as_bytes()), at(T0)),
+            Ok(Verified { secret_index: 0 }),
+            "{}",
+            preset.id
+        );
         let tampered = body.replace("\"e\"", "\"f\"");
         if !matches!(preset.shape, Shape::Token { .. } | Shape::BasicAuth) {
-            assert!(v.verify(&post(&h, tampered.as_bytes()), at(T0)).is_err(), "{} tampered", preset.id);
+            assert!(
+                v.verify(&post(&h, tampered.as_bytes()), at(T0)).is_err(),
+                "{} tampered",
+                preset.id
+            );
         }
     }
 }
@@ -854,8 +1246,18 @@ fn refuses_unknown_provider_empty_secrets_and_empty_secret() {
     let e = Verifier::from_raw(&raw("gihub", &["x"])).expect_err("unknown");
     assert_eq!(e.field, "provider");
     assert!(e.message.contains("github"));
-    assert_eq!(Verifier::from_raw(&raw("github", &[])).expect_err("none").field, "secrets");
-    assert_eq!(Verifier::from_raw(&raw("github", &["a", " "])).expect_err("empty").field, "secrets[1]");
+    assert_eq!(
+        Verifier::from_raw(&raw("github", &[]))
+            .expect_err("none")
+            .field,
+        "secrets"
+    );
+    assert_eq!(
+        Verifier::from_raw(&raw("github", &["a", " "]))
+            .expect_err("empty")
+            .field,
+        "secrets[1]"
+    );
 }
 
 #[test]
@@ -865,7 +1267,10 @@ fn config_errors_never_contain_the_secret() {
     assert_eq!(e.field, "secrets[0]");
     assert!(!e.to_string().contains("TOPSECRET"));
     r.secret_encoding = Some("rot13".into());
-    assert!(!Verifier::from_raw(&r).expect_err("enc").to_string().contains("TOPSECRET"));
+    assert!(!Verifier::from_raw(&r)
+        .expect_err("enc")
+        .to_string()
+        .contains("TOPSECRET"));
     assert!(!format!("{r:?}").contains("TOPSECRET"));
     assert_eq!(format!("{}", Secret::new("TOPSECRET")), "***");
 }
@@ -877,7 +1282,10 @@ fn refuses_keys_a_preset_fixes() {
     assert_eq!(Verifier::from_raw(&r).expect_err("fixed").field, "header");
     let mut r = raw("github", &["x"]);
     r.tolerance = Some("5m".into());
-    assert_eq!(Verifier::from_raw(&r).expect_err("no ts").field, "tolerance");
+    assert_eq!(
+        Verifier::from_raw(&r).expect_err("no ts").field,
+        "tolerance"
+    );
 }
 
 #[test]
@@ -891,37 +1299,55 @@ fn refuses_bad_generic_settings() {
     r.signed = Some("{timestamp}{body}".into());
     assert_eq!(Verifier::from_raw(&r).expect_err("ts").field, "signed");
     r.signed = Some("{nope}{body}".into());
-    assert_eq!(Verifier::from_raw(&r).expect_err("placeholder").field, "signed");
+    assert_eq!(
+        Verifier::from_raw(&r).expect_err("placeholder").field,
+        "signed"
+    );
     r.signed = Some("{timestamp}".into());
     assert_eq!(Verifier::from_raw(&r).expect_err("no body").field, "signed");
     r.signed = None;
     r.tolerance = Some("five minutes".into());
     r.timestamp_header = Some("X-Ts".into());
-    assert_eq!(Verifier::from_raw(&r).expect_err("duration").field, "tolerance");
+    assert_eq!(
+        Verifier::from_raw(&r).expect_err("duration").field,
+        "tolerance"
+    );
     r.tolerance = None;
     r.on_failure = Some(200);
-    assert_eq!(Verifier::from_raw(&r).expect_err("status").field, "on_failure");
+    assert_eq!(
+        Verifier::from_raw(&r).expect_err("status").field,
+        "on_failure"
+    );
     r.on_failure = Some(403);
     assert_eq!(verifier(&r).on_failure_status(), 403);
 }
 
 #[test]
 fn hex_and_base64_secret_encodings_decode_the_key() {
-    let mut r = raw("github", &["4974277320612053656372657420746f2045766572796279"]);
+    let mut r = raw(
+        "github",
+        &["4974277320612053656372657420746f2045766572796279"],
+    );
     r.secret_encoding = Some("hex".into());
     let v = verifier(&r);
     let h = headers(&[("X-Hub-Signature-256", GH_SIG)]);
     // hex of "It's a Secret to Everyby" (a different key) must not verify GitHub's example
-    assert_eq!(reason(v.verify(&post(&h, b"Hello, World!"), at(T0))), Reason::Mismatch);
+    assert_eq!(
+        reason(v.verify(&post(&h, b"Hello, World!"), at(T0))),
+        Reason::Mismatch
+    );
     let mut r = raw("github", &["SXQncyBhIFNlY3JldCB0byBFdmVyeWJvZHk="]);
     r.secret_encoding = Some("base64".into());
-    assert!(verifier(&r).verify(&post(&h, b"Hello, World!"), at(T0)).is_ok());
+    assert!(verifier(&r)
+        .verify(&post(&h, b"Hello, World!"), at(T0))
+        .is_ok());
 }
 
 #[test]
 fn raw_verify_rejects_unknown_keys_in_yaml() {
     let ok: Result<RawVerify, _> = serde_json::from_str(r#"{"provider":"github","secrets":["a"]}"#);
     assert!(ok.is_ok());
-    let bad: Result<RawVerify, _> = serde_json::from_str(r#"{"provider":"github","secrets":["a"],"secret":"b"}"#);
+    let bad: Result<RawVerify, _> =
+        serde_json::from_str(r#"{"provider":"github","secrets":["a"],"secret":"b"}"#);
     assert!(bad.is_err());
 }

@@ -34,7 +34,10 @@ impl Twilio {
                 .iter()
                 .map(|s| hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, s))
                 .collect(),
-            sha256: secrets.iter().map(|s| hmac::Key::new(hmac::HMAC_SHA256, s)).collect(),
+            sha256: secrets
+                .iter()
+                .map(|s| hmac::Key::new(hmac::HMAC_SHA256, s))
+                .collect(),
             public_url: Some(public_url),
         })
     }
@@ -63,12 +66,18 @@ impl Twilio {
         let n = encoding::base64_decode_into(sig_text.trim().as_bytes(), &mut sig)
             .ok_or(Reason::Malformed)?;
         let sig = &sig[..n];
-        let url = req.public_url.or(self.public_url.as_deref()).ok_or(Reason::Missing)?;
+        let url = req
+            .public_url
+            .or(self.public_url.as_deref())
+            .ok_or(Reason::Missing)?;
 
         let pairs = match body_sha256_param(url) {
             Some(expected) => {
                 let got = digest::digest(&digest::SHA256, req.body);
-                if !ct_eq(encoding::hex_encode(got.as_ref()).as_bytes(), expected.to_ascii_lowercase().as_bytes()) {
+                if !ct_eq(
+                    encoding::hex_encode(got.as_ref()).as_bytes(),
+                    expected.to_ascii_lowercase().as_bytes(),
+                ) {
                     return Err(Reason::Mismatch.into());
                 }
                 Vec::new()
@@ -97,12 +106,24 @@ impl Twilio {
         public_url: Option<&str>,
     ) -> Result<Vec<(String, String)>, SignError> {
         let key = self.sha1.first().ok_or(SignError::NoSecret)?;
-        let url = public_url.or(self.public_url.as_deref()).ok_or(SignError::NeedsPublicUrl)?;
-        let pairs = if body_sha256_param(url).is_some() { Vec::new() } else { sorted_params(body) };
+        let url = public_url
+            .or(self.public_url.as_deref())
+            .ok_or(SignError::NeedsPublicUrl)?;
+        let pairs = if body_sha256_param(url).is_some() {
+            Vec::new()
+        } else {
+            sorted_params(body)
+        };
         let tag = compute(key, url, &pairs);
         Ok(vec![
-            ("content-type".into(), "application/x-www-form-urlencoded".into()),
-            ("x-twilio-signature".into(), encoding::base64_encode(tag.as_ref())),
+            (
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            ),
+            (
+                "x-twilio-signature".into(),
+                encoding::base64_encode(tag.as_ref()),
+            ),
         ])
     }
 }
@@ -119,7 +140,10 @@ fn is_form(headers: &http::HeaderMap) -> bool {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 fn body_sha256_param(url: &str) -> Option<String> {
@@ -131,8 +155,9 @@ fn body_sha256_param(url: &str) -> Option<String> {
 
 /// Decoded form parameters, sorted by name then value, duplicates removed (as the SDK does).
 fn sorted_params(body: &[u8]) -> Vec<(String, String)> {
-    let mut pairs: Vec<(String, String)> =
-        form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     pairs.sort();
     pairs.dedup();
     pairs
@@ -151,7 +176,9 @@ fn compute(key: &hmac::Key, url: &str, pairs: &[(String, String)]) -> hmac::Tag 
 /// The URL as given, then with its default port removed or added (Twilio is inconsistent).
 fn url_variants(url: &str) -> Vec<String> {
     let mut out = vec![url.to_string()];
-    let Some((scheme, rest)) = url.split_once("://") else { return out };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return out;
+    };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     let default = match scheme.to_ascii_lowercase().as_str() {
@@ -178,12 +205,22 @@ mod tests {
             url_variants("https://a.example/x?y=1"),
             vec!["https://a.example/x?y=1", "https://a.example:443/x?y=1"]
         );
-        assert_eq!(url_variants("https://a.example:443/x"), vec!["https://a.example:443/x", "https://a.example/x"]);
+        assert_eq!(
+            url_variants("https://a.example:443/x"),
+            vec!["https://a.example:443/x", "https://a.example/x"]
+        );
     }
 
     #[test]
     fn params_are_sorted_by_name_then_value_and_deduplicated() {
         let p = sorted_params(b"b=2&a=9&a=1&a=1");
-        assert_eq!(p, vec![("a".into(), "1".into()), ("a".into(), "9".into()), ("b".into(), "2".into())]);
+        assert_eq!(
+            p,
+            vec![
+                ("a".into(), "1".into()),
+                ("a".into(), "9".into()),
+                ("b".into(), "2".into())
+            ]
+        );
     }
 }

@@ -1,0 +1,165 @@
+//! IP sets that live at a URL (GitHub's `/meta` `hooks`, Stripe's plain-text list): fetched at
+//! start and every `refresh`, swapped in whole when a fetch succeeds, kept as they were when a
+//! fetch fails or returns an empty list. A set that has never loaded matches nobody: an
+//! allowlist fails closed, never open. It never blocks a request; lookups read a snapshot.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::ipset::{cidrs_from_json, parse_cidr_list, IpTable};
+use crate::observe::event;
+use crate::observe::metrics::{IpSetLabels, IpSetResultLabels, Metrics};
+
+/// A feed list is a few KiB; 8 MiB is far beyond any real one and bounds a hostile answer.
+const MAX_FEED_BYTES: usize = 8 << 20;
+const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+/// After a failed fetch, try again sooner than the normal refresh, but not in a tight loop.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+/// Where a feed comes from; two feeds with the same source are the same feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedSource {
+    pub url: http::Uri,
+    pub json_path: Option<String>,
+    pub refresh: Duration,
+}
+
+pub struct LiveIpSet {
+    pub name: String,
+    pub source: FeedSource,
+    table: ArcSwap<IpTable>,
+    loaded: AtomicBool,
+    entries: Gauge,
+    last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    ok: Counter,
+    failed: Counter,
+}
+
+impl LiveIpSet {
+    /// Creates the set (empty) and starts its refresh task, which ends when the set is dropped.
+    /// Must be called inside the tokio runtime.
+    pub fn start(name: &str, source: FeedSource, metrics: &Metrics) -> Arc<LiveIpSet> {
+        let labels = IpSetLabels {
+            set: name.to_string(),
+        };
+        let result = |result| IpSetResultLabels {
+            set: name.to_string(),
+            result,
+        };
+        let set = Arc::new(LiveIpSet {
+            name: name.to_string(),
+            source,
+            table: ArcSwap::from_pointee(IpTable::empty()),
+            loaded: AtomicBool::new(false),
+            entries: metrics.ip_set_entries.get_or_create(&labels).clone(),
+            last_success: metrics.ip_set_last_success.get_or_create(&labels).clone(),
+            ok: metrics
+                .ip_set_refreshes
+                .get_or_create(&result("success"))
+                .clone(),
+            failed: metrics
+                .ip_set_refreshes
+                .get_or_create(&result("error"))
+                .clone(),
+        });
+        tokio::spawn(refresh_loop(Arc::downgrade(&set)));
+        set
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.table.load().contains(ip)
+    }
+
+    /// Whether a first fetch has succeeded (readiness waits for it).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    async fn refresh(&self) -> Result<usize, String> {
+        let text = fetch(&self.source.url).await?;
+        let cidrs = match &self.source.json_path {
+            Some(path) => cidrs_from_json(&text, path).map_err(|e| e.to_string())?,
+            None => parse_cidr_list(&text).map_err(|e| e.to_string())?,
+        };
+        if cidrs.is_empty() {
+            // A provider's list is never empty; an empty answer is an outage or a bug.
+            return Err("the list is empty".into());
+        }
+        let count = cidrs.len();
+        self.table.store(Arc::new(IpTable::new(cidrs)));
+        self.loaded.store(true, Ordering::Release);
+        Ok(count)
+    }
+}
+
+async fn refresh_loop(set: Weak<LiveIpSet>) {
+    loop {
+        let Some(live) = set.upgrade() else { return };
+        let wait = match live.refresh().await {
+            Ok(count) => {
+                live.ok.inc();
+                live.entries.set(i64::try_from(count).unwrap_or(i64::MAX));
+                live.last_success.set(unix_now());
+                live.source.refresh
+            }
+            Err(why) => {
+                live.failed.inc();
+                event(
+                    "warn",
+                    "ip set refresh failed; keeping the last good list",
+                    serde_json::json!({
+                        "set": live.name, "url": live.source.url.to_string(), "error": why,
+                    }),
+                );
+                live.source.refresh.min(RETRY_AFTER_FAILURE)
+            }
+        };
+        drop(live);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn fetch(url: &http::Uri) -> Result<String, String> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
+        .map_err(|e| e.to_string())?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let exchange = async {
+        let response = client
+            .get(url.clone())
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("status {}", response.status()));
+        }
+        let body = Limited::new(response.into_body(), MAX_FEED_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        String::from_utf8(body.to_vec()).map_err(|_| "not UTF-8".to_string())
+    };
+    tokio::time::timeout(FETCH_TIMEOUT, exchange)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
