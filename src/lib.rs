@@ -15,3 +15,4 @@ pub mod observe;
 pub mod pipeline;
 pub mod runtime;
 pub mod server;
+pub mod verify;

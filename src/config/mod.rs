@@ -186,6 +186,9 @@ pub struct RouteConfig {
     pub body_timeout: Duration,
     pub allow_ips: Option<AllowIps>,
     pub rate_limit: Option<RateLimitSettings>,
+    pub verify: Option<std::sync::Arc<crate::verify::Verifier>>,
+    /// Delivered event ids are remembered this long; `None` turns duplicate detection off.
+    pub replay_window: Option<Duration>,
 }
 
 /// A route's path: exact (`/hooks/github`) or a prefix written with a trailing `/*`.

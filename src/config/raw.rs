@@ -123,4 +123,7 @@ pub struct RawRoute {
     pub body_timeout: Option<Text>,
     pub allow_ips: Option<Spanned<Vec<Text>>>,
     pub rate_limit: Option<RawRateLimit>,
+    pub verify: Option<Spanned<crate::verify::RawVerify>>,
+    /// How long a delivered event id is remembered (`24h` default, `off` to disable).
+    pub replay_window: Option<Text>,
 }

@@ -623,7 +623,54 @@ fn route(
             None => None,
             Some(r) => Some(rate_limit(ctx, r, &format!("{field}.rate_limit"))?),
         },
+        verify: match &raw.verify {
+            None => None,
+            Some(v) => Some(std::sync::Arc::new(verifier(
+                ctx,
+                v,
+                &format!("{field}.verify"),
+            )?)),
+        },
+        replay_window: match &raw.replay_window {
+            Some(w) if ctx.text(w, &format!("{field}.replay_window"))? == "off" => None,
+            other => Some(ctx.duration(
+                other,
+                &format!("{field}.replay_window"),
+                DEFAULT_REPLAY_WINDOW,
+            )?),
+        },
     })
+}
+
+/// Providers retry for hours to days; a day of memory catches the retries that matter.
+const DEFAULT_REPLAY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Compiles a `verify:` block after expanding `${NAME}` in the values that hold secrets and keys.
+/// Errors name the field but never echo a value.
+fn verifier(
+    ctx: &Ctx,
+    raw: &Spanned<crate::verify::RawVerify>,
+    field: &str,
+) -> Result<crate::verify::Verifier, ConfigError> {
+    use crate::verify::Secret;
+    let at = &raw.referenced;
+    let mut expanded = raw.value.clone();
+    for (i, secret) in raw.value.secrets.iter().enumerate() {
+        let value = expand_env(secret.expose(), ctx.env)
+            .map_err(|m| ctx.err(at, format!("{field}.secrets[{i}]"), m))?;
+        expanded.secrets[i] = Secret::new(value);
+    }
+    for (name, value) in [
+        ("public_key", &mut expanded.public_key),
+        ("public_url", &mut expanded.public_url),
+    ] {
+        if let Some(text) = value.as_mut() {
+            *text =
+                expand_env(text, ctx.env).map_err(|m| ctx.err(at, format!("{field}.{name}"), m))?;
+        }
+    }
+    crate::verify::Verifier::from_raw(&expanded)
+        .map_err(|e| ctx.err(at, format!("{field}.{}", e.field), e.message))
 }
 
 fn cidr(ctx: &Ctx, value: &Text, field: &str) -> Result<Cidr, ConfigError> {

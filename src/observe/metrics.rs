@@ -46,6 +46,16 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignatureLabels {
+    pub route: String,
+    pub provider: String,
+    /// `valid` or the refusal reason (`mismatch`, `expired`, ...).
+    pub result: &'static str,
+    /// Which secret matched (rotation); empty when none did.
+    pub secret_index: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: String,
 }
@@ -80,6 +90,7 @@ pub struct Metrics {
     pub tls_handshake_failures: Family<ListenerLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_last_reload_success: Gauge<f64, AtomicU64>,
+    pub signature_checks: Family<SignatureLabels, Counter>,
     pub rate_limit_keys: Family<RouteLabels, Gauge>,
     pub ip_set_entries: Family<IpSetLabels, Gauge>,
     pub ip_set_last_success: Family<IpSetLabels, Gauge<f64, AtomicU64>>,
@@ -104,6 +115,7 @@ impl Metrics {
             tls_handshake_failures: Family::default(),
             config_reloads: Family::default(),
             config_last_reload_success: Gauge::default(),
+            signature_checks: Family::default(),
             rate_limit_keys: Family::default(),
             ip_set_entries: Family::default(),
             ip_set_last_success: Family::default(),
@@ -156,6 +168,11 @@ impl Metrics {
             "config_last_reload_success_timestamp_seconds",
             "Unix time of the last config load that succeeded",
             m.config_last_reload_success.clone(),
+        );
+        r.register(
+            "signature_checks",
+            "Signature checks by route, provider, result and matching secret index",
+            m.signature_checks.clone(),
         );
         r.register("rate_limit_keys", "Keys with their own rate-limit bucket, by route (\"-global\" for the gateway-wide limit)", m.rate_limit_keys.clone());
         r.register(

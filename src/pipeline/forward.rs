@@ -122,6 +122,8 @@ pub struct Forwarding<'a> {
     pub client_ip: IpAddr,
     pub tls: bool,
     pub request_id: &'a str,
+    /// The provider whose signature was verified, for `X-Hookgate-Verified`.
+    pub verified_by: Option<&'a str>,
 }
 
 /// What came back, for the log and metrics.
@@ -231,6 +233,9 @@ fn upstream_headers(incoming: &HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> He
     if let Ok(route) = HeaderValue::from_str(fwd.route) {
         headers.insert("x-hookgate-route", route);
     }
+    if let Some(provider) = fwd.verified_by.and_then(|p| HeaderValue::from_str(p).ok()) {
+        headers.insert("x-hookgate-verified", provider);
+    }
     headers
 }
 
@@ -262,6 +267,7 @@ mod tests {
             client_ip: "203.0.113.9".parse().unwrap(),
             tls: true,
             request_id: "req-1",
+            verified_by: None,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod client_ip;
 pub mod forward;
 pub mod rate_limit;
 pub mod reject;
+pub mod replay;
 pub mod route;
 
 use std::net::SocketAddr;
@@ -23,16 +24,22 @@ use hyper::body::Body as _;
 use hyper::body::Incoming;
 
 use crate::observe::access_log::{AccessLog, Entry};
-use crate::observe::metrics::{Metrics, RequestLabels, RouteOutcomeLabels, UpstreamLabels};
+use crate::observe::metrics::{
+    Metrics, RequestLabels, RouteOutcomeLabels, SignatureLabels, UpstreamLabels,
+};
 use crate::observe::request_id;
 use crate::runtime::Runtime;
+use crate::verify::{Failure, HandshakeReply, SignedRequest, Verified};
 use reject::{Outcome, Reject};
+use replay::{Claim, ClaimGuard, ReplayStore};
 
 /// What every request shares: the current runtime snapshot and the observers.
 pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub metrics: Metrics,
     pub access_log: AccessLog,
+    /// Delivered event ids; outlives reloads.
+    pub replay: Arc<dyn ReplayStore>,
     /// Set when shutdown begins: `/readyz` turns 503 so balancers stop sending.
     pub draining: std::sync::atomic::AtomicBool,
 }
@@ -106,6 +113,53 @@ async fn serve(
     let body = body::read(body, &parts.headers, route.max_body, route.body_timeout).await?;
     entry.bytes_in = body.len() as u64;
 
+    // 7. signature, over the exact bytes received
+    let mut claim = None;
+    if let Some(verifier) = &route.verifier {
+        let public_url = verifier.public_url().map(|url| match parts.uri.query() {
+            Some(query) => format!("{url}?{query}"),
+            None => url.to_string(),
+        });
+        let signed = SignedRequest {
+            method: parts.method.as_str(),
+            public_url: public_url.as_deref(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            body: &body,
+        };
+        entry.provider = Some(verifier.provider().to_string());
+        let checked = verifier.verify(&signed, SystemTime::now());
+        count_signature_check(&shared.metrics, &route.name, verifier.provider(), &checked);
+        let verified = checked.map_err(|failure| Reject::SignatureInvalid {
+            reason: failure.reason.as_str(),
+            status: verifier.on_failure_status(),
+        })?;
+        entry.secret_index = Some(verified.secret_index);
+        if let Some(reply) = verifier.handshake_verified(&signed, &verified) {
+            entry.outcome = Outcome::Handshake.as_str();
+            return Ok(handshake_response(reply));
+        }
+
+        // 8. duplicates: a delivered id is answered, not forwarded again
+        entry.event_id = verifier
+            .delivery_id(&signed)
+            .map(|id| id.chars().take(256).collect());
+        if let (Some(id), Some(_)) = (&entry.event_id, route.replay_window) {
+            let key = format!("{}\0{id}", route.name);
+            match shared.replay.claim(&key, Instant::now()) {
+                Claim::Fresh => claim = Some(ClaimGuard::new(Arc::clone(&shared.replay), key)),
+                Claim::Delivered => {
+                    entry.outcome = Outcome::Duplicate.as_str();
+                    return Ok(text_response(
+                        http::StatusCode::OK,
+                        "duplicate: already delivered\n",
+                    ));
+                }
+                Claim::InFlight => return Err(Reject::DuplicateInFlight),
+            }
+        }
+    }
+
     // 9. forward
     entry.upstream = Some(route.upstream.name.to_string());
     let forwarding = forward::Forwarding {
@@ -114,12 +168,14 @@ async fn serve(
         client_ip,
         tls: conn.tls_version.is_some(),
         request_id: &entry.request_id,
+        verified_by: route.verifier.as_ref().map(|v| v.provider()),
     };
-    let result = forward::send(&route.upstream, &parts, body, &forwarding).await;
-    let answer = match result {
-        Ok(answer) => answer,
-        Err(reject) => return Err(reject),
-    };
+    let answer = forward::send(&route.upstream, &parts, body, &forwarding).await?;
+    if let (Some(claim), Some(window)) = (claim, route.replay_window) {
+        if answer.response.status().is_success() {
+            claim.delivered(window);
+        }
+    }
     entry.upstream_status = Some(answer.response.status().as_u16());
     entry.upstream_ms = Some(answer.upstream_ms);
     shared
@@ -134,6 +190,48 @@ async fn serve(
 }
 
 use client_ip::normalize;
+
+fn count_signature_check(
+    metrics: &Metrics,
+    route: &str,
+    provider: &str,
+    checked: &Result<Verified, Failure>,
+) {
+    let (result, secret_index) = match checked {
+        Ok(v) => ("valid", v.secret_index.to_string()),
+        Err(f) => (f.reason.as_str(), String::new()),
+    };
+    metrics
+        .signature_checks
+        .get_or_create(&SignatureLabels {
+            route: route.to_string(),
+            provider: provider.to_string(),
+            result,
+            secret_index,
+        })
+        .inc();
+}
+
+fn handshake_response(reply: HandshakeReply) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() =
+        http::StatusCode::from_u16(reply.status).unwrap_or(http::StatusCode::OK);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(reply.content_type),
+    );
+    response
+}
+
+fn text_response(status: http::StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
 
 fn begin_entry(request: &Request<Incoming>, conn: &ConnInfo) -> Entry {
     let peer_ip = normalize(conn.peer.ip()).to_string();

@@ -82,6 +82,8 @@ pub enum Reject {
         reason: &'static str,
         status: u16,
     },
+    /// Another copy of this event is being forwarded right now; the sender should retry.
+    DuplicateInFlight,
     /// The client went away or sent a broken body before it was complete.
     ClientAbort,
     UpstreamConnect,
@@ -109,6 +111,7 @@ impl Reject {
             }
             // nginx's convention for "client closed the request": nobody reads this response,
             // but the log and metrics must not count it as a server error.
+            Reject::DuplicateInFlight => StatusCode::CONFLICT,
             Reject::ClientAbort => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             Reject::UpstreamConnect | Reject::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -126,6 +129,7 @@ impl Reject {
             Reject::BodyTooLarge => Outcome::BodyTooLarge,
             Reject::BodyTimeout => Outcome::Timeout,
             Reject::SignatureInvalid { .. } => Outcome::SignatureInvalid,
+            Reject::DuplicateInFlight => Outcome::Duplicate,
             Reject::ClientAbort => Outcome::ClientAbort,
             Reject::UpstreamConnect => Outcome::UpstreamConnectError,
             Reject::UpstreamTimeout => Outcome::UpstreamTimeout,
@@ -138,6 +142,7 @@ impl Reject {
         match self {
             Reject::BadPath => Some("path"),
             Reject::BodyTimeout => Some("body"),
+            Reject::DuplicateInFlight => Some("in_flight"),
             Reject::RateLimited { scope, .. } => Some(scope),
             Reject::SignatureInvalid { reason, .. } => Some(reason),
             Reject::Upstream { reason } => Some(reason),
@@ -176,6 +181,9 @@ impl Reject {
                         headers.insert(name, value);
                     }
                 }
+            }
+            Reject::DuplicateInFlight => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Reject::BodyTimeout | Reject::ClientAbort | Reject::BadPath => {
                 // The connection's framing can no longer be trusted.

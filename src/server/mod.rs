@@ -78,6 +78,9 @@ impl Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             access_log,
+            replay: Arc::new(crate::pipeline::replay::MemoryReplayStore::new(
+                crate::pipeline::replay::DEFAULT_MAX_ENTRIES,
+            )),
             draining: Default::default(),
         });
         let (shutdown, _) = watch::channel(false);
