@@ -38,6 +38,18 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:3000")]
         echo: SocketAddr,
     },
+    /// Print the headers of a correctly signed test request for a route, and a curl command
+    /// that sends it (secret-based providers; uses the route's first secret).
+    Sign {
+        #[arg(short, long, default_value = "gateway.yaml")]
+        config: PathBuf,
+        /// The route's name.
+        #[arg(long)]
+        route: String,
+        /// The body to sign (default: a small JSON object).
+        #[arg(long)]
+        body: Option<PathBuf>,
+    },
     /// Print the version.
     Version,
 }
@@ -52,6 +64,11 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config } => serve(&config, None),
         Command::Demo { config, echo } => demo(&config, echo),
+        Command::Sign {
+            config,
+            route,
+            body,
+        } => sign(&config, &route, body.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,6 +88,58 @@ fn check(path: &Path) -> anyhow::Result<()> {
         config.upstreams.len(),
         config.routes.len()
     );
+    Ok(())
+}
+
+fn sign(path: &Path, route_name: &str, body_file: Option<&Path>) -> anyhow::Result<()> {
+    let config = config::load(path)?;
+    let route = config
+        .routes
+        .iter()
+        .find(|r| r.name == route_name)
+        .with_context(|| format!("no route named {route_name:?} in {}", path.display()))?;
+    let verifier = route
+        .verify
+        .as_ref()
+        .with_context(|| format!("route {route_name:?} has no verify block: any request passes"))?;
+    let body = match body_file {
+        Some(file) => {
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?
+        }
+        None => br#"{"event":"hookgate.test"}"#.to_vec(),
+    };
+    let headers = verifier.sign(&body, std::time::SystemTime::now(), verifier.public_url())?;
+    let listener = config.listeners.first().context("no listener")?;
+    let scheme = if listener.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = match listener.bind.ip() {
+        ip if ip.is_unspecified() => format!("localhost:{}", listener.bind.port()),
+        _ => listener.bind.to_string(),
+    };
+    let path = match &route.path {
+        config::PathPattern::Exact(p) => p.clone(),
+        config::PathPattern::Prefix(p) => format!("{p}/test"),
+    };
+    let method = route.methods.first().map(|m| m.as_str()).unwrap_or("POST");
+    for (name, value) in &headers {
+        println!("{name}: {value}");
+    }
+    println!();
+    let mut curl = format!("curl -k -X {method} '{scheme}://{host}{path}'");
+    for (name, value) in &headers {
+        curl.push_str(&format!(" -H '{name}: {value}'"));
+    }
+    match body_file {
+        Some(file) => curl.push_str(&format!(" --data-binary @'{}'", file.display())),
+        None => curl.push_str(&format!(
+            " --data-binary '{}'",
+            String::from_utf8_lossy(&body)
+        )),
+    }
+    println!("{curl}");
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use crate::ipset::{Cidr, IpTable};
 use crate::pipeline::client_ip::ForwardedHeader;
 use crate::pipeline::rate_limit::RateLimitSettings;
 
-pub use validate::validate;
+pub use validate::{parse_and_validate, validate};
 
 /// Largest config file we will parse: a gateway.yaml is a few KiB; a 16 MiB one is a mistake
 /// or an attack, and the YAML parser's own budget guards against alias bombs inside that.

@@ -66,8 +66,8 @@ pub struct Seen {
     pub body: Bytes,
 }
 
-/// A real HTTP server that records every request. `/slow...` paths answer after 2 s; every other
-/// path answers 200 `upstream ok` with an `x-upstream: yes` header.
+/// A real HTTP server that records every request. `/slow...` paths answer after 2 s, `/fail...`
+/// paths answer 500; every path answers `upstream ok` with an `x-upstream: yes` header.
 pub struct RecordingUpstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -96,6 +96,7 @@ impl RecordingUpstream {
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
                             let slow = parts.uri.path().starts_with("/slow");
+                            let fail = parts.uri.path().starts_with("/fail");
                             record.lock().unwrap().push(Seen {
                                 method: parts.method.to_string(),
                                 uri: parts.uri.to_string(),
@@ -110,6 +111,9 @@ impl RecordingUpstream {
                             response
                                 .headers_mut()
                                 .insert("x-upstream", "yes".parse().unwrap());
+                            if fail {
+                                *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                            }
                             Ok::<_, std::convert::Infallible>(response)
                         }
                     });
