@@ -94,7 +94,12 @@ async fn refuses_tampered_missing_and_malformed_signatures_without_forwarding() 
     let client = h1_client(&gw.certs);
     let url = gw.https_url("/hooks/github");
     let sig = |v: &'static str| vec![("x-hub-signature-256", v)];
-    let cases: [(Vec<(&str, &str)>, &str, &str); 4] = [
+    type Case = (
+        Vec<(&'static str, &'static str)>,
+        &'static str,
+        &'static str,
+    );
+    let cases: [Case; 4] = [
         (sig(GITHUB_SIGNATURE), "Hello, World?", "mismatch"),
         (vec![], GITHUB_BODY, "missing"),
         (sig("sha256=not-hex"), GITHUB_BODY, "malformed"),
