@@ -56,21 +56,26 @@ impl LiveIpSet {
             set: name.to_string(),
             result,
         };
+        // One statement per handle: a family's guard must be gone before it is asked again.
+        let entries = metrics.ip_set_entries.get_or_create(&labels).clone();
+        let last_success = metrics.ip_set_last_success.get_or_create(&labels).clone();
+        let ok = metrics
+            .ip_set_refreshes
+            .get_or_create(&result("success"))
+            .clone();
+        let failed = metrics
+            .ip_set_refreshes
+            .get_or_create(&result("error"))
+            .clone();
         let set = Arc::new(LiveIpSet {
             name: name.to_string(),
             source,
             table: ArcSwap::from_pointee(IpTable::empty()),
             loaded: AtomicBool::new(false),
-            entries: metrics.ip_set_entries.get_or_create(&labels).clone(),
-            last_success: metrics.ip_set_last_success.get_or_create(&labels).clone(),
-            ok: metrics
-                .ip_set_refreshes
-                .get_or_create(&result("success"))
-                .clone(),
-            failed: metrics
-                .ip_set_refreshes
-                .get_or_create(&result("error"))
-                .clone(),
+            entries,
+            last_success,
+            ok,
+            failed,
         });
         tokio::spawn(refresh_loop(Arc::downgrade(&set)));
         set

@@ -163,12 +163,18 @@ access_log: "{log}"
 impl TestGateway {
     /// `body` is the rest of the config after the listeners: limits, upstreams, routes.
     pub async fn start(body: &str) -> TestGateway {
+        Self::start_with_listeners(LISTENERS, body).await
+    }
+
+    /// Like [`TestGateway::start`] with other listeners (same placeholders; listener names
+    /// `public` and `plain` are what the URL helpers look for).
+    pub async fn start_with_listeners(listeners: &str, body: &str) -> TestGateway {
         let certs = TestCerts::new();
         let upstream = RecordingUpstream::start().await;
         let dead = closed_port().await;
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("access.log");
-        let yaml = format!("{LISTENERS}{body}")
+        let yaml = format!("{listeners}{body}")
             .replace("{upstream}", &upstream.addr.to_string())
             .replace("{dead}", &dead.to_string())
             .replace("{cert}", certs.cert_path.to_str().unwrap())
@@ -246,6 +252,17 @@ impl TestGateway {
             .unwrap();
         assert_eq!(status, 200);
         parse_metrics(std::str::from_utf8(&body).unwrap())
+    }
+
+    /// Reloads the config file (as SIGHUP does).
+    pub fn reload(&self) -> Result<(), String> {
+        self.gateway().reload(&self.config_path())
+    }
+
+    /// Rewrites the config file: `edit` gets the current text.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(self.config_path()).unwrap();
+        std::fs::write(self.config_path(), edit(text)).unwrap();
     }
 
     pub async fn shutdown(mut self) {
@@ -330,8 +347,20 @@ pub async fn send(
 
 /// Writes raw bytes to a plain listener and reads until the server closes or `wait` passes.
 pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    raw_exchange_from("127.0.0.1", addr, bytes, wait).await
+}
+
+/// Like [`raw_exchange`] from another loopback source address (127.0.0.2 is another peer).
+pub async fn raw_exchange_from(
+    source: &str,
+    addr: SocketAddr,
+    bytes: &[u8],
+    wait: Duration,
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;

@@ -1,0 +1,77 @@
+//! `floor LISTEN UPSTREAM [spawn]`: a plain-HTTP reverse proxy built from the same pieces as
+//! hookgate (hyper-util auto server, hyper-util legacy pooled client, whole bodies in memory),
+//! and nothing else. With `spawn`, each request runs in its own task, as hookgate's do.
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+async fn proxy(req: Request<Incoming>, client: HttpClient, upstream: String) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Response::builder().status(400).body(Full::default()).unwrap(),
+    };
+    let uri: Uri = format!("http://{upstream}{}", parts.uri.path()).parse().unwrap();
+    let mut out = Request::new(Full::new(body));
+    *out.method_mut() = parts.method.clone();
+    *out.uri_mut() = uri;
+    let mut headers = parts.headers.clone();
+    headers.remove(http::header::HOST);
+    headers.remove(http::header::CONNECTION);
+    *out.headers_mut() = headers;
+    match client.request(out).await {
+        Ok(resp) => {
+            let (head, body) = resp.into_parts();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            Response::from_parts(head, Full::new(body))
+        }
+        Err(_) => Response::builder().status(502).body(Full::default()).unwrap(),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let listen: SocketAddr = args[1].parse().expect("LISTEN");
+    let upstream = args[2].clone();
+    let spawn = args.get(3).is_some_and(|a| a == "spawn");
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_max_idle_per_host(256)
+        .build(http);
+    let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
+    loop {
+        let Ok((socket, _)) = listener.accept().await else { continue };
+        let _ = socket.set_nodelay(true);
+        let client = client.clone();
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let (client, upstream) = (client.clone(), upstream.clone());
+                async move {
+                    let resp = if spawn {
+                        tokio::spawn(proxy(req, client, upstream)).await.unwrap()
+                    } else {
+                        proxy(req, client, upstream).await
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).keep_alive(true);
+            let _ = builder.serve_connection(TokioIo::new(socket), service).await;
+        });
+    }
+}
