@@ -88,6 +88,7 @@ async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
         "x_forwarded_proto": header("x-forwarded-proto"),
         "x_request_id": header("x-request-id"),
         "x_hookgate_route": header("x-hookgate-route"),
+        "x_hookgate_verified": header("x-hookgate-verified"),
         "body_bytes": body.as_ref().map(|b| b.len()).ok(),
         "body": body.as_ref().ok().and_then(|b| std::str::from_utf8(b).ok()),
     });
