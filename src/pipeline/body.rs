@@ -29,6 +29,28 @@ pub async fn read(
         Err(_) => Err(Reject::BodyTimeout),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Reject::BodyTooLarge),
+        Ok(Err(e)) if is_malformed(e.as_ref()) => Err(Reject::BadRequest { reason: "body" }),
         Ok(Err(_)) => Err(Reject::ClientAbort),
     }
+}
+
+/// A broken chunked encoding (hyper reports it as an `InvalidInput`/`InvalidData` I/O error in
+/// the body) is the client's fault; anything else while reading is the client going away.
+fn is_malformed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            );
+        }
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }

@@ -197,7 +197,7 @@ fn upstream_uri(upstream: &Upstream, original: &Uri, rewrite: Option<&str>) -> R
         .authority(upstream.authority.clone())
         .path_and_query(path_and_query)
         .build()
-        .map_err(|_| Reject::BadPath)
+        .map_err(|_| Reject::BadRequest { reason: "path" })
 }
 
 fn upstream_headers(incoming: &HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> HeaderMap {

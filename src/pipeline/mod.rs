@@ -80,7 +80,8 @@ async fn serve(
     shared: &Shared,
     entry: &mut Entry,
 ) -> Result<Response<Full<Bytes>>, Reject> {
-    // 2. route
+    // 2. route, for a request whose framing and path mean the same to us and to the backend
+    route::check_framing(request.version(), request.headers())?;
     route::check_path(request.uri().path())?;
     let route = route::find(&runtime.routes, request.method(), request.uri().path())?;
     entry.route = Some(route.name.to_string());

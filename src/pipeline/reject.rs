@@ -56,8 +56,14 @@ impl Outcome {
 /// HTTP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reject {
-    /// The path has dot segments or encoded separators that could reach another route upstream.
-    BadPath,
+    /// A request a front door must not pass on: a path with dot segments or encoded separators
+    /// (could reach another route upstream), a missing or doubled `Host`, ambiguous framing
+    /// (`Content-Length` with `Transfer-Encoding`), a broken chunked body. `reason` says which.
+    BadRequest {
+        reason: &'static str,
+    },
+    /// A transfer coding other than `chunked`: we cannot forward what we cannot decode.
+    UnsupportedTransferCoding,
     NoRoute,
     MethodNotAllowed {
         allow: String,
@@ -99,7 +105,8 @@ pub enum Reject {
 impl Reject {
     pub fn status(&self) -> StatusCode {
         match self {
-            Reject::BadPath => StatusCode::BAD_REQUEST,
+            Reject::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Reject::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             Reject::NoRoute => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Reject::IpDenied => StatusCode::FORBIDDEN,
@@ -121,7 +128,7 @@ impl Reject {
 
     pub fn outcome(&self) -> Outcome {
         match self {
-            Reject::BadPath => Outcome::BadRequest,
+            Reject::BadRequest { .. } | Reject::UnsupportedTransferCoding => Outcome::BadRequest,
             Reject::NoRoute => Outcome::NoRoute,
             Reject::MethodNotAllowed { .. } => Outcome::MethodNotAllowed,
             Reject::IpDenied => Outcome::IpDenied,
@@ -140,7 +147,8 @@ impl Reject {
 
     pub fn reason(&self) -> Option<&'static str> {
         match self {
-            Reject::BadPath => Some("path"),
+            Reject::BadRequest { reason } => Some(reason),
+            Reject::UnsupportedTransferCoding => Some("transfer_encoding"),
             Reject::BodyTimeout => Some("body"),
             Reject::DuplicateInFlight => Some("in_flight"),
             Reject::RateLimited { scope, .. } => Some(scope),
@@ -185,7 +193,10 @@ impl Reject {
             Reject::DuplicateInFlight => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            Reject::BodyTimeout | Reject::ClientAbort | Reject::BadPath => {
+            Reject::BodyTimeout
+            | Reject::ClientAbort
+            | Reject::BadRequest { .. }
+            | Reject::UnsupportedTransferCoding => {
                 // The connection's framing can no longer be trusted.
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }

@@ -7,21 +7,50 @@ use http::Method;
 use super::reject::Reject;
 use crate::runtime::Route;
 
+const BAD_PATH: Reject = Reject::BadRequest { reason: "path" };
+
+/// Refuses requests whose meaning a backend could read differently from us (RFC 9112 sections
+/// 3.2 and 6): HTTP/1.1 without exactly one `Host`, `Content-Length` next to `Transfer-Encoding`
+/// (the classic smuggling pair), and transfer codings other than `chunked`.
+pub fn check_framing(version: http::Version, headers: &http::HeaderMap) -> Result<(), Reject> {
+    let hosts = headers.get_all(http::header::HOST).iter().count();
+    if hosts > 1 || (version == http::Version::HTTP_11 && hosts == 0) {
+        return Err(Reject::BadRequest { reason: "host" });
+    }
+    let mut codings = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .peekable();
+    if codings.peek().is_some() {
+        if headers.contains_key(http::header::CONTENT_LENGTH) {
+            return Err(Reject::BadRequest { reason: "framing" });
+        }
+        let only_chunked = codings.all(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"))
+        });
+        if !only_chunked {
+            return Err(Reject::UnsupportedTransferCoding);
+        }
+    }
+    Ok(())
+}
+
 /// Refuses paths whose meaning could change after our match: dot segments, empty segments and
 /// percent-encoded `.`, `/` or `\`. A backend that normalises `/hooks/../admin` must never get it.
 pub fn check_path(path: &str) -> Result<(), Reject> {
     if !path.starts_with('/') || path.contains("//") || path.contains('\\') {
-        return Err(Reject::BadPath);
+        return Err(BAD_PATH);
     }
     if path.split('/').any(|s| s == "." || s == "..") {
-        return Err(Reject::BadPath);
+        return Err(BAD_PATH);
     }
     let lower = path.to_ascii_lowercase();
     if ["%2e", "%2f", "%5c", "%00"]
         .iter()
         .any(|enc| lower.contains(enc))
     {
-        return Err(Reject::BadPath);
+        return Err(BAD_PATH);
     }
     Ok(())
 }
@@ -55,6 +84,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refuses_ambiguous_framing_and_missing_or_doubled_host() {
+        use http::{HeaderMap, Version};
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, v.parse().unwrap());
+            }
+            h
+        };
+        let ok = headers(&[("host", "a"), ("transfer-encoding", "chunked")]);
+        assert_eq!(check_framing(Version::HTTP_11, &ok), Ok(()));
+        assert_eq!(
+            check_framing(Version::HTTP_10, &headers(&[])),
+            Ok(()),
+            "HTTP/1.0 needs no Host"
+        );
+        assert_eq!(
+            check_framing(Version::HTTP_2, &headers(&[])),
+            Ok(()),
+            "h2 uses :authority"
+        );
+        let bad = [
+            (headers(&[]), Reject::BadRequest { reason: "host" }),
+            (
+                headers(&[("host", "a"), ("host", "b")]),
+                Reject::BadRequest { reason: "host" },
+            ),
+            (
+                headers(&[
+                    ("host", "a"),
+                    ("content-length", "3"),
+                    ("transfer-encoding", "chunked"),
+                ]),
+                Reject::BadRequest { reason: "framing" },
+            ),
+            (
+                headers(&[("host", "a"), ("transfer-encoding", "gzip, chunked")]),
+                Reject::UnsupportedTransferCoding,
+            ),
+        ];
+        for (h, want) in bad {
+            assert_eq!(check_framing(Version::HTTP_11, &h), Err(want), "{h:?}");
+        }
+    }
+
+    #[test]
     fn refuses_paths_that_could_escape_a_prefix_route() {
         for bad in [
             "/hooks/../admin",
@@ -65,7 +140,7 @@ mod tests {
             "/a\\b",
             "/x%00",
         ] {
-            assert_eq!(check_path(bad), Err(Reject::BadPath), "{bad}");
+            assert_eq!(check_path(bad), Err(BAD_PATH), "{bad}");
         }
         for good in ["/", "/hooks/github", "/hooks/a.b/c", "/hooks/%20x"] {
             assert_eq!(check_path(good), Ok(()), "{good}");

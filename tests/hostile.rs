@@ -1,0 +1,235 @@
+//! Hostile input and upstream faults through real sockets: each gets the right status or a
+//! closed connection, a log line where a request was read, and the gateway keeps serving.
+//! (`fd_leaks.rs` repeats these alone in its process and counts file descriptors.)
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ROUTES: &str = r#"
+limits:
+  max_connections: 20
+  handshake_timeout: 500ms
+  body_timeout: 500ms
+upstreams:
+  backend:
+    url: http://{upstream}
+    timeout: 1s
+  faulty:
+    url: http://{faulty}
+    timeout: 1s
+    max_response: 64KiB
+routes:
+  - name: hooks
+    path: /hooks/*
+    upstream: backend
+  - name: faulty
+    path: /faulty/*
+    upstream: faulty
+"#;
+
+async fn healthy(gw: &TestGateway) {
+    let (status, _, _) = send(&plain_client(), "POST", &gw.http_url("/hooks/ok"), &[], "x")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "the gateway still serves a normal request");
+}
+
+/// A backend that misbehaves by path: `/faulty/reset` closes after half a response,
+/// `/faulty/huge` answers 1 MiB, `/faulty/stall` sends headers and then stalls the body.
+async fn faulty_upstream() -> std::net::SocketAddr {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = socket.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                if head.contains("/faulty/reset") {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+                        .await;
+                } else if head.contains("/faulty/huge") {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n")
+                        .await;
+                    let _ = stream.write_all(&vec![b'z'; 1 << 20]).await;
+                } else if head.contains("/faulty/stall") {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+                        .await;
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn start() -> TestGateway {
+    let faulty = faulty_upstream().await;
+    TestGateway::start(&ROUTES.replace("{faulty}", &faulty.to_string())).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_smuggling_and_malformed_requests_each_with_the_right_status() {
+    let gw = start().await;
+    let cases: &[(&str, &[u8], &str)] = &[
+        ("no Host", b"POST /hooks/x HTTP/1.1\r\nContent-Length: 1\r\n\r\nx", "HTTP/1.1 400"),
+        ("two Hosts", b"POST /hooks/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 1\r\n\r\nx", "HTTP/1.1 400"),
+        ("duplicate Content-Length", b"POST /hooks/x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy", "HTTP/1.1 400"),
+        ("obs-fold", b"POST /hooks/x HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\nContent-Length: 1\r\n\r\nx", "HTTP/1.1 400"),
+        ("bad chunk size", b"POST /hooks/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nx\r\n0\r\n\r\n", "HTTP/1.1 400"),
+        ("unknown transfer coding", b"POST /hooks/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n", "HTTP/1.1 501"),
+        ("invalid method", b"P@ST /hooks/x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx", "HTTP/1.1 400"),
+        ("space before colon", b"POST /hooks/x HTTP/1.1\r\nHost: a\r\nContent-Length : 1\r\n\r\nx", "HTTP/1.1 400"),
+        ("asterisk target", b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 400"),
+        ("encoded dot segment", b"POST /hooks/%2e%2e/admin HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx", "HTTP/1.1 400"),
+    ];
+    for (what, raw, want) in cases {
+        let reply = raw_exchange(gw.plain_addr(), raw, Duration::from_secs(2)).await;
+        assert!(reply.starts_with(want), "{what}: {reply}");
+    }
+    // The ones hyper could parse reached the pipeline and were logged with their reason.
+    let lines = gw.log_lines(5).await;
+    let reasons: Vec<_> = lines.iter().filter_map(|l| l["reason"].as_str()).collect();
+    for reason in ["host", "body", "transfer_encoding", "path"] {
+        assert!(
+            reasons.contains(&reason),
+            "{reason} missing from {reasons:?}"
+        );
+    }
+    assert!(
+        gw.upstream.seen().is_empty(),
+        "nothing malformed reached the backend"
+    );
+    healthy(&gw).await;
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caps_open_connections_and_serves_again_when_they_close() {
+    let gw = start().await;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(
+            tokio::net::TcpStream::connect(gw.plain_addr())
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(gw.plain_addr())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the 21st connection is closed at once");
+    let metrics = gw.metrics().await;
+    assert!(metrics[r#"hookgate_connections_refused_total{listener="plain"}"#] >= 1.0);
+    assert_eq!(
+        metrics[r#"hookgate_open_connections{listener="plain"}"#],
+        20.0
+    );
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    healthy(&gw).await;
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_garbage_and_abandoned_handshakes_are_counted_and_closed() {
+    let gw = start().await;
+    // Garbage instead of a ClientHello.
+    let mut garbage = tokio::net::TcpStream::connect(gw.tls_addr()).await.unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), garbage.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    // A connection that never says anything is closed after the handshake timeout (500ms).
+    let started = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(gw.tls_addr()).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut [0u8; 16]))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "closed at the handshake deadline"
+    );
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metrics[r#"hookgate_tls_handshake_failures_total{listener="public"}"#],
+        2.0
+    );
+    let (status, _, _) = send(
+        &h2_client(&gw.certs),
+        "POST",
+        &gw.https_url("/hooks/ok"),
+        &[],
+        "x",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_faults_become_502_or_504_and_one_bad_backend_does_not_starve_the_others() {
+    let gw = start().await;
+    let client = h2_client(&gw.certs);
+    let cases = [
+        ("/faulty/reset", 502, "upstream_error"),
+        ("/faulty/huge", 502, "upstream_error"),
+        ("/faulty/stall", 504, "upstream_timeout"),
+    ];
+    for (path, want, _) in cases {
+        let (status, _, _) = send(&client, "POST", &gw.https_url(path), &[], "x")
+            .await
+            .unwrap();
+        assert_eq!(status, want, "{path}");
+    }
+    let lines = gw.log_lines(3).await;
+    for (line, (path, _, outcome)) in lines.iter().zip(cases) {
+        assert_eq!(line["outcome"], outcome, "{path}");
+    }
+    assert_eq!(lines[0]["reason"], "reset");
+    assert_eq!(lines[1]["reason"], "response_too_large");
+    // Ten stalled requests in flight on one upstream; the other route answers at once.
+    let stalled: Vec<_> = (0..10)
+        .map(|_| {
+            let (client, url) = (client.clone(), gw.https_url("/faulty/stall"));
+            tokio::spawn(async move { send(&client, "POST", &url, &[], "x").await.unwrap().0 })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let (status, _, _) = send(&client, "POST", &gw.https_url("/hooks/fast"), &[], "x")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "not queued behind the stalled backend"
+    );
+    for task in stalled {
+        assert_eq!(task.await.unwrap(), 504);
+    }
+    gw.shutdown().await;
+}
