@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use crate::pipeline::Shared;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves until the task is aborted, which the gateway does only after its drain: load
 /// balancers must be able to read `/readyz` = 503 for as long as the drain lasts.
@@ -60,10 +61,21 @@ fn answer(request: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>>
     }
     match request.uri().path() {
         "/metrics" => {
-            let mut response = Response::new(Full::new(Bytes::from(shared.metrics.encode())));
+            // Prometheus asks for OpenMetrics in Accept; everything else gets the classic format.
+            let wants_openmetrics = request
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("application/openmetrics-text"));
+            let (body, content_type) = if wants_openmetrics {
+                (shared.metrics.encode(), OPENMETRICS)
+            } else {
+                (shared.metrics.encode_text(), PROMETHEUS_TEXT)
+            };
+            let mut response = Response::new(Full::new(Bytes::from(body)));
             response
                 .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             response
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),

@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use hookgate::ipset::{cidrs_from_json, parse_cidr, parse_cidr_list, Cidr, IpTable};
+use hookgate::ipset::{cidrs_from_json, normalize_ip, parse_cidr, parse_cidr_list, Cidr, IpTable};
 use libfuzzer_sys::fuzz_target;
 
 /// First and last address of a network.
@@ -57,7 +57,11 @@ fn check_list(cidrs: &[Cidr], extra_probes: &[IpAddr], what: &str) {
         assert_eq!(parse_cidr(&text).ok(), Some(*c), "{what}: {c:?} prints as {text:?}");
         assert!(c.contains(c.addr()), "{what}: {c} does not contain its own address");
         let (first, last) = bounds(c);
-        assert!(c.contains(last), "{what}: {c} does not contain its last address {last}");
+        // An IPv6 network reaching into ::ffff:0:0/96 does not contain those addresses: they
+        // are IPv4 once normalised (ipset.rs: IPv4 is allowed only by IPv4 networks).
+        if normalize_ip(last) == last {
+            assert!(c.contains(last), "{what}: {c} does not contain its last address {last}");
+        }
         probes.extend([first, last]);
         probes.extend(step(first, false));
         probes.extend(step(last, true));

@@ -194,7 +194,38 @@ impl Metrics {
         m
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The classic Prometheus text format (0.0.4), for scrapers that do not ask for
+    /// OpenMetrics (curl, promtool, older agents). The two differ only in framing: counter
+    /// families are named with their `_total` suffix, and there is no `# EOF` or `# UNIT`.
+    pub fn encode_text(&self) -> String {
+        let open = self.encode();
+        let counters: std::collections::HashSet<&str> = open
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(open.len() + 64);
+        for line in open.lines() {
+            if line == "# EOF" || line.starts_with("# UNIT ") {
+                continue;
+            }
+            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
+                let rest = line.strip_prefix(tag)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters
+                    .contains(name)
+                    .then(|| format!("{tag}{name}_total {tail}"))
+            });
+            match renamed {
+                Some(line) => out.push_str(&line),
+                None => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The OpenMetrics exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail; an error here would be a bug in the encoder.

@@ -1,0 +1,185 @@
+//! The metrics exposition after real traffic of every kind: `promtool check metrics` (the
+//! Prometheus project's own linter) accepts the classic text format, no series appears twice
+//! (promtool does not check that), and OpenMetrics is served to scrapers that ask for it.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// promtool from PATH, or extracted from Debian's `prometheus` package into `target/` (no
+/// install, no service started).
+fn promtool() -> PathBuf {
+    if Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return PathBuf::from("promtool");
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/promtool");
+    let tool = dir.join("usr/bin/promtool");
+    if !tool.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let fetched = Command::new("apt-get")
+            .args(["download", "prometheus"])
+            .current_dir(&dir)
+            .status()
+            .is_ok_and(|s| s.success())
+            || (Command::new("apt-get")
+                .arg("update")
+                .status()
+                .is_ok_and(|s| s.success())
+                && Command::new("apt-get")
+                    .args(["download", "prometheus"])
+                    .current_dir(&dir)
+                    .status()
+                    .is_ok_and(|s| s.success()));
+        assert!(
+            fetched,
+            "could not fetch Debian's prometheus package for promtool"
+        );
+        let deb = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .unwrap();
+        assert!(Command::new("dpkg")
+            .arg("-x")
+            .arg(&deb)
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success());
+    }
+    tool
+}
+
+const ROUTES: &str = r#"
+ip_sets:
+  office: { cidrs: [192.0.2.0/24] }
+upstreams:
+  backend:
+    url: http://{upstream}
+  dead:
+    url: http://{dead}
+routes:
+  - name: signed
+    path: /signed
+    upstream: backend
+    rate_limit: { per_minute: 1, burst: 2 }
+    verify: { provider: github, secrets: ["It's a Secret to Everybody"] }
+  - name: office
+    path: /office
+    upstream: backend
+    allow_ips: [office]
+  - name: gone
+    path: /gone
+    upstream: dead
+  - name: open
+    path: /open/*
+    upstream: backend
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_accepts_the_exposition_and_no_series_repeats() {
+    let gw = TestGateway::start(ROUTES).await;
+    let client = h2_client(&gw.certs);
+    let sig = [(
+        "x-hub-signature-256",
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+    )];
+    let traffic: &[(&str, &[(&str, &str)], u16)] = &[
+        ("/signed", &sig, 200),
+        ("/signed", &[], 401),
+        ("/signed", &sig, 429),
+        ("/office", &[], 403),
+        ("/gone", &[], 502),
+        ("/open/a", &[], 200),
+        ("/nothing", &[], 404),
+    ];
+    for (path, headers, want) in traffic {
+        let (status, _, _) = send(
+            &client,
+            "POST",
+            &gw.https_url(path),
+            headers,
+            "Hello, World!",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, *want, "{path}");
+    }
+    gw.log_lines(traffic.len()).await;
+    let url = format!(
+        "http://{}/metrics",
+        gw.gateway.as_ref().unwrap().admin_addr().unwrap()
+    );
+    let (_, headers, text) = send(&plain_client(), "GET", &url, &[], "").await.unwrap();
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8(text.to_vec()).unwrap();
+
+    let mut check = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut seen = HashSet::new();
+    for series in text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s))
+    {
+        assert!(seen.insert(series), "series appears twice: {series}");
+    }
+    for family in [
+        "hookgate_requests_total",
+        "hookgate_signature_checks_total",
+        "hookgate_request_duration_seconds_bucket",
+        "hookgate_build_info",
+    ] {
+        assert!(text.contains(family), "{family} missing");
+    }
+
+    let (_, headers, open) = send(
+        &plain_client(),
+        "GET",
+        &url,
+        &[("accept", "application/openmetrics-text; version=1.0.0")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    assert!(String::from_utf8(open.to_vec())
+        .unwrap()
+        .ends_with("# EOF\n"));
+    gw.shutdown().await;
+}
