@@ -93,7 +93,7 @@ async fn promtool_accepts_the_exposition_and_no_series_repeats() {
         "x-hub-signature-256",
         "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
     )];
-    let traffic: &[(&str, &[(&str, &str)], u16)] = &[
+    let traffic: &[Probe] = &[
         ("/signed", &sig, 200),
         ("/signed", &[], 401),
         ("/signed", &sig, 429),

@@ -370,3 +370,6 @@ pub async fn raw_exchange_from(
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// A request to send and the status it must get: path, headers, status.
+pub type Probe<'a> = (&'a str, &'a [(&'a str, &'a str)], u16);
