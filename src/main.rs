@@ -178,25 +178,35 @@ fn serve(path: &Path, echo: Option<SocketAddr>) -> anyhow::Result<()> {
                 }
             });
         }
+        let files = config.files.clone();
         let gateway = Gateway::start(config).await?;
-        wait_for_stop(&gateway, path).await?;
+        wait_for_stop(&gateway, path, files).await?;
         event("info", "draining", serde_json::json!({}));
         gateway.shutdown().await;
         Ok(())
     })
 }
 
-/// Waits for SIGTERM or SIGINT; reloads on SIGHUP meanwhile.
-async fn wait_for_stop(gateway: &Gateway, path: &Path) -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; meanwhile reloads on SIGHUP or when a watched file changes.
+async fn wait_for_stop(gateway: &Gateway, path: &Path, files: Vec<PathBuf>) -> anyhow::Result<()> {
+    use hookgate::server::config_watch::{ConfigWatch, POLL_EVERY};
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut watch = ConfigWatch::new(files);
+    let mut tick = tokio::time::interval(POLL_EVERY);
     loop {
-        tokio::select! {
+        let reload = tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => { let _ = gateway.reload(path); }
+            _ = hup.recv() => true,
+            _ = tick.tick() => watch.poll(),
+        };
+        if reload {
+            if let Ok(files) = gateway.reload(path) {
+                watch.watch(files);
+            }
         }
     }
 }

@@ -257,3 +257,64 @@ async fn sigterm_drains_the_request_in_flight_then_exits_zero() {
     );
     assert!(logged.contains("\"outcome\":\"forwarded\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_config_file_reloads_it_without_a_signal() {
+    let upstream = RecordingUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    let yaml = |path: &str| {
+        format!(
+            "listeners:\n  - name: plain\n    bind: 127.0.0.1:0\naccess_log: off\nupstreams:\n  b:\n    url: http://{}\nroutes:\n  - name: r\n    path: {path}\n    upstream: b\n",
+            upstream.addr
+        )
+    };
+    std::fs::write(&config, yaml("/before")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let plain = loop {
+        let line: serde_json::Value =
+            serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        if line["listener"] == "plain" {
+            break line["addr"].as_str().unwrap().to_string();
+        }
+    };
+    let status = |path: &'static str| {
+        let url = format!("http://{plain}{path}");
+        async move {
+            send(&plain_client(), "POST", &url, &[], "x")
+                .await
+                .unwrap()
+                .0
+        }
+    };
+    assert_eq!(status("/before").await, 200);
+    // Replace the file the way editors and Kubernetes do: write aside, rename over.
+    let tmp = dir.path().join(".gateway.yaml.new");
+    std::fs::write(&tmp, yaml("/after")).unwrap();
+    std::fs::rename(&tmp, &config).unwrap();
+    let mut reloaded = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if status("/after").await == 200 {
+            reloaded = true;
+            break;
+        }
+    }
+    assert!(reloaded, "the new config was picked up within 5 s");
+    assert_eq!(status("/before").await, 404);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap()
+        .success());
+}

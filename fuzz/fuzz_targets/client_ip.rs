@@ -36,7 +36,9 @@ fuzz_target!(|data: &[u8]| {
     let (Some(peer), Some(trusted), Some(kind)) = (lines.next(), lines.next(), lines.next()) else {
         return;
     };
-    let Some(peer) = std::str::from_utf8(peer).ok().and_then(|p| p.trim().parse::<IpAddr>().ok())
+    let Some(peer) = std::str::from_utf8(peer)
+        .ok()
+        .and_then(|p| p.trim().parse::<IpAddr>().ok())
     else {
         return;
     };
@@ -51,19 +53,32 @@ fuzz_target!(|data: &[u8]| {
     );
     let (kind, name) = match kind {
         b"forwarded" => (ForwardedHeader::Forwarded, FORWARDED),
-        _ => (ForwardedHeader::XForwardedFor, HeaderName::from_static("x-forwarded-for")),
+        _ => (
+            ForwardedHeader::XForwardedFor,
+            HeaderName::from_static("x-forwarded-for"),
+        ),
     };
     let header_lines: Vec<&[u8]> = lines.collect();
     let headers = build(&name, &header_lines);
 
     let client = resolve_client_ip_with(peer, &headers, &trusted, kind);
     let peer_n = normalize_ip(peer);
-    assert_eq!(normalize_ip(client), client, "answer {client} is not normalised");
+    assert_eq!(
+        normalize_ip(client),
+        client,
+        "answer {client} is not normalised"
+    );
     if !trusted.contains(peer) {
-        assert_eq!(client, peer_n, "untrusted peer {peer} but the answer is {client}");
+        assert_eq!(
+            client, peer_n,
+            "untrusted peer {peer} but the answer is {client}"
+        );
     }
     if headers.is_empty() {
-        assert_eq!(client, peer_n, "no {name} header but the answer is {client}");
+        assert_eq!(
+            client, peer_n,
+            "no {name} header but the answer is {client}"
+        );
     }
     if kind == ForwardedHeader::XForwardedFor {
         assert_eq!(client, resolve_client_ip(peer, &headers, &trusted));

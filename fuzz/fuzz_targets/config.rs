@@ -63,9 +63,11 @@ fn fixture() -> &'static Fixture {
 /// (`/dev/zero`, `/dev/stdin`), /proc and /sys files can be huge or slow. A YAML escape could
 /// still spell them; these filters keep the run deterministic, they are not a security boundary.
 fn reads_special_files(text: &str) -> bool {
-    ["dev", "proc", "sys", "fd", "\\x", "\\u", "\\U", "\\\n", "\\\r"]
-        .iter()
-        .any(|bad| text.contains(bad))
+    [
+        "dev", "proc", "sys", "fd", "\\x", "\\u", "\\U", "\\\n", "\\\r",
+    ]
+    .iter()
+    .any(|bad| text.contains(bad))
 }
 
 fn leaked<'a>(message: &str, text: &str, env: &'a HashMap<String, String>) -> Option<&'a str> {
@@ -85,7 +87,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = hookgate::config::units::parse_size(text);
     if let Err(message) = hookgate::config::secrets::expand_env(text, &fx.env) {
         if let Some(v) = leaked(&message, text, &fx.env) {
-            panic!("expand_env error shows the value of an environment variable ({v:?}): {message}");
+            panic!(
+                "expand_env error shows the value of an environment variable ({v:?}): {message}"
+            );
         }
     }
 

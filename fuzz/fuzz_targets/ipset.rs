@@ -24,7 +24,9 @@ fn bounds(c: &Cidr) -> (IpAddr, IpAddr) {
         }
         IpAddr::V6(a) => {
             let start = u128::from(a);
-            let host = u128::MAX.checked_shr(u32::from(c.prefix_len())).unwrap_or(0);
+            let host = u128::MAX
+                .checked_shr(u32::from(c.prefix_len()))
+                .unwrap_or(0);
             (a.into(), Ipv6Addr::from(start | host).into())
         }
     }
@@ -34,11 +36,21 @@ fn step(ip: IpAddr, up: bool) -> Option<IpAddr> {
     Some(match ip {
         IpAddr::V4(a) => {
             let n = u32::from(a);
-            Ipv4Addr::from(if up { n.checked_add(1)? } else { n.checked_sub(1)? }).into()
+            Ipv4Addr::from(if up {
+                n.checked_add(1)?
+            } else {
+                n.checked_sub(1)?
+            })
+            .into()
         }
         IpAddr::V6(a) => {
             let n = u128::from(a);
-            Ipv6Addr::from(if up { n.checked_add(1)? } else { n.checked_sub(1)? }).into()
+            Ipv6Addr::from(if up {
+                n.checked_add(1)?
+            } else {
+                n.checked_sub(1)?
+            })
+            .into()
         }
     })
 }
@@ -54,13 +66,23 @@ fn check_list(cidrs: &[Cidr], extra_probes: &[IpAddr], what: &str) {
     let mut probes: Vec<IpAddr> = extra_probes.to_vec();
     for c in cidrs {
         let text = c.to_string();
-        assert_eq!(parse_cidr(&text).ok(), Some(*c), "{what}: {c:?} prints as {text:?}");
-        assert!(c.contains(c.addr()), "{what}: {c} does not contain its own address");
+        assert_eq!(
+            parse_cidr(&text).ok(),
+            Some(*c),
+            "{what}: {c:?} prints as {text:?}"
+        );
+        assert!(
+            c.contains(c.addr()),
+            "{what}: {c} does not contain its own address"
+        );
         let (first, last) = bounds(c);
         // An IPv6 network reaching into ::ffff:0:0/96 does not contain those addresses: they
         // are IPv4 once normalised (ipset.rs: IPv4 is allowed only by IPv4 networks).
         if normalize_ip(last) == last {
-            assert!(c.contains(last), "{what}: {c} does not contain its last address {last}");
+            assert!(
+                c.contains(last),
+                "{what}: {c} does not contain its last address {last}"
+            );
         }
         probes.extend([first, last]);
         probes.extend(step(first, false));
@@ -71,14 +93,27 @@ fn check_list(cidrs: &[Cidr], extra_probes: &[IpAddr], what: &str) {
 
     let table = IpTable::new(cidrs.iter().copied());
     assert_eq!(table.is_empty(), cidrs.is_empty(), "{what}: is_empty");
-    assert!(table.len() <= cidrs.len(), "{what}: more ranges than networks");
+    assert!(
+        table.len() <= cidrs.len(),
+        "{what}: more ranges than networks"
+    );
     for p in &probes {
         let linear = cidrs.iter().any(|c| c.contains(*p));
-        assert_eq!(table.contains(*p), linear, "{what}: IpTable and a scan disagree on {p} for {cidrs:?}");
+        assert_eq!(
+            table.contains(*p),
+            linear,
+            "{what}: IpTable and a scan disagree on {p} for {cidrs:?}"
+        );
     }
     let (a, b) = cidrs.split_at(cidrs.len() / 2);
-    let union = IpTable::union([&IpTable::new(a.iter().copied()), &IpTable::new(b.iter().copied())]);
-    assert_eq!(union, table, "{what}: union of halves differs for {cidrs:?}");
+    let union = IpTable::union([
+        &IpTable::new(a.iter().copied()),
+        &IpTable::new(b.iter().copied()),
+    ]);
+    assert_eq!(
+        union, table,
+        "{what}: union of halves differs for {cidrs:?}"
+    );
 }
 
 /// Addresses written anywhere in the input, as extra probes.

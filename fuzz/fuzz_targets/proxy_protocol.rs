@@ -60,9 +60,14 @@ fuzz_target!(|data: &[u8]| {
     let v2 = parse_v2(data);
     if let Ok(h) = &v1 {
         // A whole-input v1 line that parses ends in CRLF and has no other CR or LF.
-        assert!(data.ends_with(b"\r\n"), "parse_v1 accepted {data:?} as {h:?}");
         assert!(
-            !data[..data.len() - 2].iter().any(|&b| b == b'\r' || b == b'\n'),
+            data.ends_with(b"\r\n"),
+            "parse_v1 accepted {data:?} as {h:?}"
+        );
+        assert!(
+            !data[..data.len() - 2]
+                .iter()
+                .any(|&b| b == b'\r' || b == b'\n'),
             "parse_v1 accepted a CR/LF inside the line: {data:?}"
         );
     }

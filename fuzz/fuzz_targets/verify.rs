@@ -261,7 +261,10 @@ fuzz_target!(|data: &[u8]| {
     // Twilio: `bodySHA256=` in the URL is the hash of the body Twilio sent; sign() takes the URL
     // as given, so it only verifies when that hash matches the body.
     if verifier.provider() == "twilio"
-        && req.public_url.as_deref().is_some_and(|u| u.contains("bodySHA256"))
+        && req
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.contains("bodySHA256"))
     {
         return;
     }

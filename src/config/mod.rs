@@ -40,6 +40,9 @@ pub struct ConfigError {
 pub struct Config {
     /// The file this config came from; relative paths inside it are resolved against its folder.
     pub source: PathBuf,
+    /// The config file and every file it names (certificates, keys, CA bundles, IP set
+    /// files): what a change watcher must look at.
+    pub files: Vec<PathBuf>,
     pub listeners: Vec<ListenerConfig>,
     pub admin: Option<SocketAddr>,
     pub client_ip: ClientIpConfig,

@@ -81,6 +81,8 @@ struct Ctx<'a> {
     file: String,
     dir: PathBuf,
     env: &'a HashMap<String, String>,
+    /// Every file the config names (the access log aside), for the reload watcher.
+    files: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 impl Ctx<'_> {
@@ -170,7 +172,9 @@ impl Ctx<'_> {
         if text.is_empty() {
             return Err(self.err(&value.referenced, field, "must not be empty"));
         }
-        Ok(self.dir.join(text))
+        let path = self.dir.join(text);
+        self.files.borrow_mut().push(path.clone());
+        Ok(path)
     }
 }
 
@@ -183,6 +187,7 @@ pub fn validate(
         file: source.display().to_string(),
         dir: source.parent().map(Path::to_path_buf).unwrap_or_default(),
         env,
+        files: Default::default(),
     };
 
     let limits = limits(&ctx, &raw.limits)?;
@@ -309,7 +314,13 @@ pub fn validate(
         ));
     }
 
+    let mut files = ctx.files.take();
+    if let LogTarget::File(log) = &access_log {
+        files.retain(|f| f != log);
+    }
+    files.push(source.to_path_buf());
     Ok(Config {
+        files,
         source: source.to_path_buf(),
         listeners,
         admin,

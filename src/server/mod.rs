@@ -1,6 +1,7 @@
 //! Starts and stops the gateway: binds every listener and the admin endpoint, runs their accept
 //! loops, applies reloads and drains on shutdown. The request path itself lives in `pipeline`.
 
+pub mod config_watch;
 pub mod http;
 pub mod listener;
 pub mod proxy_protocol;
@@ -195,13 +196,14 @@ impl Gateway {
     /// Applies a new config: routes, upstreams and certificates change at once for new requests;
     /// requests already running finish on the snapshot they started with. Listener addresses and
     /// limits need a restart, and the log says so.
-    pub fn reload(&self, path: &std::path::Path) -> Result<(), String> {
+    /// Returns the files the new config names, for the watcher.
+    pub fn reload(&self, path: &std::path::Path) -> Result<Vec<std::path::PathBuf>, String> {
         let result = crate::config::load(path)
             .map_err(|e| e.to_string())
-            .and_then(|config| self.try_reload(&config));
+            .and_then(|config| self.try_reload(&config).map(|()| config.files));
         let metrics = &self.shared.metrics;
         match &result {
-            Ok(()) => {
+            Ok(_) => {
                 metrics
                     .config_reloads
                     .get_or_create(&ResultLabels { result: "success" })

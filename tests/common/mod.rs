@@ -26,6 +26,7 @@ pub struct TestCerts {
     pub ca_pem: String,
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl TestCerts {
@@ -38,22 +39,35 @@ impl TestCerts {
             .distinguished_name
             .push(rcgen::DnType::CommonName, "hookgate test CA");
         let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf_params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let cert_path = dir.path().join("leaf.crt");
         let key_path = dir.path().join("leaf.key");
-        std::fs::write(&cert_path, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
-        std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
-        TestCerts {
+        let certs = TestCerts {
             dir,
             ca_pem: ca.pem(),
             cert_path,
             key_path,
-        }
+            issuer,
+        };
+        certs.write_new_leaf();
+        certs
+    }
+
+    /// Issues a fresh `localhost` leaf from the same CA into the same files (a certificate
+    /// rotation); returns its DER so a test can tell which one a server presents.
+    pub fn write_new_leaf(&self) -> Vec<u8> {
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
+        let leaf = params.signed_by(&leaf_key, &self.issuer).unwrap();
+        // Write the key first and the chain by rename, so a reader never sees a torn pair.
+        std::fs::write(&self.key_path, leaf_key.serialize_pem()).unwrap();
+        let tmp = self.dir.path().join("leaf.crt.tmp");
+        std::fs::write(&tmp, format!("{}{}", leaf.pem(), self.ca_pem)).unwrap();
+        std::fs::rename(&tmp, &self.cert_path).unwrap();
+        leaf.der().to_vec()
     }
 }
 
@@ -256,7 +270,7 @@ impl TestGateway {
 
     /// Reloads the config file (as SIGHUP does).
     pub fn reload(&self) -> Result<(), String> {
-        self.gateway().reload(&self.config_path())
+        self.gateway().reload(&self.config_path()).map(|_| ())
     }
 
     /// Rewrites the config file: `edit` gets the current text.
@@ -373,3 +387,24 @@ pub fn path_str(p: &Path) -> &str {
 
 /// A request to send and the status it must get: path, headers, status.
 pub type Probe<'a> = (&'a str, &'a [(&'a str, &'a str)], u16);
+
+/// The DER of the certificate a TLS server presents on a new connection.
+pub async fn presented_certificate(addr: SocketAddr, certs: &TestCerts) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(certs.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
