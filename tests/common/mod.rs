@@ -38,6 +38,10 @@ impl TestCerts {
         ca_params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "hookgate test CA");
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let dir = tempfile::tempdir().unwrap();
@@ -58,9 +62,18 @@ impl TestCerts {
     /// rotation); returns its DER so a test can tell which one a server presents.
     pub fn write_new_leaf(&self) -> Vec<u8> {
         let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let params =
+        let mut params =
             rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
                 .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        // What a public CA issues: a key identifier of the issuer and a life under a year.
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(90);
         let leaf = params.signed_by(&leaf_key, &self.issuer).unwrap();
         // Write the key first and the chain by rename, so a reader never sees a torn pair.
         std::fs::write(&self.key_path, leaf_key.serialize_pem()).unwrap();

@@ -1,0 +1,105 @@
+//! TLS posture checked by a real scanner: sslyze (PyPI) must find a TLS listener compliant with
+//! Mozilla's "intermediate" configuration. The chain is CA-signed (rcgen); the test CA is added
+//! to the scanner's own Mozilla trust store inside its private virtualenv under `target/`,
+//! which is the only way to give it a trusted chain without a public CA.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+
+const SSLYZE: &str = "sslyze==6.3.1";
+
+fn sslyze_trusting(ca_pem: &str) -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sslyze-venv");
+    let bin = venv.join("bin/sslyze");
+    if !bin.exists() {
+        assert!(Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap()
+            .success());
+        let ok = Command::new(venv.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                SSLYZE,
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pip install {SSLYZE} failed");
+    }
+    let stores = std::fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|python| {
+            python
+                .path()
+                .join("site-packages/sslyze/plugins/certificate_info/trust_stores/pem_files")
+        })
+        .find(|p| p.exists())
+        .expect("sslyze trust stores");
+    for store in std::fs::read_dir(stores)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+    {
+        if store.extension().is_some_and(|e| e == "pem") {
+            // Each run has its own CA: start from the store as shipped, then add this one.
+            let shipped = store.with_extension("pem.shipped");
+            if !shipped.exists() {
+                std::fs::copy(&store, &shipped).unwrap();
+            }
+            let pem = std::fs::read_to_string(&shipped).unwrap();
+            std::fs::write(&store, format!("{pem}\n{ca_pem}")).unwrap();
+        }
+    }
+    bin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslyze_finds_the_tls_listener_compliant_with_mozilla_intermediate() {
+    let gw = TestGateway::start("upstreams:\n  b:\n    url: http://{upstream}\nroutes:\n  - name: r\n    path: /x\n    upstream: b\n").await;
+    let sslyze = sslyze_trusting(&gw.certs.ca_pem);
+    let target = format!("localhost:{}", gw.tls_addr().port());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(sslyze)
+            .args(["--mozilla_config=intermediate", &target])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("is compliant with Mozilla's \"intermediate\"")
+            || report.contains("OK - Compliant"),
+        "{report}"
+    );
+    assert!(!report.contains("FAILED - Not compliant"), "{report}");
+    for refused in [
+        "SSL 2.0 Cipher Suites",
+        "SSL 3.0 Cipher Suites",
+        "TLS 1.0 Cipher Suites",
+        "TLS 1.1 Cipher Suites",
+    ] {
+        // "* SSL 2.0 Cipher Suites:\n     Attempted to connect using 7 cipher suites; the server rejected all cipher suites."
+        let verdict = report
+            .split(refused)
+            .nth(1)
+            .and_then(|s| s.lines().nth(1))
+            .unwrap_or("");
+        assert!(
+            verdict.contains("the server rejected all cipher suites"),
+            "{refused} must be rejected:\n{report}"
+        );
+    }
+    gw.shutdown().await;
+}
