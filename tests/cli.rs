@@ -136,9 +136,19 @@ fn check_expands_environment_variables_and_never_prints_their_values() {
     assert!(!ok);
     assert!(stderr.contains("upstreams.orders.url"), "{stderr}");
     assert!(
-        stderr.contains("s3cr3t"),
-        "the url is not a secret and helps: {stderr}"
+        stderr.contains("${ORDERS_URL}"),
+        "the reference is shown: {stderr}"
     );
+    assert!(!stderr.contains("s3cr3t"), "the value is not: {stderr}");
+    // Found by the config fuzz target: a secret put where an address belongs.
+    let yaml = GOOD.replace("bind: 127.0.0.1:8080", "bind: \"${LEAKY}\"");
+    let (ok, _, stderr) = check(&yaml, &[("LEAKY", "hunter2-very-secret")]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(":3:11: listeners[0].bind: \"${LEAKY}\" is not an address"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
 #[test]

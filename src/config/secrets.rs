@@ -36,6 +36,32 @@ pub fn expand_env(text: &str, env: &HashMap<String, String>) -> Result<String, S
     Ok(out)
 }
 
+/// The variable names `text` refers to (`${NAME}`), in order.
+pub fn referenced_names(text: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        let tail = &rest[at + 2..];
+        let Some(end) = tail.find('}') else { break };
+        names.push(&tail[..end]);
+        rest = &tail[end + 1..];
+    }
+    names
+}
+
+/// Puts `${NAME}` back wherever an expanded value appears in `message`, so an error about a
+/// value that came from the environment never shows the value itself. Values shorter than three
+/// characters are left alone: they are no secrets, and replacing them would garble the message.
+pub fn scrub(message: &str, expanded: &[(String, String)]) -> String {
+    let mut pairs: Vec<&(String, String)> = expanded.iter().filter(|(_, v)| v.len() >= 3).collect();
+    pairs.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    let mut out = message.to_string();
+    for (name, value) in pairs {
+        out = out.replace(value.as_str(), &format!("${{{name}}}"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +76,19 @@ mod tests {
         assert_eq!(expand_env("no vars", &env()).unwrap(), "no vars");
         assert_eq!(expand_env("cost $5", &env()).unwrap(), "cost $5");
         assert_eq!(expand_env("$${SECRET}", &env()).unwrap(), "${SECRET}");
+    }
+
+    #[test]
+    fn scrub_puts_the_reference_back_in_place_of_the_value() {
+        let expanded = vec![
+            ("SECRET".to_string(), "s3cr3t".to_string()),
+            ("X".to_string(), "1".to_string()),
+        ];
+        assert_eq!(
+            scrub("\"s3cr3t:443\" is not an address (line 1)", &expanded),
+            "\"${SECRET}:443\" is not an address (line 1)"
+        );
+        assert_eq!(referenced_names("a ${A} b ${B_2}"), ["A", "B_2"]);
     }
 
     #[test]

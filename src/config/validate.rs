@@ -16,7 +16,7 @@ use serde_saphyr::{Location, Spanned};
 use super::raw::{
     RawClientIp, RawConfig, RawIpSet, RawLimits, RawRateLimit, RawRoute, RawSize, RawUpstream, Text,
 };
-use super::secrets::expand_env;
+use super::secrets::{expand_env, referenced_names, scrub};
 use super::units::{parse_duration, parse_size};
 use super::{
     AllowIps, ClientIpConfig, Config, ConfigError, IpSetConfig, IpSetSource, Limits,
@@ -83,6 +83,8 @@ struct Ctx<'a> {
     env: &'a HashMap<String, String>,
     /// Every file the config names (the access log aside), for the reload watcher.
     files: std::cell::RefCell<Vec<PathBuf>>,
+    /// `(NAME, value)` of every environment variable expanded so far; errors scrub the values.
+    expanded: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl Ctx<'_> {
@@ -97,13 +99,26 @@ impl Ctx<'_> {
             line: at.line(),
             column: at.column(),
             field: field.into(),
-            message: message.into(),
+            message: scrub(&message.into(), &self.expanded.borrow()),
         }
     }
 
     /// The value of a text field with `${NAME}` expanded.
     fn text(&self, value: &Text, field: &str) -> Result<String, ConfigError> {
-        expand_env(&value.value, self.env).map_err(|m| self.err(&value.referenced, field, m))
+        self.expand(&value.value)
+            .map_err(|m| self.err(&value.referenced, field, m))
+    }
+
+    /// `${NAME}` expansion that remembers what it put in, so errors can take it out again.
+    fn expand(&self, text: &str) -> Result<String, String> {
+        let expanded = expand_env(text, self.env)?;
+        let mut seen = self.expanded.borrow_mut();
+        for name in referenced_names(text) {
+            if let Some(value) = self.env.get(name) {
+                seen.push((name.to_string(), value.clone()));
+            }
+        }
+        Ok(expanded)
     }
 
     fn duration(
@@ -135,7 +150,8 @@ impl Ctx<'_> {
         let size = match &value.value {
             RawSize::Bytes(n) => *n,
             RawSize::Text(text) => {
-                let text = expand_env(text, self.env)
+                let text = self
+                    .expand(text)
                     .map_err(|m| self.err(&value.referenced, field, m))?;
                 parse_size(&text).map_err(|m| self.err(&value.referenced, field, m))?
             }
@@ -188,6 +204,7 @@ pub fn validate(
         dir: source.parent().map(Path::to_path_buf).unwrap_or_default(),
         env,
         files: Default::default(),
+        expanded: Default::default(),
     };
 
     let limits = limits(&ctx, &raw.limits)?;
@@ -667,7 +684,8 @@ fn verifier(
     let at = &raw.referenced;
     let mut expanded = raw.value.clone();
     for (i, secret) in raw.value.secrets.iter().enumerate() {
-        let value = expand_env(secret.expose(), ctx.env)
+        let value = ctx
+            .expand(secret.expose())
             .map_err(|m| ctx.err(at, format!("{field}.secrets[{i}]"), m))?;
         expanded.secrets[i] = Secret::new(value);
     }
@@ -676,8 +694,9 @@ fn verifier(
         ("public_url", &mut expanded.public_url),
     ] {
         if let Some(text) = value.as_mut() {
-            *text =
-                expand_env(text, ctx.env).map_err(|m| ctx.err(at, format!("{field}.{name}"), m))?;
+            *text = ctx
+                .expand(text)
+                .map_err(|m| ctx.err(at, format!("{field}.{name}"), m))?;
         }
     }
     crate::verify::Verifier::from_raw(&expanded)

@@ -282,6 +282,16 @@ impl Verifier {
     pub fn from_raw(raw: &RawVerify) -> Result<Verifier, VerifyConfigError> {
         let on_failure = config::parse_on_failure(raw.on_failure)?;
         let provider = raw.provider.trim();
+        // Header values are visible ASCII; a prefix outside it could never match (fails
+        // closed, but silently: every request refused). Found by the verify fuzz target.
+        if let Some(prefix) = &raw.prefix {
+            if !prefix.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+                return Err(VerifyConfigError::new(
+                    "prefix",
+                    "must be printable ASCII, as header values are",
+                ));
+            }
+        }
         let (kind, handshake, id) = match provider {
             "hmac" => {
                 let spec = HmacSpec::from_raw(raw)?;
