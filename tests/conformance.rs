@@ -16,43 +16,8 @@ use base64::Engine;
 use common::*;
 
 fn python_with_sdks() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join("target/conformance-venv");
-    let python = venv.join("bin/python");
-    let requirements = root.join("tests/conformance/requirements.txt");
-    let stamp = venv.join("requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap()
-            .success();
-        assert!(
-            ok,
-            "python3 -m venv failed (Debian: apt-get install python3-venv)"
-        );
-        let ok = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&requirements)
-            .status()
-            .unwrap()
-            .success();
-        assert!(
-            ok,
-            "pip install -r tests/conformance/requirements.txt failed"
-        );
-        std::fs::write(&stamp, wanted).unwrap();
-    }
-    python
+    let requirements = include_str!("conformance/requirements.txt");
+    python_venv("conformance-venv", requirements).join("bin/python")
 }
 
 fn sdk_cases() -> Vec<serde_json::Value> {

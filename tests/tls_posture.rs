@@ -13,29 +13,8 @@ use common::*;
 const SSLYZE: &str = "sslyze==6.3.1";
 
 fn sslyze_trusting(ca_pem: &str) -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sslyze-venv");
+    let venv = python_venv("sslyze-venv", SSLYZE);
     let bin = venv.join("bin/sslyze");
-    if !bin.exists() {
-        assert!(Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap()
-            .success());
-        let ok = Command::new(venv.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                SSLYZE,
-            ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "pip install {SSLYZE} failed");
-    }
     let stores = std::fs::read_dir(venv.join("lib"))
         .unwrap()
         .filter_map(Result::ok)

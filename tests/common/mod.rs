@@ -421,3 +421,45 @@ pub async fn presented_certificate(addr: SocketAddr, certs: &TestCerts) -> Vec<u
     let tls = connector.connect(name, tcp).await.unwrap();
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
+
+/// A Python virtualenv under `target/NAME` with `requirements` (pip lines) installed; rebuilt
+/// only when the requirements change. Returns the venv's folder.
+pub fn python_venv(name: &str, requirements: &str) -> PathBuf {
+    use std::process::Command;
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(name);
+    let stamp = venv.join("hookgate-requirements.txt");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(requirements) {
+        return venv;
+    }
+    let created = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        created,
+        "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    );
+    let wanted = venv.join("requirements.txt");
+    std::fs::write(&wanted, requirements).unwrap();
+    let installed = Command::new(venv.join("bin/python"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&wanted)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        installed,
+        "pip install into target/{name} failed:\n{requirements}"
+    );
+    std::fs::write(&stamp, requirements).unwrap();
+    venv
+}
