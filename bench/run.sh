@@ -528,7 +528,9 @@ done
 # ---------------------------------------------------------------------------------------------
 # Table
 # ---------------------------------------------------------------------------------------------
-HEADER="hookgate $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%d), $(nproc) cores; DURATION=$DURATION ROUNDS=$ROUNDS CONNS=$CONNS"
+REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')
+[[ -z $(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null) ]] || REV="$REV+local changes"
+HEADER="hookgate $REV, $(date -u +%Y-%m-%d), $(nproc) cores; DURATION=$DURATION ROUNDS=$ROUNDS CONNS=$CONNS"
 python3 - "$RESULTS" "$HEADER" <<'PY' | tee "$OUT"
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))

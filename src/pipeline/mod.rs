@@ -30,6 +30,7 @@ use crate::observe::metrics::{
 use crate::observe::request_id;
 use crate::runtime::Runtime;
 use crate::verify::{Failure, HandshakeReply, SignedRequest, Verified};
+use client_ip::normalize;
 use reject::{Outcome, Reject};
 use replay::{Claim, ClaimGuard, ReplayStore};
 
@@ -189,8 +190,6 @@ async fn serve(
     entry.outcome = Outcome::Forwarded.as_str();
     Ok(answer.response)
 }
-
-use client_ip::normalize;
 
 fn count_signature_check(
     metrics: &Metrics,
