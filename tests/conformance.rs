@@ -1,4 +1,4 @@
-//! Conformance: the providers' official SDKs (PyPI) sign, the running gateway judges. Every case
+//! Conformance: the providers' official SDKs (PyPI and npm) sign, the running gateway judges. Every case
 //! from `tests/conformance/sdk_cases.py` goes through a real TLS connection to its own route;
 //! accepted cases must be forwarded (or answered, for handshakes), refused ones must get the
 //! route's failure status with the expected reason in the access log, and a replayed delivery

@@ -98,9 +98,14 @@ async fn refuses_smuggling_and_malformed_requests_each_with_the_right_status() {
         assert!(reply.starts_with(want), "{what}: {reply}");
     }
     // The ones hyper could parse reached the pipeline and were logged with their reason.
-    let lines = gw.log_lines(5).await;
+    let lines = gw.log_lines(cases.len()).await;
+    assert_eq!(
+        lines.len(),
+        cases.len(),
+        "one line per refused request, parser-level ones too"
+    );
     let reasons: Vec<_> = lines.iter().filter_map(|l| l["reason"].as_str()).collect();
-    for reason in ["host", "body", "transfer_encoding", "path"] {
+    for reason in ["host", "body", "transfer_encoding", "path", "malformed"] {
         assert!(
             reasons.contains(&reason),
             "{reason} missing from {reasons:?}"

@@ -255,6 +255,19 @@ async fn closes_a_connection_that_never_finishes_its_headers() {
     .await
     .unwrap();
     assert_eq!(status, 200);
+    let lines = gw.log_lines(2).await;
+    let line = lines
+        .iter()
+        .find(|l| l["status"] == 408)
+        .expect("a line for the timed-out head");
+    assert_eq!(
+        (
+            line["status"].as_u64(),
+            line["outcome"].as_str(),
+            line["reason"].as_str()
+        ),
+        (Some(408), Some("timeout"), Some("header_timeout"))
+    );
     gw.shutdown().await;
 }
 
@@ -268,6 +281,21 @@ async fn answers_431_to_an_oversized_header_block() {
     let reply = raw_exchange(gw.plain_addr(), raw.as_bytes(), Duration::from_secs(2)).await;
     assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
     assert!(gw.upstream.seen().is_empty());
+    // hyper answered before our pipeline saw a request; the log line is still written.
+    let line = gw.log_line(1).await;
+    assert_eq!(
+        (
+            line["status"].as_u64(),
+            line["outcome"].as_str(),
+            line["reason"].as_str()
+        ),
+        (Some(431), Some("bad_request"), Some("header_too_large"))
+    );
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metrics[r#"hookgate_requests_total{listener="plain",route="",outcome="bad_request",code="431"}"#],
+        1.0
+    );
     let _ = Bytes::new();
     gw.shutdown().await;
 }

@@ -50,6 +50,8 @@ pub struct ConnInfo {
     pub listener: Arc<str>,
     pub peer: SocketAddr,
     pub tls_version: Option<&'static str>,
+    /// Requests that reached [`handle`] on this connection.
+    pub requests: std::sync::atomic::AtomicU64,
 }
 
 /// Serves one request. Runs as its own task (see `server::http`), so a client that disconnects
@@ -60,6 +62,8 @@ pub async fn handle(
     shared: Arc<Shared>,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
+    conn.requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let runtime = shared.runtime.load_full();
     let mut entry = begin_entry(&request, &conn);
     let response = match serve(request, &conn, &runtime, &shared, &mut entry).await {
@@ -295,6 +299,65 @@ async fn finish(
     }
     shared.access_log.write(&entry).await;
     response
+}
+
+/// A request hyper refused before it reached [`handle`] (malformed request line or headers,
+/// a head over `max_header_size`, a head not finished within `header_timeout`): hyper has
+/// answered 400 or 431, or closed the connection, and this writes the one log line and metric
+/// such a request is owed. Clients that simply hang up are not requests and are not logged.
+#[derive(Debug, Clone, Copy)]
+pub struct RefusedHead {
+    status: http::StatusCode,
+    reason: &'static str,
+}
+
+impl RefusedHead {
+    /// The refusal a connection error stands for, if it was one (and not a client leaving).
+    pub fn from_error(error: &(dyn std::error::Error + 'static)) -> Option<RefusedHead> {
+        let error = error.downcast_ref::<hyper::Error>()?;
+        let (status, reason) = if error.is_parse_too_large() {
+            (
+                http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header_too_large",
+            )
+        } else if error.is_parse() {
+            (http::StatusCode::BAD_REQUEST, "malformed")
+        } else if error.is_timeout() {
+            (http::StatusCode::REQUEST_TIMEOUT, "header_timeout")
+        } else {
+            return None;
+        };
+        Some(RefusedHead { status, reason })
+    }
+}
+
+pub async fn log_refused_head(shared: &Shared, conn: &ConnInfo, refused: RefusedHead) {
+    let RefusedHead { status, reason } = refused;
+    // A keep-alive connection that has served requests and then idles past the header timeout
+    // is closed, but it is no refused request: only a first head that never finishes is logged.
+    if reason == "header_timeout" && conn.requests.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        return;
+    }
+    let peer = normalize(conn.peer.ip()).to_string();
+    let entry = Entry {
+        ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        listener: conn.listener.to_string(),
+        tls_version: conn.tls_version,
+        client_ip: peer.clone(),
+        peer_ip: peer,
+        outcome: if reason == "header_timeout" {
+            Outcome::Timeout
+        } else {
+            Outcome::BadRequest
+        }
+        .as_str(),
+        reason: Some(reason),
+        ..Entry::default()
+    };
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    finish(shared, entry, response, Instant::now()).await;
 }
 
 /// The response for a request whose task panicked: still logged and counted, as a 500.

@@ -51,6 +51,7 @@ pub async fn serve<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let (shared_for_errors, conn_for_errors) = (Arc::clone(&shared), Arc::clone(&conn));
     let service = service_fn(move |request| {
         let conn = Arc::clone(&conn);
         let shared = Arc::clone(&shared);
@@ -73,7 +74,13 @@ pub async fn serve<I>(
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {
-        _ = connection.as_mut() => return,
+        result = connection.as_mut() => {
+            let refusal = result.err().and_then(|e| pipeline::RefusedHead::from_error(e.as_ref()));
+            if let Some(refusal) = refusal {
+                pipeline::log_refused_head(&shared_for_errors, &conn_for_errors, refusal).await;
+            }
+            return;
+        }
         _ = crate::server::stopping(&mut shutdown) => {}
     }
     connection.as_mut().graceful_shutdown();

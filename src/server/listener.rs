@@ -152,6 +152,7 @@ async fn serve_connection(
             listener: setup.name,
             peer,
             tls_version: None,
+            requests: Default::default(),
         });
         super::http::serve(builder, stream, conn, Arc::clone(shared), shutdown, drain).await;
         return;
@@ -179,6 +180,7 @@ async fn serve_connection(
         listener: setup.name,
         peer,
         tls_version,
+        requests: Default::default(),
     });
     super::http::serve(builder, stream, conn, Arc::clone(shared), shutdown, drain).await;
 }

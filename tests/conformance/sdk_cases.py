@@ -23,6 +23,11 @@ Case fields:
 Every "accept" case of an SDK that can also verify is checked with that SDK before printing, and
 the script exits non-zero if the SDK disagrees.
 
+Some official libraries exist only on npm (GitHub's @octokit/webhooks-methods, the Standard Webhooks
+TypeScript package): tests/conformance/node/cases.mjs signs with them and prints cases in the same
+format, and this script runs it (after `npm ci` there when node_modules is missing or older than the
+lock file) and merges its list. Node.js and npm are required: without them the script fails.
+
 Usage: pip install -r tests/conformance/requirements.txt && python3 tests/conformance/sdk_cases.py
 """
 
@@ -30,9 +35,13 @@ import base64
 import hashlib
 import hmac
 import json
+import shutil
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
 from urllib.parse import urlencode
 
 import nacl.signing
@@ -43,8 +52,11 @@ import svix.webhooks
 import twilio.request_validator
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hubspot.exceptions import InvalidSignatureTimestampError
+from hubspot.utils.signature import Signature as HubSpotSignature
 from paddle_billing.Notifications.PaddleSignature import PaddleSignature
 from sendgrid.helpers.eventwebhook import EventWebhook
+from square.utils.webhooks_helper import verify_signature as square_verify_signature
 
 NOW = int(time.time())
 HOUR = 3600
@@ -297,9 +309,138 @@ def github_cases():
     add("github/missing-header", verify, {"X-GitHub-Delivery": "x"}, "Hello, World!", "refuse", "missing", source=src)
 
 
+# ------------------------------------------------------------------------------------ HubSpot
+def hubspot_cases():
+    src = f"hubspot-api-client {version('hubspot-api-client')} Signature.get_signature v3"
+    secret, other = "a1b2c3d4-e5f6-4711-8899-aabbccddeeff", "ffeeddcc-bbaa-4998-8117-6f5e4d3c2b1a"
+    public_url = "https://hooks.example.com/hubspot/webhook"
+    verify = {"provider": "hubspot", "secrets": [secret], "public_url": public_url}
+    body = '[{"eventId":1,"subscriptionId":4711,"portalId":62515,"occurredAt":1700000000000,' \
+           '"subscriptionType":"contact.creation","attemptNumber":0,"objectId":123}]'
+    json_ct = {"Content-Type": "application/json"}
+
+    def hdrs(ts_ms, s=secret, b=body, uri=public_url, method="POST"):
+        sig = HubSpotSignature.get_signature(s, b, "v3", uri, method, str(ts_ms))
+        return {**json_ct, "X-HubSpot-Signature-v3": sig, "X-HubSpot-Request-Timestamp": str(ts_ms)}
+
+    def sdk_judges(h, b=body, uri=public_url):
+        """True/False from Signature.is_valid, or "timestamp" when it refuses the timestamp."""
+        try:
+            return HubSpotSignature.is_valid(
+                h.get("X-HubSpot-Signature-v3"), secret, b, uri, "POST", "v3",
+                h.get("X-HubSpot-Request-Timestamp"))
+        except InvalidSignatureTimestampError:
+            return "timestamp"
+
+    now_ms = NOW * 1000 + 123
+    h = hdrs(now_ms)
+    sdk_agrees("hubspot/valid", sdk_judges(h) is True)
+    add("hubspot/valid", verify, h, body, "accept", source=src)
+    # The gateway appends the request's query string to public_url; HubSpot signs the full URI.
+    q = "portalId=62515&appId=1234"
+    hq = hdrs(now_ms, uri=f"{public_url}?{q}")
+    sdk_agrees("hubspot/valid-with-query", sdk_judges(hq, uri=f"{public_url}?{q}") is True)
+    add("hubspot/valid-with-query", verify, hq, body, "accept", query=q, source=src)
+    add("hubspot/other-query", verify, hq, body, "refuse", "mismatch", query="portalId=62515&appId=9999",
+        source=src)
+    add("hubspot/tampered-body", verify, h, tampered(body), "refuse", "mismatch", source=src)
+    add("hubspot/other-secret", verify, hdrs(now_ms, other), body, "refuse", "mismatch", source=src)
+    add("hubspot/other-url", verify, hdrs(now_ms, uri="https://hooks.example.com/hubspot/other"), body,
+        "refuse", "mismatch", source=src)
+    stale = hdrs(now_ms - HOUR * 1000)
+    sdk_agrees("hubspot/stale (SDK must refuse)", sdk_judges(stale) == "timestamp")
+    add("hubspot/stale", verify, stale, body, "refuse", "expired", source=src)
+    # Signature.is_valid only checks the past (now - ts < 300 s): a future timestamp passes.
+    future = hdrs(now_ms + HOUR * 1000)
+    sdk_agrees("hubspot/future-accepted", sdk_judges(future) is True)
+    add("hubspot/future-accepted", verify, future, body, "accept", source=src)
+    no_ts = {k: v for k, v in h.items() if k != "X-HubSpot-Request-Timestamp"}
+    sdk_agrees("hubspot/missing-timestamp (SDK must refuse)", sdk_judges(no_ts) == "timestamp")
+    add("hubspot/missing-timestamp", verify, no_ts, body, "refuse", "missing", source=src)
+    add("hubspot/missing-signature", verify, {k: v for k, v in h.items() if k != "X-HubSpot-Signature-v3"},
+        body, "refuse", "missing", source=src)
+    # HubSpot's v3 docs: the URI is signed with %3A %2F %3F %40 %21 %24 %27 %28 %29 %2A %2C %3B
+    # decoded (the SDK takes the URI as given, so the decoded one is handed to it).
+    eq = "redirect=https%3A%2F%2Fapp.example.com%2Fdone%3Fx%3D1&tags=a%2Cb"
+    decoded = f"{public_url}?redirect=https://app.example.com/done?x%3D1&tags=a,b"
+    he = hdrs(now_ms, uri=decoded)
+    sdk_agrees("hubspot/escaped-query", sdk_judges(he, uri=decoded) is True)
+    add("hubspot/escaped-query", verify, he, body, "accept", query=eq,
+        source=src + " over the URI decoded per HubSpot v3 docs")
+
+
+# ------------------------------------------------------------------------------------- Square
+def square_cases():
+    src = f"stdlib HMAC-SHA256, checked with squareup {version('squareup')} webhooks_helper.verify_signature"
+    key, other = "Wz9tdHmN3Y8bQkXcEa1LpQ", "another-square-signature-key"
+    public_url = "https://hooks.example.com/square/webhook"
+    verify = {"provider": "square", "secrets": [key], "public_url": public_url}
+    body = '{"merchant_id":"6SSW7HV8K2ST5","type":"payment.created",' \
+           '"event_id":"13b867cf-db3d-4b1c-90b6-2f32a9d78124","created_at":"2024-02-28T21:49:29.714Z",' \
+           '"data":{"type":"payment","id":"KkAkhdMsgzn59SM8A89WgKwekxLZY","object":{"amount":1000}}}'
+
+    def hdrs(url, k=key, b=body):
+        mac = hmac.new(k.encode(), (url + b).encode(), hashlib.sha256).digest()
+        return {"Content-Type": "application/json",
+                "x-square-hmacsha256-signature": base64.b64encode(mac).decode()}
+
+    def sdk_says(h, url, b=body):
+        return square_verify_signature(request_body=b, signature_header=h["x-square-hmacsha256-signature"],
+                                       signature_key=key, notification_url=url)
+
+    h = hdrs(public_url)
+    sdk_agrees("square/valid", sdk_says(h, public_url))
+    add("square/valid", verify, h, body, "accept", source=src)
+    sdk_agrees("square/tampered-body (SDK must refuse)", not sdk_says(h, public_url, tampered(body)))
+    add("square/tampered-body", verify, h, tampered(body), "refuse", "mismatch", source=src)
+    o = hdrs(public_url, other)
+    sdk_agrees("square/other-key (SDK must refuse)", not sdk_says(o, public_url))
+    add("square/other-key", verify, o, body, "refuse", "mismatch", source=src)
+    wrong_url = hdrs("https://hooks.example.com/square/other")
+    sdk_agrees("square/other-url (SDK must refuse)", not sdk_says(wrong_url, public_url))
+    add("square/other-url", verify, wrong_url, body, "refuse", "mismatch", source=src)
+    # A notification URL with a query string: the gateway appends the request's query.
+    q = "tenant=acme&env=prod"
+    hq = hdrs(f"{public_url}?{q}")
+    sdk_agrees("square/valid-with-query", sdk_says(hq, f"{public_url}?{q}"))
+    add("square/valid-with-query", verify, hq, body, "accept", query=q, source=src)
+    add("square/other-query", verify, hq, body, "refuse", "mismatch", query="tenant=evil&env=prod", source=src)
+    add("square/missing-header", verify, {"Content-Type": "application/json"}, body, "refuse", "missing",
+        source=src)
+
+
+# ------------------------------------------------------------------------- npm (node/cases.mjs)
+def node_cases():
+    """Runs node/cases.mjs and merges its cases. Fails loudly when Node.js or npm is missing."""
+    here = Path(__file__).resolve().parent / "node"
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        sys.stderr.write(
+            "sdk_cases.py: Node.js and npm are required for the npm oracles in tests/conformance/node "
+            f"(node: {node or 'not found'}, npm: {npm or 'not found'}); install them "
+            "(Debian: apt-get install nodejs npm)\n")
+        sys.exit(1)
+    installed = here / "node_modules" / ".package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < (here / "package-lock.json").stat().st_mtime:
+        done = subprocess.run([npm, "ci", "--prefix", str(here), "--silent", "--no-audit", "--no-fund"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            sys.stderr.write(f"sdk_cases.py: npm ci in {here} failed ({done.returncode}):\n"
+                             f"{done.stdout}{done.stderr}")
+            sys.exit(1)
+    ran = subprocess.run([node, str(here / "cases.mjs")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    if ran.returncode != 0:
+        sys.stderr.write(f"sdk_cases.py: node cases.mjs failed ({ran.returncode}):\n{ran.stderr}")
+        sys.exit(1)
+    cases = json.loads(ran.stdout)
+    assert cases and all(c.keys() == CASES[0].keys() for c in cases), "node cases must use the same format"
+    CASES.extend(cases)
+
+
 def main():
     for make in (stripe_cases, standard_webhooks_cases, slack_cases, twilio_cases, paddle_cases,
-                 sendgrid_cases, discord_cases, github_cases):
+                 sendgrid_cases, discord_cases, github_cases, hubspot_cases, square_cases, node_cases):
         make()
     names = [c["name"] for c in CASES]
     assert len(names) == len(set(names)), "case names must be unique"
