@@ -200,3 +200,45 @@ async fn every_request_of_a_concurrent_burst_is_logged_and_counted_once() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_to_an_https_upstream_signed_by_a_private_ca() {
+    let backend_certs = TestCerts::new();
+    let backend = RecordingUpstream::start_tls(&backend_certs).await;
+    let ca = backend_certs.dir.path().join("private-ca.pem");
+    std::fs::write(&ca, &backend_certs.ca_pem).unwrap();
+    let gw = TestGateway::start(&format!(
+        "upstreams:\n  secure:\n    url: https://localhost:{}/base\n    ca: {}\n  untrusted:\n    url: https://localhost:{}\nroutes:\n  - name: secure\n    path: /hooks/secure\n    upstream: secure\n  - name: untrusted\n    path: /hooks/untrusted\n    upstream: untrusted\n",
+        backend.addr.port(),
+        ca.display(),
+        backend.addr.port()
+    ))
+    .await;
+    let client = h1_client(&gw.certs);
+    let (status, _, body) = send(
+        &client,
+        "POST",
+        &gw.https_url("/hooks/secure?a=1"),
+        &[],
+        "over tls",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, "upstream ok");
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].uri, "/base/hooks/secure?a=1",
+        "the URL's path is a prefix"
+    );
+    assert_eq!(&seen[0].body[..], b"over tls");
+    // Without the private CA the backend's certificate is not trusted: 502, nothing delivered.
+    let (status, _, _) = send(&client, "POST", &gw.https_url("/hooks/untrusted"), &[], "x")
+        .await
+        .unwrap();
+    assert_eq!(status, 502);
+    assert_eq!(backend.seen().len(), 1);
+    assert_eq!(gw.log_line(2).await["outcome"], "upstream_connect_error");
+    gw.shutdown().await;
+}

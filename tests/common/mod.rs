@@ -102,6 +102,29 @@ pub struct RecordingUpstream {
 
 impl RecordingUpstream {
     pub async fn start() -> RecordingUpstream {
+        Self::start_with_tls(None).await
+    }
+
+    /// The same upstream behind TLS (for `https://` upstreams with a private `ca:`).
+    pub async fn start_tls(certs: &TestCerts) -> RecordingUpstream {
+        use rustls_pki_types::pem::PemObject;
+        let chain = rustls_pki_types::CertificateDer::pem_file_iter(&certs.cert_path)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&certs.key_path).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        Self::start_with_tls(Some(Arc::new(config))).await
+    }
+
+    async fn start_with_tls(tls: Option<Arc<rustls::ServerConfig>>) -> RecordingUpstream {
         let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -112,6 +135,7 @@ impl RecordingUpstream {
                     return;
                 };
                 let record = Arc::clone(&record);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let record = Arc::clone(&record);
@@ -144,9 +168,25 @@ impl RecordingUpstream {
                             Ok::<_, std::convert::Infallible>(response)
                         }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(tls) => {
+                            let Ok(stream) =
+                                tokio_rustls::TlsAcceptor::from(tls).accept(stream).await
+                            else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
