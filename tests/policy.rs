@@ -373,3 +373,31 @@ async fn start_with_partners_file(contents: &str) -> TestGateway {
     std::os::unix::fs::symlink(&file, gw.dir.path().join("partners.txt")).unwrap();
     gw
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_wide_limit_covers_every_route() {
+    let gw = TestGateway::start(
+        "rate_limit: { per_minute: 1, burst: 3, key: route }\nupstreams:\n  backend:\n    url: http://{upstream}\nroutes:\n  - name: one\n    path: /one\n    upstream: backend\n  - name: two\n    path: /two\n    upstream: backend\n",
+    )
+    .await;
+    let client = plain_client();
+    let mut statuses = Vec::new();
+    for path in ["/one", "/two", "/one", "/two", "/one"] {
+        statuses.push(
+            send(&client, "POST", &gw.http_url(path), &[], "x")
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429, 429],
+        "one bucket for the whole gateway"
+    );
+    let lines = gw.log_lines(5).await;
+    assert!(lines[3..]
+        .iter()
+        .all(|l| l["outcome"] == "rate_limited" && l["reason"] == "global"));
+    gw.shutdown().await;
+}
