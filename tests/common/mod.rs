@@ -72,6 +72,9 @@ impl TestCerts {
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         // What a public CA issues: a key identifier of the issuer and a life under a year.
         params.use_authority_key_identifier_extension = true;
+        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+            uris: vec!["http://crl.hookgate.invalid/test-ca.crl".to_string()],
+        }];
         params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
         params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(90);
         let leaf = params.signed_by(&leaf_key, &self.issuer).unwrap();
