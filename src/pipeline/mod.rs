@@ -341,7 +341,7 @@ pub async fn log_refused_head(shared: &Shared, conn: &ConnInfo, refused: Refused
     let peer = normalize(conn.peer.ip()).to_string();
     let entry = Entry {
         ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        request_id: uuid::Uuid::new_v4().to_string(),
+        request_id: request_id::new(),
         listener: conn.listener.to_string(),
         tls_version: conn.tls_version,
         client_ip: peer.clone(),
@@ -368,7 +368,7 @@ pub async fn internal_error(
 ) -> Response<Full<Bytes>> {
     let entry = Entry {
         ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        request_id: uuid::Uuid::new_v4().to_string(),
+        request_id: request_id::new(),
         listener: conn.listener.to_string(),
         peer_ip: normalize(conn.peer.ip()).to_string(),
         client_ip: normalize(conn.peer.ip()).to_string(),
