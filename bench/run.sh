@@ -62,6 +62,10 @@ if ((${#need_apt[@]})); then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
+# the revision the binary is built from (read before the build, as the tree may move on)
+REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')
+[[ -z $(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null) ]] || REV="$REV+local changes"
+[[ -z ${HOOKGATE_BIN:-} ]] || REV="$HOOKGATE_BIN"
 if [[ -n ${HOOKGATE_BIN:-} ]]; then
     BIN=$HOOKGATE_BIN
 else
@@ -532,8 +536,6 @@ done
 # ---------------------------------------------------------------------------------------------
 # Table
 # ---------------------------------------------------------------------------------------------
-REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')
-[[ -z $(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null) ]] || REV="$REV+local changes"
 HEADER="hookgate $REV, $(date -u +%Y-%m-%d), $(nproc) cores; DURATION=$DURATION ROUNDS=$ROUNDS CONNS=$CONNS"
 python3 - "$RESULTS" "$HEADER" <<'PY' | tee "$OUT"
 import csv, statistics, sys
