@@ -16,9 +16,10 @@ use crate::observe::metrics::Metrics;
 use crate::pipeline::allowlist::{Allowlist, RouteAllowlist};
 use crate::pipeline::forward::{Upstream, UpstreamBuildError};
 use crate::pipeline::rate_limit::{RateLimitSettings, RouteLimiter};
+use crate::pipeline::route::RouteTable;
 
 pub struct Runtime {
-    pub routes: Vec<Route>,
+    pub routes: RouteTable,
     pub client_ip: ClientIpConfig,
     pub global_limit: Option<Arc<RouteLimiter>>,
     /// Every URL-fed IP set, for readiness and to hand over on reload.
@@ -123,7 +124,7 @@ impl Runtime {
             .as_ref()
             .map(|settings| reuse_or_new(previous.and_then(|p| p.global_limit.as_ref()), settings));
         Ok(Runtime {
-            routes,
+            routes: RouteTable::new(routes),
             client_ip: config.client_ip.clone(),
             global_limit,
             live_sets,

@@ -225,6 +225,14 @@ impl PathPattern {
     }
 }
 
+/// Every prefix a `Prefix` pattern could hold and still match `path`: "" (for `/*`), then the
+/// path cut before each later `/`, then the whole path. `/a/b` gives "", "/a", "/a/b".
+pub fn prefix_candidates(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/')
+        .map(move |(i, _)| &path[..i])
+        .chain(std::iter::once(path))
+}
+
 impl std::fmt::Display for PathPattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -275,6 +283,25 @@ mod tests {
         assert!(!p.matches("/hook"));
         let all = PathPattern::Prefix(String::new());
         assert!(all.matches("/anything"));
+    }
+
+    #[test]
+    fn prefix_candidates_are_every_segment_boundary() {
+        assert_eq!(
+            prefix_candidates("/a/b").collect::<Vec<_>>(),
+            ["", "/a", "/a/b"]
+        );
+        assert_eq!(prefix_candidates("/").collect::<Vec<_>>(), ["", "/"]);
+        assert_eq!(prefix_candidates("").collect::<Vec<_>>(), [""]);
+        // Every candidate a Prefix pattern can hold that matches the path, and no other.
+        for path in ["/hooks/github/x", "/hooks", "/"] {
+            for c in prefix_candidates(path) {
+                assert!(
+                    PathPattern::Prefix(c.to_string()).matches(path),
+                    "{c} vs {path}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -300,6 +300,9 @@ pub fn validate(
     }
 
     let mut routes: Vec<RouteConfig> = Vec::new();
+    // Earlier routes by exact path and by prefix, so the shadowing check is not O(n²).
+    let mut exact_index: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut prefix_index: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, r) in raw.routes.value.iter().enumerate() {
         let route = route(&ctx, i, r, &upstreams, &ip_sets, &limits)?;
         if let Some(earlier) = routes.iter().find(|e| e.name == route.name) {
@@ -309,9 +312,8 @@ pub fn validate(
                 format!("duplicate route name {:?}", earlier.name),
             ));
         }
-        if let Some(earlier) = routes.iter().find(|e| {
-            e.path.covers(&route.path) && route.methods.iter().all(|m| e.methods.contains(m))
-        }) {
+        if let Some(earlier) = shadowing(&routes, &exact_index, &prefix_index, &route) {
+            let earlier = &routes[earlier];
             return Err(ctx.err(
                 &r.path.referenced,
                 format!("routes[{i}].path"),
@@ -320,6 +322,13 @@ pub fn validate(
                     route.name, earlier.name, earlier.path
                 ),
             ));
+        }
+        match &route.path {
+            PathPattern::Exact(p) => exact_index.entry(p.clone()).or_default().push(routes.len()),
+            PathPattern::Prefix(p) => prefix_index
+                .entry(p.clone())
+                .or_default()
+                .push(routes.len()),
         }
         routes.push(route);
     }
@@ -349,6 +358,31 @@ pub fn validate(
         upstreams,
         routes,
     })
+}
+
+/// The first earlier route that takes every request `route` could match (its path covers this
+/// one's and its methods include all of this one's), if any.
+fn shadowing(
+    routes: &[RouteConfig],
+    exact: &HashMap<String, Vec<usize>>,
+    prefix: &HashMap<String, Vec<usize>>,
+    route: &RouteConfig,
+) -> Option<usize> {
+    let (path, exact_hits) = match &route.path {
+        PathPattern::Exact(p) => (p.as_str(), exact.get(p)),
+        PathPattern::Prefix(p) => (p.as_str(), None),
+    };
+    let prefix_hits = super::prefix_candidates(path).filter_map(|c| prefix.get(c));
+    exact_hits
+        .into_iter()
+        .chain(prefix_hits)
+        .flatten()
+        .copied()
+        .filter(|&i| {
+            routes[i].path.covers(&route.path)
+                && route.methods.iter().all(|m| routes[i].methods.contains(m))
+        })
+        .min()
 }
 
 const NAME_RULE: &str = "names are 1-64 characters of a-z, A-Z, 0-9, '_' and '-'";

@@ -23,7 +23,10 @@ pub fn new() -> String {
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    format!("{prefix:016x}{:016x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix:016x}{:016x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn is_valid(id: &str) -> bool {
@@ -47,6 +50,10 @@ mod tests {
         assert_eq!(id.len(), 32, "{id}");
         headers.insert(HEADER, "a".repeat(129).parse().unwrap());
         assert_eq!(from_headers(&headers).len(), 32);
-        assert_ne!(from_headers(&HeaderMap::new()), from_headers(&HeaderMap::new()), "unique");
+        assert_ne!(
+            from_headers(&HeaderMap::new()),
+            from_headers(&HeaderMap::new()),
+            "unique"
+        );
     }
 }

@@ -88,7 +88,9 @@ async fn serve(
     // 2. route, for a request whose framing and path mean the same to us and to the backend
     route::check_framing(request.version(), request.headers())?;
     route::check_path(request.uri().path())?;
-    let route = route::find(&runtime.routes, request.method(), request.uri().path())?;
+    let route = runtime
+        .routes
+        .find(request.method(), request.uri().path())?;
     entry.route = Some(route.name.to_string());
 
     // 3. client ip: the peer, or what trusted proxies say it is
