@@ -159,6 +159,7 @@ fn demo(path: &Path, echo: SocketAddr) -> anyhow::Result<()> {
 fn serve(path: &Path, echo: Option<SocketAddr>) -> anyhow::Result<()> {
     let config = config::load(path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.limits.worker_threads)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

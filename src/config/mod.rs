@@ -130,6 +130,8 @@ pub struct Limits {
     pub max_headers: usize,
     pub max_header_size: usize,
     pub h2_max_concurrent_streams: u32,
+    /// Threads serving requests (default: one per core). Read at start; a change needs a restart.
+    pub worker_threads: usize,
 }
 
 impl Default for Limits {
@@ -145,6 +147,7 @@ impl Default for Limits {
             max_headers: 100,
             max_header_size: 64 << 10,
             h2_max_concurrent_streams: 100,
+            worker_threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }

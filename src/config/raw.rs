@@ -99,6 +99,7 @@ pub struct RawLimits {
     pub max_headers: Option<Spanned<u64>>,
     pub max_header_size: Option<Spanned<RawSize>>,
     pub h2_max_concurrent_streams: Option<Spanned<u64>>,
+    pub worker_threads: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

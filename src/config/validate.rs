@@ -452,6 +452,12 @@ fn limits(ctx: &Ctx, raw: &RawLimits) -> Result<Limits, ConfigError> {
             d.h2_max_concurrent_streams as u64,
             10_000,
         )? as u32,
+        worker_threads: ctx.count(
+            &raw.worker_threads,
+            "limits.worker_threads",
+            d.worker_threads as u64,
+            1024,
+        )? as usize,
     })
 }
 
