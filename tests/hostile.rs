@@ -238,3 +238,106 @@ async fn upstream_faults_become_502_or_504_and_one_bad_backend_does_not_starve_t
     }
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_idle_connections_fill_the_cap_and_the_next_is_closed() {
+    // Each idle connection costs this process two descriptors (both ends live here).
+    let cap = (open_files_limit().saturating_sub(300) / 2).min(2000);
+    assert!(cap >= 500, "the descriptor limit is too low for this test");
+    let faulty = faulty_upstream().await;
+    let gw = TestGateway::start(
+        &ROUTES
+            .replace("{faulty}", &faulty.to_string())
+            .replace("max_connections: 20", &format!("max_connections: {cap}")),
+    )
+    .await;
+    let mut idle = Vec::with_capacity(cap);
+    for _ in 0..cap {
+        idle.push(
+            tokio::net::TcpStream::connect(gw.plain_addr())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut open = 0.0;
+    for _ in 0..50 {
+        open = gw.metrics().await[r#"hookgate_open_connections{listener="plain"}"#];
+        if open >= cap as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(open, cap as f64, "every idle connection is held");
+    let mut extra = tokio::net::TcpStream::connect(gw.plain_addr())
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut [0u8; 16]))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the connection over the cap is closed at once");
+    // The TLS listener has its own cap and still serves.
+    let (status, _, _) = send(
+        &h2_client(&gw.certs),
+        "POST",
+        &gw.https_url("/hooks/ok"),
+        &[],
+        "x",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    healthy(&gw).await;
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_h2_streams_on_one_connection_is_served_within_the_stream_limit() {
+    let gw = start().await;
+    let client = h2_client(&gw.certs);
+    // 1 000 requests at once on one HTTP/2 connection; the server allows 100 concurrent
+    // streams, the client queues the rest. All are answered; another client is not starved.
+    let flood: Vec<_> = (0..1000)
+        .map(|i| {
+            let (client, url) = (client.clone(), gw.https_url(&format!("/hooks/flood-{i}")));
+            tokio::spawn(async move { send(&client, "POST", &url, &[], "x").await.map(|r| r.0) })
+        })
+        .collect();
+    let started = Instant::now();
+    let (status, _, _) = send(
+        &h1_client(&gw.certs),
+        "POST",
+        &gw.https_url("/hooks/other"),
+        &[],
+        "x",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "another client is served during the flood"
+    );
+    let mut ok = 0;
+    for task in flood {
+        if task.await.unwrap().is_ok_and(|s| s == 200) {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1000);
+    assert_eq!(gw.log_lines(1001).await.len(), 1001, "every stream logged");
+    gw.shutdown().await;
+}
+
+/// The soft limit on open files, from /proc/self/limits.
+fn open_files_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+}
