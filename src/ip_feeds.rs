@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -114,7 +114,7 @@ async fn refresh_loop(set: Weak<LiveIpSet>) {
             Ok(count) => {
                 live.ok.inc();
                 live.entries.set(i64::try_from(count).unwrap_or(i64::MAX));
-                live.last_success.set(unix_now());
+                live.last_success.set(crate::observe::unix_now());
                 live.source.refresh
             }
             Err(why) => {
@@ -160,11 +160,4 @@ async fn fetch(url: &http::Uri) -> Result<String, String> {
     tokio::time::timeout(FETCH_TIMEOUT, exchange)
         .await
         .map_err(|_| "timed out".to_string())?
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }

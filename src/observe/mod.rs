@@ -18,3 +18,11 @@ pub fn event(level: &str, msg: &str, fields: serde_json::Value) {
     }
     eprintln!("{line}");
 }
+
+/// Seconds since the Unix epoch, for `*_timestamp_seconds` gauges.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

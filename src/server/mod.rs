@@ -10,7 +10,7 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
@@ -74,7 +74,9 @@ impl Gateway {
             .config_reloads
             .get_or_create(&ResultLabels { result: "success" })
             .inc();
-        metrics.config_last_reload_success.set(unix_now());
+        metrics
+            .config_last_reload_success
+            .set(crate::observe::unix_now());
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
@@ -208,7 +210,9 @@ impl Gateway {
                     .config_reloads
                     .get_or_create(&ResultLabels { result: "success" })
                     .inc();
-                metrics.config_last_reload_success.set(unix_now());
+                metrics
+                    .config_last_reload_success
+                    .set(crate::observe::unix_now());
                 event(
                     "info",
                     "config reloaded",
@@ -303,11 +307,4 @@ impl Gateway {
 /// Resolves once shutdown has begun.
 pub async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
