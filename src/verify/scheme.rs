@@ -306,8 +306,36 @@ impl HmacSpec {
                         return Err(VerifyConfigError::new(field, "must not be empty"));
                     }
                 }
-                if key.is_empty() {
-                    return Err(VerifyConfigError::new("signature_key", "must not be empty"));
+                check_separator(&separator, "")?;
+                if key_sep.contains(separator.as_str()) || separator.contains(key_sep.as_str()) {
+                    return Err(VerifyConfigError::new(
+                        "key_separator",
+                        "must differ from separator",
+                    ));
+                }
+                // Keys are short tokens (`v1`, `t`, `h1`); anything else could contain a separator.
+                for (field, k) in [
+                    ("signature_key", Some(key)),
+                    ("timestamp_key", raw.timestamp_key.as_deref()),
+                ] {
+                    if let Some(k) = k {
+                        if k.is_empty()
+                            || !k
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                        {
+                            return Err(VerifyConfigError::new(
+                                field,
+                                "must be letters, digits, '_' or '-'",
+                            ));
+                        }
+                    }
+                }
+                if raw.timestamp_key.as_deref() == Some(key) {
+                    return Err(VerifyConfigError::new(
+                        "timestamp_key",
+                        "must differ from signature_key",
+                    ));
                 }
                 SigFormat::Structured {
                     separator,
@@ -331,6 +359,9 @@ impl HmacSpec {
                 }
                 if raw.separator.as_deref() == Some("") {
                     return Err(VerifyConfigError::new("separator", "must not be empty"));
+                }
+                if let Some(separator) = raw.separator.as_deref() {
+                    check_separator(separator, raw.prefix.as_deref().unwrap_or(""))?;
                 }
                 SigFormat::Plain {
                     prefix: raw.prefix.clone().unwrap_or_default(),
@@ -886,6 +917,18 @@ impl TokenScheme {
         id_header: Option<HeaderName>,
     ) -> Result<TokenScheme, VerifyConfigError> {
         let tokens = config::decode_secrets(&raw.secrets, SecretEncoding::Utf8)?;
+        // The token travels as a header value: visible ASCII, and HTTP strips whitespace at
+        // either end, so such a token could never match. Found by the verify fuzz target.
+        for (i, token) in tokens.iter().enumerate() {
+            let printable = token.iter().all(|b| *b == b' ' || b.is_ascii_graphic());
+            let trimmed = token.first() != Some(&b' ') && token.last() != Some(&b' ');
+            if !printable || !trimmed {
+                return Err(VerifyConfigError::new(
+                    format!("secrets[{i}]"),
+                    "a token must be printable ASCII without spaces at either end (it is sent as a header value)",
+                ));
+            }
+        }
         Ok(TokenScheme {
             header,
             prefix,
@@ -966,4 +1009,26 @@ impl BasicScheme {
             format!("Basic {}", encoding::base64_encode(c)),
         )])
     }
+}
+
+/// A separator that can occur inside an encoded signature (hex, base64, base64url) or inside the
+/// prefix would cut signatures apart: no request could ever match. Found by the verify fuzz
+/// target; refused at load instead of failing closed at run time.
+fn check_separator(separator: &str, prefix: &str) -> Result<(), VerifyConfigError> {
+    if separator
+        .bytes()
+        .any(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+    {
+        return Err(VerifyConfigError::new(
+            "separator",
+            "must not use characters an encoded signature can contain (letters, digits, + / = - _)",
+        ));
+    }
+    if prefix.contains(separator) {
+        return Err(VerifyConfigError::new(
+            "separator",
+            "must not occur in the prefix",
+        ));
+    }
+    Ok(())
 }

@@ -1351,3 +1351,22 @@ fn raw_verify_rejects_unknown_keys_in_yaml() {
         serde_json::from_str(r#"{"provider":"github","secrets":["a"],"secret":"b"}"#);
     assert!(bad.is_err());
 }
+
+#[test]
+fn refuses_a_token_that_cannot_travel_in_a_header() {
+    for bad in ["s3cr3t-x ", " s3cr3t-x", "s3cr3t-ö", "s3cr3t\tx"] {
+        let raw = RawVerify {
+            provider: "token".into(),
+            header: Some("authorization".into()),
+            prefix: Some("Bearer ".into()),
+            secrets: vec![Secret::new(bad)],
+            ..Default::default()
+        };
+        let err = Verifier::from_raw(&raw).expect_err(bad);
+        assert_eq!(err.field, "secrets[0]");
+        assert!(
+            !err.to_string().contains("s3cr3t"),
+            "no secret in the error: {err}"
+        );
+    }
+}
