@@ -255,6 +255,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = verifier.on_failure_status();
 
     // What `sign` makes for this body must verify, at the same instant, with the same URL.
+    // Past year 9999 an RFC 3339 timestamp cannot say the instant (sign() clamps it), so the
+    // round trip is only required for representable times.
+    const YEAR_10000: u64 = 253_402_300_800;
+    if req.now.duration_since(std::time::UNIX_EPOCH).map_or(true, |d| d.as_secs() >= YEAR_10000) {
+        return;
+    }
     let Ok(pairs) = verifier.sign(&req.body, req.now, req.public_url.as_deref()) else {
         return;
     };

@@ -109,7 +109,16 @@ impl TsFormat {
         match self {
             TsFormat::Seconds => (system_millis(now) / 1000).to_string(),
             TsFormat::Milliseconds => system_millis(now).to_string(),
-            TsFormat::Rfc3339 => humantime::format_rfc3339_nanos(now).to_string(),
+            TsFormat::Rfc3339 => {
+                // RFC 3339 ends at year 9999 and humantime's Display errs past it (to_string()
+                // would panic; found by the verify fuzz target). Clamp instead.
+                use std::fmt::Write;
+                let mut out = String::with_capacity(30);
+                match write!(out, "{}", humantime::format_rfc3339_nanos(now)) {
+                    Ok(()) => out,
+                    Err(_) => "9999-12-31T23:59:59.999999999Z".to_string(),
+                }
+            }
         }
     }
 }
