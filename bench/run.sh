@@ -342,7 +342,7 @@ admin:
   bind: 127.0.0.1:{admin}
 limits:
   max_body: 2MiB
-  drain_timeout: 2s
+  drain_timeout: 2s{chr(10) + "  worker_threads: 1" if variant == "1thread" else ""}
 access_log: {"off" if variant == "nolog" else work + "/hookgate-access.log"}
 upstreams:
   backend:
@@ -370,15 +370,14 @@ PY
 
 # Variants that change hookgate's environment, not its config (experiments, see README):
 # jemalloc / mimalloc preload another allocator (Debian libjemalloc2 / libmimalloc2.0),
-# 1thread runs tokio with one worker thread. HOOKGATE_ENV="K=V ..." applies to every variant.
+# 1thread (a config variant) runs one worker thread instead of one per core. HOOKGATE_ENV="K=V ..." applies to every variant.
 variant_env() {
     case $1 in
         jemalloc) echo "LD_PRELOAD=$(lib_path libjemalloc.so.2 libjemalloc2)" ;;
         mimalloc) echo "LD_PRELOAD=$(lib_path libmimalloc.so.2 libmimalloc2.0)" ;;
-        1thread) echo "TOKIO_WORKER_THREADS=1" ;;
     esac
 }
-variant_config() { case $1 in jemalloc | mimalloc | 1thread) echo small ;; *) echo "$1" ;; esac; }
+variant_config() { case $1 in jemalloc | mimalloc) echo small ;; *) echo "$1" ;; esac; }
 lib_path() { # soname apt-package
     local f; f=$(ldconfig -p | awk -v n="$1" '$1 == n {print $NF; exit}')
     if [[ -z $f ]]; then

@@ -158,8 +158,9 @@ fn demo(path: &Path, echo: SocketAddr) -> anyhow::Result<()> {
 
 fn serve(path: &Path, echo: Option<SocketAddr>) -> anyhow::Result<()> {
     let config = config::load(path)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.limits.worker_threads)
+    // This thread accepts connections and runs the admin endpoint, reloads and IP feeds; the
+    // requests themselves run on the gateway's worker threads (`server::workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -52,7 +52,7 @@ impl Runtime {
         let upstreams = config
             .upstreams
             .iter()
-            .map(|u| Upstream::new(u).map(Arc::new))
+            .map(|u| Upstream::new(u, config.limits.worker_threads).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
 
         // Each ip_set as either a fixed table or a live feed, by index.

@@ -1,42 +1,48 @@
 //! The access log: one JSON object per line, per request, accepted or refused (DESIGN.md
-//! section 5). Requests hand a finished [`Entry`] to a channel; one writer thread owns the file,
-//! so disk I/O never runs on a request's task. It never logs a body, a secret or a signature header.
+//! section 5). A request appends its finished [`Entry`] to its worker's batch; batches go through
+//! a bounded channel to one writer thread that owns the file, so disk I/O never runs on a
+//! request's thread. It never logs a body, a secret or a signature header.
 
-use std::path::PathBuf;
-
-use serde::Serialize;
+use std::cell::RefCell;
 use std::io::{BufWriter, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use tokio::sync::mpsc;
+use http::{HeaderValue, Method, Uri};
+use serde::{Serialize, Serializer};
 use tokio::task::JoinHandle;
 
 use crate::config::LogTarget;
 
-/// Lines queued before requests wait for the writer. Large enough to ride out a slow disk for a
-/// moment; when it is full, requests wait rather than lose a line.
-const QUEUE: usize = 16_384;
-
-/// One request's line. Fields that do not apply to a request are left out.
-#[derive(Debug, Default, Serialize)]
-pub struct Entry {
-    pub ts: String,
+/// One request's line. Fields that do not apply to a request are left out. It borrows what the
+/// request's runtime snapshot and connection already hold, so filling it allocates little.
+#[derive(Debug, Serialize)]
+pub struct Entry<'a> {
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub ts: SystemTime,
     pub request_id: String,
-    pub listener: String,
+    pub listener: Arc<str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
-    pub method: String,
-    pub path: String,
+    pub route: Option<Arc<str>>,
+    /// Empty for a request hyper refused before its head was read.
+    #[serde(serialize_with = "method_name")]
+    pub method: Option<Method>,
+    #[serde(rename = "path", serialize_with = "uri_path")]
+    pub uri: Option<Uri>,
     pub proto: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_version: Option<&'static str>,
-    pub peer_ip: String,
-    pub client_ip: String,
+    pub peer_ip: IpAddr,
+    pub client_ip: IpAddr,
     pub status: u16,
     pub outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider: Option<String>,
+    pub provider: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,24 +51,95 @@ pub struct Entry {
     pub bytes_out: u64,
     pub duration_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<String>,
+    pub upstream: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "user_agent"
+    )]
+    pub user_agent: Option<HeaderValue>,
+}
+
+impl<'a> Entry<'a> {
+    /// A line for a request on `listener` from `peer`, stamped now; the pipeline fills in the
+    /// rest as it learns it. Until then it reads as an internal error.
+    pub fn new(request_id: String, listener: Arc<str>, peer: IpAddr) -> Entry<'a> {
+        Entry {
+            ts: SystemTime::now(),
+            request_id,
+            listener,
+            route: None,
+            method: None,
+            uri: None,
+            proto: "HTTP/1.1",
+            tls_version: None,
+            peer_ip: peer,
+            client_ip: peer,
+            status: 0,
+            outcome: "internal_error",
+            reason: None,
+            provider: None,
+            event_id: None,
+            secret_index: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_ms: 0.0,
+            upstream: None,
+            upstream_status: None,
+            upstream_ms: None,
+            user_agent: None,
+        }
+    }
+}
+
+fn rfc3339_millis<S: Serializer>(ts: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*ts))
+}
+
+fn method_name<S: Serializer>(method: &Option<Method>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(method.as_ref().map_or("", Method::as_str))
+}
+
+fn uri_path<S: Serializer>(uri: &Option<Uri>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(uri.as_ref().map_or("", Uri::path))
+}
+
+/// The caller's User-Agent, cut to 256 characters; not text, it is left out as `null`.
+fn user_agent<S: Serializer>(value: &Option<HeaderValue>, s: S) -> Result<S::Ok, S::Error> {
+    match value.as_ref().and_then(|v| v.to_str().ok()) {
+        Some(ua) => {
+            let end = ua.char_indices().nth(256).map_or(ua.len(), |(i, _)| i);
+            s.serialize_str(&ua[..end])
+        }
+        None => s.serialize_none(),
+    }
 }
 
 /// The sending side, cloned into every request. Dropping every clone lets the writer finish.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: Option<mpsc::Sender<Vec<u8>>>,
+    tx: Option<SyncSender<Vec<u8>>>,
+}
+
+/// A worker hands its lines over in batches of about this size, or every [`FLUSH_EVERY`].
+const BATCH: usize = 64 << 10;
+/// Batches queued before a worker waits for the disk (4 MiB): a line is never dropped.
+const QUEUE: usize = 64;
+/// How often a worker hands over a partial batch: the most a line waits before it is written.
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+thread_local! {
+    /// Lines not yet handed to the writer, on a thread that batches (see
+    /// [`AccessLog::batch_on_this_thread`]).
+    static PENDING: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
 }
 
 impl AccessLog {
     /// Opens the target and starts the writer thread. The handle resolves once every sender is
-    /// gone and every queued line is flushed.
+    /// gone and every line handed over is flushed.
     pub async fn start(target: &LogTarget) -> std::io::Result<(AccessLog, JoinHandle<()>)> {
         let sink: Box<dyn Write + Send> = match target {
             LogTarget::Off => {
@@ -71,14 +148,14 @@ impl AccessLog {
             LogTarget::Stdout => Box::new(std::io::stdout()),
             LogTarget::File(path) => Box::new(open_append(path)?),
         };
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         // A plain thread with a plain file: tokio's file type sends every write through its
         // blocking pool, which measured as a fifth of the gateway's CPU per request (bench/).
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("hookgate-access-log".into())
             .spawn(move || {
-                write_lines(rx, sink);
+                write_batches(rx, sink);
                 let _ = done_tx.send(());
             })?;
         let done = tokio::spawn(async move {
@@ -87,16 +164,57 @@ impl AccessLog {
         Ok((AccessLog { tx: Some(tx) }, done))
     }
 
-    pub async fn write(&self, entry: &Entry) {
-        let Some(tx) = &self.tx else { return };
-        let mut line = Vec::with_capacity(512);
-        if serde_json::to_writer(&mut line, entry).is_err() {
-            return; // Serialising plain strings and numbers cannot fail.
-        }
-        line.push(b'\n');
-        // An error means the writer is gone, which only happens at shutdown.
-        let _ = tx.send(line).await;
+    /// Makes the calling thread (a worker) collect its lines and hand them to the writer in
+    /// batches, one wake-up per batch instead of one per line. The thread must call
+    /// [`AccessLog::flush`] every [`FLUSH_EVERY`] and before it exits. Other threads hand over
+    /// each line at once.
+    pub fn batch_on_this_thread() {
+        PENDING.set(Some(Vec::with_capacity(BATCH)));
     }
+
+    pub fn write(&self, entry: &Entry) {
+        let Some(tx) = &self.tx else { return };
+        let ready = PENDING.with_borrow_mut(|pending| match pending {
+            Some(batch) => {
+                append_line(batch, entry);
+                (batch.len() >= BATCH).then(|| std::mem::replace(batch, Vec::with_capacity(BATCH)))
+            }
+            None => {
+                let mut line = Vec::with_capacity(512);
+                append_line(&mut line, entry);
+                Some(line)
+            }
+        });
+        if let Some(lines) = ready {
+            // An error means the writer is gone, which only happens at shutdown.
+            let _ = tx.send(lines);
+        }
+    }
+
+    /// Hands this thread's partial batch to the writer.
+    pub fn flush(&self) {
+        let Some(tx) = &self.tx else { return };
+        let ready = PENDING.with_borrow_mut(|pending| {
+            pending
+                .as_mut()
+                .filter(|batch| !batch.is_empty())
+                .map(|batch| std::mem::replace(batch, Vec::with_capacity(BATCH)))
+        });
+        if let Some(lines) = ready {
+            let _ = tx.send(lines);
+        }
+    }
+}
+
+fn append_line(out: &mut Vec<u8>, entry: &Entry) {
+    // Serialising plain strings and numbers into memory cannot fail; if it ever did, the
+    // partial line is cut off so the next one still starts on its own line.
+    let start = out.len();
+    if serde_json::to_writer(&mut *out, entry).is_err() {
+        out.truncate(start);
+        return;
+    }
+    out.push(b'\n');
 }
 
 fn open_append(path: &PathBuf) -> std::io::Result<std::fs::File> {
@@ -106,23 +224,18 @@ fn open_append(path: &PathBuf) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-/// Writes lines in batches: wait for a line, take whatever else is queued, flush, then rest a
-/// few milliseconds before waiting again. A line is on disk within ~5 ms, and a busy gateway
-/// wakes this thread ~200 times a second instead of once per request (every wake-up is a futex
-/// call on the request's thread).
-fn write_lines(mut rx: mpsc::Receiver<Vec<u8>>, sink: Box<dyn Write + Send>) {
-    const REST: std::time::Duration = std::time::Duration::from_millis(5);
-    let mut out = BufWriter::with_capacity(64 << 10, sink);
-    while let Some(line) = rx.blocking_recv() {
-        let mut ok = out.write_all(&line).is_ok();
-        while let Ok(line) = rx.try_recv() {
-            ok &= out.write_all(&line).is_ok();
+/// Writes what arrives, flushing whenever nothing more is queued.
+fn write_batches(rx: Receiver<Vec<u8>>, sink: Box<dyn Write + Send>) {
+    let mut out = BufWriter::with_capacity(BATCH, sink);
+    while let Ok(lines) = rx.recv() {
+        let mut ok = out.write_all(&lines).is_ok();
+        while let Ok(lines) = rx.try_recv() {
+            ok &= out.write_all(&lines).is_ok();
         }
         ok &= out.flush().is_ok();
         if !ok {
             super::event("error", "access log write failed", serde_json::json!({}));
         }
-        std::thread::sleep(REST);
     }
     let _ = out.flush();
 }

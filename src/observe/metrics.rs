@@ -3,6 +3,7 @@
 //! sets. No label ever carries a path, an IP, a header value or a secret.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,21 +19,21 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub listener: String,
-    pub route: String,
+    pub listener: Arc<str>,
+    pub route: Arc<str>,
     pub outcome: &'static str,
     pub code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteOutcomeLabels {
-    pub route: String,
+    pub route: Arc<str>,
     pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
-    pub upstream: String,
+    pub upstream: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,7 +48,7 @@ pub struct ResultLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SignatureLabels {
-    pub route: String,
+    pub route: Arc<str>,
     pub provider: String,
     /// `valid` or the refusal reason (`mismatch`, `expired`, ...).
     pub result: &'static str,

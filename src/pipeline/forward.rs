@@ -26,17 +26,18 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 const POOL_MAX_IDLE_PER_HOST: usize = 256;
 
-/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1). Typed
+/// names: removing by `&str` would parse the name again on every request.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 pub struct Upstream {
@@ -46,7 +47,9 @@ pub struct Upstream {
     base_path: String,
     timeout: Duration,
     max_response: usize,
-    client: HttpClient,
+    /// One pool per worker thread, so a request only ever uses connections that live on its
+    /// own thread (see `server::workers`).
+    clients: Box<[HttpClient]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +60,8 @@ pub struct UpstreamBuildError {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Result<Upstream, UpstreamBuildError> {
+    /// An upstream with a connection pool for each of `workers` threads.
+    pub fn new(config: &UpstreamConfig, workers: usize) -> Result<Upstream, UpstreamBuildError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(config.connect_timeout));
@@ -87,12 +91,16 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .build(connector);
+        let clients = (0..workers.max(1))
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                    .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+                    .build(connector.clone())
+            })
+            .collect();
         Ok(Upstream {
             name: config.name.as_str().into(),
             scheme: match config.scheme {
@@ -103,8 +111,16 @@ impl Upstream {
             base_path: config.base_path.clone(),
             timeout: config.timeout,
             max_response: usize::try_from(config.max_response).unwrap_or(usize::MAX),
-            client,
+            clients,
         })
+    }
+}
+
+impl Upstream {
+    /// The calling worker's pool (the first one off the worker threads).
+    fn client(&self) -> &HttpClient {
+        let index = crate::server::workers::current().unwrap_or(0);
+        &self.clients[index % self.clients.len()]
     }
 }
 
@@ -134,19 +150,19 @@ pub struct Answer {
 
 pub async fn send(
     upstream: &Upstream,
-    parts: &request::Parts,
+    parts: request::Parts,
     body: Bytes,
     fwd: &Forwarding<'_>,
 ) -> Result<Answer, Reject> {
     let uri = upstream_uri(upstream, &parts.uri, fwd.upstream_path)?;
     let mut request = Request::new(Full::new(body));
-    *request.method_mut() = parts.method.clone();
+    *request.headers_mut() = upstream_headers(parts.headers, &parts.uri, fwd);
+    *request.method_mut() = parts.method;
     *request.uri_mut() = uri;
-    *request.headers_mut() = upstream_headers(&parts.headers, &parts.uri, fwd);
 
     let started = Instant::now();
     let exchange = async {
-        let response = upstream.client.request(request).await.map_err(|e| {
+        let response = upstream.client().request(request).await.map_err(|e| {
             if e.is_connect() {
                 Reject::UpstreamConnect
             } else {
@@ -200,8 +216,7 @@ fn upstream_uri(upstream: &Upstream, original: &Uri, rewrite: Option<&str>) -> R
         .map_err(|_| Reject::BadRequest { reason: "path" })
 }
 
-fn upstream_headers(incoming: &HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> HeaderMap {
-    let mut headers = incoming.clone();
+fn upstream_headers(mut headers: HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
     let outside_claims: Vec<HeaderName> = headers
         .keys()
@@ -251,7 +266,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -281,7 +296,7 @@ mod tests {
         h.insert("x-hookgate-verified", "github".parse().unwrap());
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
         h.insert("x-hub-signature-256", "sha256=abc".parse().unwrap());
-        let out = upstream_headers(&h, &Uri::from_static("/hooks"), &fwd());
+        let out = upstream_headers(h, &Uri::from_static("/hooks"), &fwd());
         assert!(out.get("connection").is_none());
         assert!(out.get("x-secret-hop").is_none());
         assert!(out.get("te").is_none());

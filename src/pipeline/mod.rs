@@ -78,12 +78,12 @@ pub async fn handle(
 }
 
 /// The stages. Cheap checks first: nothing reads the body before the route is known.
-async fn serve(
+async fn serve<'r>(
     request: Request<Incoming>,
     conn: &ConnInfo,
-    runtime: &Runtime,
+    runtime: &'r Runtime,
     shared: &Shared,
-    entry: &mut Entry,
+    entry: &mut Entry<'r>,
 ) -> Result<Response<Full<Bytes>>, Reject> {
     // 2. route, for a request whose framing and path mean the same to us and to the backend
     route::check_framing(request.version(), request.headers())?;
@@ -91,7 +91,7 @@ async fn serve(
     let route = runtime
         .routes
         .find(request.method(), request.uri().path())?;
-    entry.route = Some(route.name.to_string());
+    entry.route = Some(Arc::clone(&route.name));
 
     // 3. client ip: the peer, or what trusted proxies say it is
     let trust = &runtime.client_ip;
@@ -101,7 +101,7 @@ async fn serve(
         &trust.trusted_proxies,
         trust.header,
     );
-    entry.client_ip = client_ip.to_string();
+    entry.client_ip = client_ip;
 
     // 4. allowlist
     if let Some(allowlist) = &route.allowlist {
@@ -135,7 +135,7 @@ async fn serve(
             headers: &parts.headers,
             body: &body,
         };
-        entry.provider = Some(verifier.provider().to_string());
+        entry.provider = Some(verifier.provider());
         let checked = verifier.verify(&signed, SystemTime::now());
         count_signature_check(&shared.metrics, &route.name, verifier.provider(), &checked);
         let verified = checked.map_err(|failure| Reject::SignatureInvalid {
@@ -169,7 +169,7 @@ async fn serve(
     }
 
     // 9. forward
-    entry.upstream = Some(route.upstream.name.to_string());
+    entry.upstream = Some(Arc::clone(&route.upstream.name));
     let forwarding = forward::Forwarding {
         route: &route.name,
         upstream_path: route.upstream_path.as_deref(),
@@ -178,7 +178,7 @@ async fn serve(
         request_id: &entry.request_id,
         verified_by: route.verifier.as_ref().map(|v| v.provider()),
     };
-    let answer = forward::send(&route.upstream, &parts, body, &forwarding).await?;
+    let answer = forward::send(&route.upstream, parts, body, &forwarding).await?;
     if let (Some(claim), Some(window)) = (claim, route.replay_window) {
         if answer.response.status().is_success() {
             claim.delivered(window);
@@ -190,7 +190,7 @@ async fn serve(
         .metrics
         .upstream_duration
         .get_or_create(&UpstreamLabels {
-            upstream: route.upstream.name.to_string(),
+            upstream: Arc::clone(&route.upstream.name),
         })
         .observe(answer.upstream_ms / 1000.0);
     entry.outcome = Outcome::Forwarded.as_str();
@@ -199,7 +199,7 @@ async fn serve(
 
 fn count_signature_check(
     metrics: &Metrics,
-    route: &str,
+    route: &Arc<str>,
     provider: &str,
     checked: &Result<Verified, Failure>,
 ) {
@@ -210,7 +210,7 @@ fn count_signature_check(
     metrics
         .signature_checks
         .get_or_create(&SignatureLabels {
-            route: route.to_string(),
+            route: Arc::clone(route),
             provider: provider.to_string(),
             result,
             secret_index,
@@ -239,37 +239,33 @@ fn text_response(status: http::StatusCode, text: &'static str) -> Response<Full<
     response
 }
 
-fn begin_entry(request: &Request<Incoming>, conn: &ConnInfo) -> Entry {
-    let peer_ip = normalize(conn.peer.ip()).to_string();
-    Entry {
-        ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        request_id: request_id::from_headers(request.headers()),
-        listener: conn.listener.to_string(),
-        method: request.method().to_string(),
-        path: request.uri().path().to_string(),
-        proto: match request.version() {
-            Version::HTTP_2 => "HTTP/2",
-            Version::HTTP_10 => "HTTP/1.0",
-            _ => "HTTP/1.1",
-        },
-        tls_version: conn.tls_version,
-        client_ip: peer_ip.clone(),
-        peer_ip,
-        user_agent: request
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(256).collect()),
-        outcome: Outcome::Internal.as_str(),
-        ..Entry::default()
-    }
+fn begin_entry(request: &Request<Incoming>, conn: &ConnInfo) -> Entry<'static> {
+    let mut entry = Entry::new(
+        request_id::from_headers(request.headers()),
+        Arc::clone(&conn.listener),
+        normalize(conn.peer.ip()),
+    );
+    entry.method = Some(request.method().clone());
+    entry.uri = Some(request.uri().clone());
+    entry.proto = match request.version() {
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+    entry.tls_version = conn.tls_version;
+    entry.user_agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .filter(|v| v.to_str().is_ok())
+        .cloned();
+    entry
 }
 
 /// Stage 10: one log line and one count for every request, then the response goes out with the
 /// request id so a sender's support ticket can be matched to the log.
 async fn finish(
     shared: &Shared,
-    mut entry: Entry,
+    mut entry: Entry<'_>,
     mut response: Response<Full<Bytes>>,
     started: Instant,
 ) -> Response<Full<Bytes>> {
@@ -277,13 +273,13 @@ async fn finish(
     entry.status = response.status().as_u16();
     entry.duration_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
     entry.bytes_out = response.body().size_hint().exact().unwrap_or(0);
-    let route = entry.route.clone().unwrap_or_default();
+    let route = entry.route.clone().unwrap_or_else(|| Arc::from(""));
     shared
         .metrics
         .requests
         .get_or_create(&RequestLabels {
-            listener: entry.listener.clone(),
-            route: route.clone(),
+            listener: Arc::clone(&entry.listener),
+            route: Arc::clone(&route),
             outcome: entry.outcome,
             code: entry.status,
         })
@@ -299,7 +295,7 @@ async fn finish(
     if let Ok(id) = http::HeaderValue::from_str(&entry.request_id) {
         response.headers_mut().insert(request_id::HEADER, id);
     }
-    shared.access_log.write(&entry).await;
+    shared.access_log.write(&entry);
     response
 }
 
@@ -340,23 +336,19 @@ pub async fn log_refused_head(shared: &Shared, conn: &ConnInfo, refused: Refused
     if reason == "header_timeout" && conn.requests.load(std::sync::atomic::Ordering::Relaxed) > 0 {
         return;
     }
-    let peer = normalize(conn.peer.ip()).to_string();
-    let entry = Entry {
-        ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        request_id: request_id::new(),
-        listener: conn.listener.to_string(),
-        tls_version: conn.tls_version,
-        client_ip: peer.clone(),
-        peer_ip: peer,
-        outcome: if reason == "header_timeout" {
-            Outcome::Timeout
-        } else {
-            Outcome::BadRequest
-        }
-        .as_str(),
-        reason: Some(reason),
-        ..Entry::default()
-    };
+    let mut entry = Entry::new(
+        request_id::new(),
+        Arc::clone(&conn.listener),
+        normalize(conn.peer.ip()),
+    );
+    entry.tls_version = conn.tls_version;
+    entry.outcome = if reason == "header_timeout" {
+        Outcome::Timeout
+    } else {
+        Outcome::BadRequest
+    }
+    .as_str();
+    entry.reason = Some(reason);
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = status;
     finish(shared, entry, response, Instant::now()).await;
@@ -368,14 +360,10 @@ pub async fn internal_error(
     conn: &ConnInfo,
     started: Instant,
 ) -> Response<Full<Bytes>> {
-    let entry = Entry {
-        ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        request_id: request_id::new(),
-        listener: conn.listener.to_string(),
-        peer_ip: normalize(conn.peer.ip()).to_string(),
-        client_ip: normalize(conn.peer.ip()).to_string(),
-        outcome: Outcome::Internal.as_str(),
-        ..Entry::default()
-    };
+    let entry = Entry::new(
+        request_id::new(),
+        Arc::clone(&conn.listener),
+        normalize(conn.peer.ip()),
+    );
     finish(shared, entry, Reject::Internal.into_response(), started).await
 }

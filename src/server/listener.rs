@@ -14,6 +14,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::proxy_protocol;
+use super::workers::Workers;
 
 use crate::config::Limits;
 use crate::observe::event;
@@ -34,9 +35,11 @@ pub struct Listener {
     pub slots: Arc<Semaphore>,
 }
 
+/// Accepts connections and hands each to a worker thread, where it stays until it closes.
 pub async fn accept_loop(
     listener: Listener,
     shared: Arc<Shared>,
+    workers: Arc<Workers>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(super::http::builder(&listener.limits));
@@ -71,6 +74,11 @@ pub async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // Out of this runtime's reactor, into the worker's.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(_) => continue,
+        };
         let shared = Arc::clone(&shared);
         let builder = Arc::clone(&builder);
         let setup = Setup {
@@ -81,7 +89,10 @@ pub async fn accept_loop(
         };
         let shutdown = shutdown.clone();
         let labels = labels.clone();
-        tokio::spawn(async move {
+        workers.spawn(async move {
+            let Ok(stream) = TcpStream::from_std(stream) else {
+                return;
+            };
             let open = shared
                 .metrics
                 .open_connections

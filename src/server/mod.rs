@@ -6,6 +6,7 @@ pub mod http;
 pub mod listener;
 pub mod proxy_protocol;
 pub mod tls;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -24,6 +25,7 @@ use crate::observe::event;
 use crate::observe::metrics::{Metrics, ResultLabels};
 use crate::pipeline::Shared;
 use crate::runtime::Runtime;
+use workers::Workers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -39,6 +41,8 @@ pub enum StartError {
     Upstream(#[from] crate::pipeline::forward::UpstreamBuildError),
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
+    #[error("cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// A running gateway.
@@ -47,6 +51,7 @@ pub struct Gateway {
     admin: Option<(SocketAddr, JoinHandle<()>)>,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
+    workers: Arc<Workers>,
     log_writer: JoinHandle<()>,
     housekeeping: JoinHandle<()>,
     drain_timeout: Duration,
@@ -87,6 +92,8 @@ impl Gateway {
             draining: Default::default(),
         });
         let (shutdown, _) = watch::channel(false);
+        let workers = start_workers(config.limits.worker_threads, &shared.access_log)
+            .map_err(StartError::Workers)?;
 
         let mut bound = Vec::new();
         for l in &config.listeners {
@@ -139,6 +146,7 @@ impl Gateway {
                     slots: Arc::clone(&slots),
                 },
                 Arc::clone(&shared),
+                Arc::clone(&workers),
                 shutdown.subscribe(),
             ));
             event(
@@ -177,6 +185,7 @@ impl Gateway {
             admin,
             shared,
             shutdown,
+            workers,
             log_writer,
             housekeeping,
             drain_timeout: config.limits.drain_timeout,
@@ -290,6 +299,8 @@ impl Gateway {
             let _ = task.await;
         }
         drop(self.shared);
+        // The workers flush their access-log batches as they exit.
+        self.workers.stop(Duration::from_secs(5)).await;
         if tokio::time::timeout(Duration::from_secs(5), self.log_writer)
             .await
             .is_err()
@@ -302,6 +313,27 @@ impl Gateway {
         }
         event("info", "stopped", serde_json::json!({}));
     }
+}
+
+/// The worker threads, each batching its access-log lines and handing them over every
+/// [`FLUSH_EVERY`](crate::observe::access_log::FLUSH_EVERY) and when it exits.
+fn start_workers(count: usize, access_log: &AccessLog) -> std::io::Result<Arc<Workers>> {
+    let on_exit = {
+        let access_log = access_log.clone();
+        Arc::new(move || access_log.flush())
+    };
+    let workers = Workers::start(count, Arc::new(AccessLog::batch_on_this_thread), on_exit)?;
+    workers.spawn_on_each(|| {
+        let access_log = access_log.clone();
+        async move {
+            let mut tick = tokio::time::interval(crate::observe::access_log::FLUSH_EVERY);
+            loop {
+                tick.tick().await;
+                access_log.flush();
+            }
+        }
+    });
+    Ok(Arc::new(workers))
 }
 
 /// Resolves once shutdown has begun.

@@ -39,19 +39,47 @@ async fn proxy(req: Request<Incoming>, client: HttpClient, upstream: String) -> 
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn new_client() -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_max_idle_per_host(256)
+        .build(http)
+}
+
+fn main() {
     let args: Vec<String> = std::env::args().collect();
     let listen: SocketAddr = args[1].parse().expect("LISTEN");
     let upstream = args[2].clone();
-    let spawn = args.get(3).is_some_and(|a| a == "spawn");
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_max_idle_per_host(256)
-        .build(http);
-    let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
+    let mode = args.get(3).cloned().unwrap_or_default();
+    let spawn = mode == "spawn";
+    let listener = std::net::TcpListener::bind(listen).expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    if mode == "percore" {
+        // One single-threaded runtime per core, each with its own client pool, all accepting
+        // on the same socket: no task ever crosses threads.
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let listener = listener.try_clone().expect("clone");
+                let upstream = upstream.clone();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    rt.block_on(serve(listener, new_client(), upstream, false));
+                })
+            })
+            .collect();
+        for t in threads {
+            let _ = t.join();
+        }
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(serve(listener, new_client(), upstream, spawn));
+}
+
+async fn serve(listener: std::net::TcpListener, client: HttpClient, upstream: String, spawn: bool) {
+    let listener = tokio::net::TcpListener::from_std(listener).expect("register");
     loop {
         let Ok((socket, _)) = listener.accept().await else { continue };
         let _ = socket.set_nodelay(true);
