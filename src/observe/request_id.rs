@@ -1,9 +1,9 @@
 //! Request ids: keeps a well-formed `X-Request-Id` from the caller (so a trace can cross the
 //! gateway), otherwise makes a new one. It never trusts an id that could break a log line.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
-pub const HEADER: &str = "x-request-id";
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The caller's id if it is 1-128 characters of `[A-Za-z0-9._:-]`, else a fresh one.
 pub fn from_headers(headers: &HeaderMap) -> String {

@@ -26,6 +26,14 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 const POOL_MAX_IDLE_PER_HOST: usize = 256;
 
+// The headers the gateway sets, as typed names (a `&str` name is parsed on every insert).
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REQUEST_ID: HeaderName = crate::observe::request_id::HEADER;
+const X_HOOKGATE_ROUTE: HeaderName = HeaderName::from_static("x-hookgate-route");
+const X_HOOKGATE_VERIFIED: HeaderName = HeaderName::from_static("x-hookgate-verified");
+
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1). Typed
 /// names: removing by `&str` would parse the name again on every request.
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -231,25 +239,25 @@ fn upstream_headers(mut headers: HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> 
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     if let Some(host) = original_host {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
     // The client address as hookgate determined it. An untrusted caller's X-Forwarded-For is
     // replaced, never passed on, so the backend cannot be fooled by it.
     if let Ok(ip) = HeaderValue::from_str(&fwd.client_ip.to_string()) {
-        headers.insert("x-forwarded-for", ip);
+        headers.insert(X_FORWARDED_FOR, ip);
     }
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if fwd.tls { "https" } else { "http" }),
     );
     if let Ok(id) = HeaderValue::from_str(fwd.request_id) {
-        headers.insert(crate::observe::request_id::HEADER, id);
+        headers.insert(X_REQUEST_ID, id);
     }
     if let Ok(route) = HeaderValue::from_str(fwd.route) {
-        headers.insert("x-hookgate-route", route);
+        headers.insert(X_HOOKGATE_ROUTE, route);
     }
     if let Some(provider) = fwd.verified_by.and_then(|p| HeaderValue::from_str(p).ok()) {
-        headers.insert("x-hookgate-verified", provider);
+        headers.insert(X_HOOKGATE_VERIFIED, provider);
     }
     headers
 }
