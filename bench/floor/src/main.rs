@@ -56,7 +56,8 @@ fn main() {
     let spawn = mode == "spawn";
     let listener = std::net::TcpListener::bind(listen).expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
-    if mode == "percore" {
+    if mode == "percore" || mode == "percore-conn" {
+        let conn = mode == "percore-conn";
         // One single-threaded runtime per core, each with its own client pool, all accepting
         // on the same socket: no task ever crosses threads.
         let threads: Vec<_> = (0..2)
@@ -65,7 +66,11 @@ fn main() {
                 let upstream = upstream.clone();
                 std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                    rt.block_on(serve(listener, new_client(), upstream, false));
+                    if conn {
+                        rt.block_on(serve_conn(listener, upstream));
+                    } else {
+                        rt.block_on(serve(listener, new_client(), upstream, false));
+                    }
                 })
             })
             .collect();
@@ -102,4 +107,61 @@ async fn serve(listener: std::net::TcpListener, client: HttpClient, upstream: St
             let _ = builder.serve_connection(TokioIo::new(socket), service).await;
         });
     }
+}
+
+/// `percore-conn`: hyper's low-level client connections with a plain per-thread pool instead of
+/// hyper-util's pooled client.
+type Pool = std::sync::Arc<std::sync::Mutex<Vec<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>>;
+
+async fn serve_conn(listener: std::net::TcpListener, upstream: String) {
+    let listener = tokio::net::TcpListener::from_std(listener).expect("register");
+    let pool: Pool = Default::default();
+    loop {
+        let Ok((socket, _)) = listener.accept().await else { continue };
+        let _ = socket.set_nodelay(true);
+        let pool = pool.clone();
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let (pool, upstream) = (pool.clone(), upstream.clone());
+                async move { Ok::<_, Infallible>(proxy_conn(req, pool, upstream).await) }
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).keep_alive(true);
+            let _ = builder.serve_connection(TokioIo::new(socket), service).await;
+        });
+    }
+}
+
+async fn proxy_conn(req: Request<Incoming>, pool: Pool, upstream: String) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+        return Response::builder().status(400).body(Full::default()).unwrap();
+    };
+    let mut out = Request::new(Full::new(body));
+    *out.method_mut() = parts.method.clone();
+    *out.uri_mut() = parts.uri.path().parse().unwrap();
+    let mut headers = parts.headers;
+    headers.remove(http::header::CONNECTION);
+    headers.insert(http::header::HOST, upstream.parse().unwrap());
+    *out.headers_mut() = headers;
+    let idle = { pool.lock().unwrap().pop() };
+    let mut sender = match idle {
+        Some(s) if !s.is_closed() => s,
+        _ => {
+            let stream = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let _ = stream.set_nodelay(true);
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(async move { let _ = conn.await; });
+            sender
+        }
+    };
+    let resp = match sender.send_request(out).await {
+        Ok(resp) => resp,
+        Err(_) => return Response::builder().status(502).body(Full::default()).unwrap(),
+    };
+    let (head, body) = resp.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    pool.lock().unwrap().push(sender);
+    Response::from_parts(head, Full::new(body))
 }
