@@ -17,6 +17,7 @@
 #   PROFILE=1         also record a perf profile of hookgate per workload (perf from linux-perf)
 #   CARGO_TARGET_DIR  where cargo builds hookgate (default: target/ in the repository)
 #   HOOKGATE_BIN      use this binary instead of building one
+#   HOOKGATE_ALT_BIN  a second binary, run as the target hookgate-alt (A/B in one run)
 #   OUT=bench/last-run.md   where the table is also written
 #   KEEP=1            keep the temp dir (configs, logs, raw wrk output)
 #   PORT_BASE=18000   first of the loopback ports used (PORT_BASE..PORT_BASE+30)
@@ -377,7 +378,7 @@ variant_env() {
         mimalloc) echo "LD_PRELOAD=$(lib_path libmimalloc.so.2 libmimalloc2.0)" ;;
     esac
 }
-variant_config() { case $1 in jemalloc | mimalloc) echo small ;; *) echo "$1" ;; esac; }
+variant_config() { case $1 in jemalloc | mimalloc | alt) echo small ;; *) echo "$1" ;; esac; }
 lib_path() { # soname apt-package
     local f; f=$(ldconfig -p | awk -v n="$1" '$1 == n {print $NF; exit}')
     if [[ -z $f ]]; then
@@ -391,7 +392,8 @@ lib_path() { # soname apt-package
 start_hookgate() { # variant
     local conf=$WORK/hookgate-$(variant_config "$1").yaml t0
     t0=$(date +%s.%N)
-    env ${HOOKGATE_ENV:-} $(variant_env "$1") "$BIN" run -c "$conf" >>"$WORK/hookgate.out" 2>&1 &
+    local bin=$BIN; [[ $1 == alt ]] && bin=${HOOKGATE_ALT_BIN:?hookgate-alt needs HOOKGATE_ALT_BIN}
+    env ${HOOKGATE_ENV:-} $(variant_env "$1") "$bin" run -c "$conf" >>"$WORK/hookgate.out" 2>&1 &
     TARGET_PID=$!; STARTED+=("$TARGET_PID")
     local i
     for ((i = 0; i < 1200; i++)); do

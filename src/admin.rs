@@ -44,14 +44,18 @@ pub async fn serve(socket: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// How often idle rate-limit buckets are dropped and key counts reported.
+/// How often idle rate-limit buckets are dropped, key counts reported and stale upstream
+/// connections closed.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
-/// Drops idle rate-limit buckets on the current runtime, forever (the gateway aborts it).
-pub async fn prune_limiters(shared: Arc<Shared>) {
+/// Housekeeping on the current runtime, forever (the gateway aborts it): drops idle rate-limit
+/// buckets and closes upstream connections idle past their timeout.
+pub async fn housekeeping(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(PRUNE_EVERY).await;
-        shared.runtime.load().prune_limiters(&shared.metrics);
+        let runtime = shared.runtime.load();
+        runtime.prune_limiters(&shared.metrics);
+        runtime.close_stale_connections();
     }
 }
 

@@ -24,6 +24,7 @@ pub struct Runtime {
     pub global_limit: Option<Arc<RouteLimiter>>,
     /// Every URL-fed IP set, for readiness and to hand over on reload.
     pub live_sets: Vec<Arc<LiveIpSet>>,
+    pub upstreams: Vec<Arc<Upstream>>,
 }
 
 pub struct Route {
@@ -128,12 +129,20 @@ impl Runtime {
             client_ip: config.client_ip.clone(),
             global_limit,
             live_sets,
+            upstreams,
         })
     }
 
     /// Ready to serve: every URL-fed IP set has loaded at least once.
     pub fn is_ready(&self) -> bool {
         self.live_sets.iter().all(|s| s.is_loaded())
+    }
+
+    /// Closes upstream connections that have been idle past their timeout.
+    pub fn close_stale_connections(&self) {
+        for upstream in &self.upstreams {
+            upstream.close_stale_connections();
+        }
     }
 
     /// Drops idle rate-limit buckets and reports how many keys each limiter tracks.

@@ -1,5 +1,5 @@
-//! Stage 9: sends the verified request to its upstream and brings the answer back. One pooled
-//! keep-alive client per upstream. The body goes out byte for byte; hop-by-hop headers and any
+//! Stage 9: sends the verified request to its upstream and brings the answer back, over a
+//! pooled keep-alive HTTP/1.1 connection (`upstream_pool`). The body goes out byte for byte; hop-by-hop headers and any
 //! `X-Hookgate-*` header from outside are removed, and the gateway's own headers added. It never
 //! retries: whether a retry is safe is the provider's decision, made by resending.
 
@@ -11,20 +11,17 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Request, Response, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
 
 use super::reject::Reject;
+use super::upstream_pool::{Pool, SendError, Target};
 use crate::config::{UpstreamConfig, UpstreamScheme};
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Idle pooled connections are closed after this; below common backend keep-alive timeouts
 /// (nginx 75 s, Node 5 s is the outlier) so we rarely reuse a socket the backend just closed.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
-const POOL_MAX_IDLE_PER_HOST: usize = 256;
+/// Idle connections kept per upstream and worker thread.
+const POOL_MAX_IDLE: usize = 256;
 
 // The headers the gateway sets, as typed names (a `&str` name is parsed on every insert).
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -50,14 +47,12 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 pub struct Upstream {
     pub name: Arc<str>,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+    /// `Host` for every request: the upstream's own `host:port`.
+    host: HeaderValue,
     base_path: String,
     timeout: Duration,
     max_response: usize,
-    /// One pool per worker thread, so a request only ever uses connections that live on its
-    /// own thread (see `server::workers`).
-    clients: Box<[HttpClient]>,
+    pool: Pool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,68 +63,64 @@ pub struct UpstreamBuildError {
 }
 
 impl Upstream {
-    /// An upstream with a connection pool for each of `workers` threads.
+    /// An upstream with an idle-connection list for each of `workers` threads.
     pub fn new(config: &UpstreamConfig, workers: usize) -> Result<Upstream, UpstreamBuildError> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_nodelay(true);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let builder = if config.ca.is_empty() {
-            builder
-                .with_provider_and_webpki_roots(provider)
-                .map_err(|e| build_error(config, e))?
-        } else {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in &config.ca {
-                roots
-                    .add(cert.clone())
-                    .map_err(|e| build_error(config, e))?;
+        let authority = &config.authority;
+        // `[::1]` in an authority is the address `::1`.
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let (default_port, tls) = match config.scheme {
+            UpstreamScheme::Http => (80, None),
+            UpstreamScheme::Https => {
+                let name = ServerName::try_from(host.clone()).map_err(|e| build_error(config, e))?;
+                (443, Some((tls_connector(config)?, name)))
             }
-            let tls = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| build_error(config, e))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            builder.with_tls_config(tls)
         };
-        let connector = builder
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let clients = (0..workers.max(1))
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                    .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-                    .build(connector.clone())
-            })
-            .collect();
+        let target = Target {
+            port: authority.port_u16().unwrap_or(default_port),
+            host,
+            tls,
+            connect_timeout: config.connect_timeout,
+        };
         Ok(Upstream {
             name: config.name.as_str().into(),
-            scheme: match config.scheme {
-                UpstreamScheme::Http => http::uri::Scheme::HTTP,
-                UpstreamScheme::Https => http::uri::Scheme::HTTPS,
-            },
-            authority: config.authority.clone(),
+            host: HeaderValue::from_str(authority.as_str()).map_err(|e| build_error(config, e))?,
             base_path: config.base_path.clone(),
             timeout: config.timeout,
             max_response: usize::try_from(config.max_response).unwrap_or(usize::MAX),
-            clients,
+            pool: Pool::new(target, workers, POOL_MAX_IDLE, POOL_IDLE_TIMEOUT),
         })
+    }
+
+    /// Closes idle connections past the idle timeout (see [`Pool::close_stale`]).
+    pub fn close_stale_connections(&self) {
+        self.pool.close_stale();
     }
 }
 
-impl Upstream {
-    /// The calling worker's pool (the first one off the worker threads).
-    fn client(&self) -> &HttpClient {
-        let index = crate::server::workers::current().unwrap_or(0);
-        &self.clients[index % self.clients.len()]
+/// TLS to an upstream: its private `ca:` when given, else the public web roots. HTTP/1.1 only.
+fn tls_connector(config: &UpstreamConfig) -> Result<tokio_rustls::TlsConnector, UpstreamBuildError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if config.ca.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     }
+    for cert in &config.ca {
+        roots
+            .add(cert.clone())
+            .map_err(|e| build_error(config, e))?;
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| build_error(config, e))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(tls)))
 }
 
 fn build_error(config: &UpstreamConfig, e: impl std::fmt::Display) -> UpstreamBuildError {
@@ -165,17 +156,17 @@ pub async fn send(
     let uri = upstream_uri(upstream, &parts.uri, fwd.upstream_path)?;
     let mut request = Request::new(Full::new(body));
     *request.headers_mut() = upstream_headers(parts.headers, &parts.uri, fwd);
+    request
+        .headers_mut()
+        .insert(header::HOST, upstream.host.clone());
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;
 
     let started = Instant::now();
     let exchange = async {
-        let response = upstream.client().request(request).await.map_err(|e| {
-            if e.is_connect() {
-                Reject::UpstreamConnect
-            } else {
-                Reject::Upstream { reason: "reset" }
-            }
+        let (response, connection) = upstream.pool.send(request).await.map_err(|e| match e {
+            SendError::Connect => Reject::UpstreamConnect,
+            SendError::Exchange => Reject::Upstream { reason: "reset" },
         })?;
         let (mut head, body) = response.into_parts();
         let body = Limited::new(body, upstream.max_response)
@@ -193,6 +184,8 @@ pub async fn send(
                 }
             })?
             .to_bytes();
+        // Read to the end, so the connection is at a message boundary and can serve another.
+        upstream.pool.release(connection);
         strip_hop_by_hop(&mut head.headers);
         head.headers.remove(header::CONTENT_LENGTH);
         Ok::<_, Reject>(Response::from_parts(head, Full::new(body)))
@@ -206,7 +199,7 @@ pub async fn send(
     })
 }
 
-/// `scheme://authority` + base path + (rewrite or original path) + original query.
+/// Origin form, as HTTP/1.1 sends it: base path + (rewrite or original path) + original query.
 fn upstream_uri(upstream: &Upstream, original: &Uri, rewrite: Option<&str>) -> Result<Uri, Reject> {
     let path = rewrite.unwrap_or(original.path());
     let mut path_and_query = String::with_capacity(upstream.base_path.len() + path.len() + 32);
@@ -216,12 +209,7 @@ fn upstream_uri(upstream: &Upstream, original: &Uri, rewrite: Option<&str>) -> R
         path_and_query.push('?');
         path_and_query.push_str(query);
     }
-    Uri::builder()
-        .scheme(upstream.scheme.clone())
-        .authority(upstream.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| Reject::BadRequest { reason: "path" })
+    Uri::try_from(path_and_query).map_err(|_| Reject::BadRequest { reason: "path" })
 }
 
 fn upstream_headers(mut headers: HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> HeaderMap {

@@ -179,7 +179,7 @@ impl Gateway {
                 ))
             }
         };
-        let housekeeping = tokio::spawn(crate::admin::prune_limiters(Arc::clone(&shared)));
+        let housekeeping = tokio::spawn(crate::admin::housekeeping(Arc::clone(&shared)));
         Ok(Gateway {
             listeners,
             admin,
