@@ -88,7 +88,9 @@ impl Pool {
                 },
             }
         }
-        let mut connection = self.connect().await?;
+        // Boxed: opening a connection (TLS state included) is the rare path, and inline it would
+        // make every request's future kilobytes larger, copied at each move.
+        let mut connection = Box::pin(self.connect()).await?;
         match connection.send_request(request).await {
             Ok(response) => Ok((response, connection)),
             Err(_) => Err(SendError::Exchange),

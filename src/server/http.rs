@@ -59,11 +59,13 @@ pub async fn serve<I>(
             let started = Instant::now();
             // Its own task: a client hanging up must not cancel a forward half-way, or the
             // request would be neither logged nor known to have reached the backend.
-            let task = tokio::spawn(pipeline::handle(
+            // Boxed: the request's future is kilobytes, and tokio moves a task's future (and
+            // its output slot of the same size) several times; a box makes those moves cheap.
+            let task = tokio::spawn(Box::pin(pipeline::handle(
                 request,
                 Arc::clone(&conn),
                 Arc::clone(&shared),
-            ));
+            )));
             let response = match task.await {
                 Ok(response) => response,
                 Err(_) => pipeline::internal_error(&shared, &conn, started).await,
