@@ -95,8 +95,35 @@ impl<'a> Entry<'a> {
     }
 }
 
+thread_local! {
+    /// The last second formatted on this thread, `2026-11-27T12:49:32`: a busy worker formats
+    /// each second's date once, not once per line.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// `2026-11-27T12:49:32.123Z`.
 fn rfc3339_millis<S: Serializer>(ts: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_millis(*ts))
+    let since_epoch = ts.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let millis = since_epoch.subsec_millis();
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != since_epoch.as_secs() {
+            *second = since_epoch.as_secs();
+            *text = humantime::format_rfc3339_seconds(*ts).to_string();
+            text.pop(); // the `Z`, which goes after the milliseconds
+        }
+        let mut out = [0u8; 32];
+        let n = text.len();
+        if n + 5 > out.len() {
+            return s.collect_str(&humantime::format_rfc3339_millis(*ts));
+        }
+        out[..n].copy_from_slice(text.as_bytes());
+        out[n] = b'.';
+        for (i, digit) in [millis / 100, millis / 10 % 10, millis % 10].into_iter().enumerate() {
+            out[n + 1 + i] = b'0' + digit as u8;
+        }
+        out[n + 4] = b'Z';
+        s.serialize_str(std::str::from_utf8(&out[..n + 5]).unwrap_or_default())
+    })
 }
 
 fn method_name<S: Serializer>(method: &Option<Method>, s: S) -> Result<S::Ok, S::Error> {
@@ -238,4 +265,26 @@ fn write_batches(rx: Receiver<Vec<u8>>, sink: Box<dyn Write + Send>) {
         }
     }
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn formatted(ts: SystemTime) -> String {
+        let mut out = Vec::new();
+        rfc3339_millis(&ts, &mut serde_json::Serializer::new(&mut out)).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn timestamps_match_rfc3339_with_millis_across_the_per_second_cache() {
+        let base = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        for offset_ms in [0, 5, 999, 1_000, 1_042, 61_007, 86_400_000, 5] {
+            let ts = base + Duration::from_millis(offset_ms);
+            let expected = format!("\"{}\"", humantime::format_rfc3339_millis(ts));
+            assert_eq!(formatted(ts), expected, "{offset_ms} ms");
+        }
+    }
 }

@@ -213,6 +213,8 @@ fn upstream_uri(upstream: &Upstream, original: &Uri, rewrite: Option<&str>) -> R
 }
 
 fn upstream_headers(mut headers: HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> HeaderMap {
+    // Room for the headers added below (and Host), so the map does not grow mid-way.
+    headers.reserve(8);
     strip_hop_by_hop(&mut headers);
     let outside_claims: Vec<HeaderName> = headers
         .keys()
@@ -231,7 +233,7 @@ fn upstream_headers(mut headers: HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> 
     }
     // The client address as hookgate determined it. An untrusted caller's X-Forwarded-For is
     // replaced, never passed on, so the backend cannot be fooled by it.
-    if let Ok(ip) = HeaderValue::from_str(&fwd.client_ip.to_string()) {
+    if let Ok(ip) = HeaderValue::try_from(fwd.client_ip.to_string()) {
         headers.insert(X_FORWARDED_FOR, ip);
     }
     headers.insert(

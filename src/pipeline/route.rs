@@ -48,11 +48,16 @@ pub fn check_path(path: &str) -> Result<(), Reject> {
     if path.split('/').any(|s| s == "." || s == "..") {
         return Err(BAD_PATH);
     }
-    let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"]
-        .iter()
-        .any(|enc| lower.contains(enc))
-    {
+    // An encoded dot, slash, backslash or NUL could mean another path to the backend.
+    let bytes = path.as_bytes();
+    let encoded_separator = bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'%'
+            && bytes.get(i + 1..i + 3).is_some_and(|code| {
+                let code = [code[0].to_ascii_lowercase(), code[1].to_ascii_lowercase()];
+                matches!(&code, b"2e" | b"2f" | b"5c" | b"00")
+            })
+    });
+    if encoded_separator {
         return Err(BAD_PATH);
     }
     Ok(())
