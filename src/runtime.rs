@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Method;
+use http::{HeaderValue, Method};
 
 use crate::config::{ClientIpConfig, Config, IpSetSource, PathPattern};
 use crate::ip_feeds::{FeedSource, LiveIpSet};
@@ -39,6 +39,16 @@ pub struct Route {
     pub upstream_path: Option<String>,
     pub max_body: u64,
     pub body_timeout: Duration,
+    pub headers: RouteHeaders,
+}
+
+/// The values of the headers the gateway adds for a route, made once instead of per request.
+/// `None` for a name that is not a valid header value (the header is then left out).
+pub struct RouteHeaders {
+    /// `X-Hookgate-Route`
+    pub route: Option<HeaderValue>,
+    /// `X-Hookgate-Verified`: the provider, when the route verifies signatures.
+    pub verified_by: Option<HeaderValue>,
 }
 
 impl Runtime {
@@ -118,6 +128,13 @@ impl Runtime {
                 upstream_path: r.upstream_path.clone(),
                 max_body: r.max_body,
                 body_timeout: r.body_timeout,
+                headers: RouteHeaders {
+                    route: HeaderValue::from_str(&r.name).ok(),
+                    verified_by: r
+                        .verify
+                        .as_ref()
+                        .and_then(|v| HeaderValue::from_str(v.provider()).ok()),
+                },
             });
         }
         let global_limit = config

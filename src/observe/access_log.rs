@@ -23,7 +23,8 @@ use crate::config::LogTarget;
 pub struct Entry<'a> {
     #[serde(serialize_with = "rfc3339_millis")]
     pub ts: SystemTime,
-    pub request_id: String,
+    #[serde(serialize_with = "header_text")]
+    pub request_id: HeaderValue,
     pub listener: Arc<str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<Arc<str>>,
@@ -66,7 +67,7 @@ pub struct Entry<'a> {
 impl<'a> Entry<'a> {
     /// A line for a request on `listener` from `peer`, stamped now; the pipeline fills in the
     /// rest as it learns it. Until then it reads as an internal error.
-    pub fn new(request_id: String, listener: Arc<str>, peer: IpAddr) -> Entry<'a> {
+    pub fn new(request_id: HeaderValue, listener: Arc<str>, peer: IpAddr) -> Entry<'a> {
         Entry {
             ts: SystemTime::now(),
             request_id,
@@ -124,6 +125,11 @@ fn rfc3339_millis<S: Serializer>(ts: &SystemTime, s: S) -> Result<S::Ok, S::Erro
         out[n + 4] = b'Z';
         s.serialize_str(std::str::from_utf8(&out[..n + 5]).unwrap_or_default())
     })
+}
+
+/// A header value known to be text (a request id); anything else reads as empty.
+fn header_text<S: Serializer>(value: &HeaderValue, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(value.to_str().unwrap_or_default())
 }
 
 fn method_name<S: Serializer>(method: &Option<Method>, s: S) -> Result<S::Ok, S::Error> {

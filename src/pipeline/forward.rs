@@ -132,13 +132,14 @@ fn build_error(config: &UpstreamConfig, e: impl std::fmt::Display) -> UpstreamBu
 
 /// What the gateway adds about the request it forwards.
 pub struct Forwarding<'a> {
-    pub route: &'a str,
+    /// `X-Hookgate-Route`: the route's name.
+    pub route: Option<&'a HeaderValue>,
     pub upstream_path: Option<&'a str>,
     pub client_ip: IpAddr,
     pub tls: bool,
-    pub request_id: &'a str,
-    /// The provider whose signature was verified, for `X-Hookgate-Verified`.
-    pub verified_by: Option<&'a str>,
+    pub request_id: &'a HeaderValue,
+    /// `X-Hookgate-Verified`: the provider whose signature was verified.
+    pub verified_by: Option<&'a HeaderValue>,
 }
 
 /// What came back, for the log and metrics.
@@ -240,14 +241,12 @@ fn upstream_headers(mut headers: HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> 
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if fwd.tls { "https" } else { "http" }),
     );
-    if let Ok(id) = HeaderValue::from_str(fwd.request_id) {
-        headers.insert(X_REQUEST_ID, id);
+    headers.insert(X_REQUEST_ID, fwd.request_id.clone());
+    if let Some(route) = fwd.route {
+        headers.insert(X_HOOKGATE_ROUTE, route.clone());
     }
-    if let Ok(route) = HeaderValue::from_str(fwd.route) {
-        headers.insert(X_HOOKGATE_ROUTE, route);
-    }
-    if let Some(provider) = fwd.verified_by.and_then(|p| HeaderValue::from_str(p).ok()) {
-        headers.insert(X_HOOKGATE_VERIFIED, provider);
+    if let Some(provider) = fwd.verified_by {
+        headers.insert(X_HOOKGATE_VERIFIED, provider.clone());
     }
     headers
 }
@@ -273,13 +272,16 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 mod tests {
     use super::*;
 
+    static ROUTE: HeaderValue = HeaderValue::from_static("github");
+    static REQUEST_ID: HeaderValue = HeaderValue::from_static("req-1");
+
     fn fwd() -> Forwarding<'static> {
         Forwarding {
-            route: "github",
+            route: Some(&ROUTE),
             upstream_path: None,
             client_ip: "203.0.113.9".parse().unwrap(),
             tls: true,
-            request_id: "req-1",
+            request_id: &REQUEST_ID,
             verified_by: None,
         }
     }

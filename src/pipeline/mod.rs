@@ -172,12 +172,12 @@ async fn serve<'r>(
     // 9. forward
     entry.upstream = Some(Arc::clone(&route.upstream.name));
     let forwarding = forward::Forwarding {
-        route: &route.name,
+        route: route.headers.route.as_ref(),
         upstream_path: route.upstream_path.as_deref(),
         client_ip,
         tls: conn.tls_version.is_some(),
         request_id: &entry.request_id,
-        verified_by: route.verifier.as_ref().map(|v| v.provider()),
+        verified_by: route.headers.verified_by.as_ref(),
     };
     let answer = forward::send(&route.upstream, parts, body, &forwarding).await?;
     if let (Some(claim), Some(window)) = (claim, route.replay_window) {
@@ -293,9 +293,9 @@ async fn finish(
             outcome: entry.outcome,
         })
         .observe(elapsed.as_secs_f64());
-    if let Ok(id) = http::HeaderValue::from_str(&entry.request_id) {
-        response.headers_mut().insert(request_id::HEADER, id);
-    }
+    response
+        .headers_mut()
+        .insert(request_id::HEADER, entry.request_id.clone());
     shared.access_log.write(&entry);
     response
 }
