@@ -371,7 +371,8 @@ PY
 
 # Variants that change hookgate's environment, not its config (experiments, see README):
 # jemalloc / mimalloc preload another allocator (Debian libjemalloc2 / libmimalloc2.0),
-# 1thread (a config variant) runs one worker thread instead of one per core. HOOKGATE_ENV="K=V ..." applies to every variant.
+# (1thread, a config variant, runs one worker thread; alt runs $HOOKGATE_ALT_BIN.)
+# HOOKGATE_ENV="K=V ..." applies to every variant.
 variant_env() {
     case $1 in
         jemalloc) echo "LD_PRELOAD=$(lib_path libjemalloc.so.2 libjemalloc2)" ;;

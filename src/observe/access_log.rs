@@ -57,10 +57,7 @@ pub struct Entry<'a> {
     pub upstream_status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_ms: Option<f64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "user_agent"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "user_agent")]
     pub user_agent: Option<HeaderValue>,
 }
 
@@ -119,7 +116,10 @@ fn rfc3339_millis<S: Serializer>(ts: &SystemTime, s: S) -> Result<S::Ok, S::Erro
         }
         out[..n].copy_from_slice(text.as_bytes());
         out[n] = b'.';
-        for (i, digit) in [millis / 100, millis / 10 % 10, millis % 10].into_iter().enumerate() {
+        for (i, digit) in [millis / 100, millis / 10 % 10, millis % 10]
+            .into_iter()
+            .enumerate()
+        {
             out[n + 1 + i] = b'0' + digit as u8;
         }
         out[n + 4] = b'Z';

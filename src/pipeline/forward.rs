@@ -75,7 +75,8 @@ impl Upstream {
         let (default_port, tls) = match config.scheme {
             UpstreamScheme::Http => (80, None),
             UpstreamScheme::Https => {
-                let name = ServerName::try_from(host.clone()).map_err(|e| build_error(config, e))?;
+                let name =
+                    ServerName::try_from(host.clone()).map_err(|e| build_error(config, e))?;
                 (443, Some((tls_connector(config)?, name)))
             }
         };
@@ -102,7 +103,9 @@ impl Upstream {
 }
 
 /// TLS to an upstream: its private `ca:` when given, else the public web roots. HTTP/1.1 only.
-fn tls_connector(config: &UpstreamConfig) -> Result<tokio_rustls::TlsConnector, UpstreamBuildError> {
+fn tls_connector(
+    config: &UpstreamConfig,
+) -> Result<tokio_rustls::TlsConnector, UpstreamBuildError> {
     let mut roots = rustls::RootCertStore::empty();
     if config.ca.is_empty() {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
