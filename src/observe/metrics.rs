@@ -49,11 +49,11 @@ pub struct ResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SignatureLabels {
     pub route: Arc<str>,
-    pub provider: String,
+    pub provider: Arc<str>,
     /// `valid` or the refusal reason (`mismatch`, `expired`, ...).
     pub result: &'static str,
     /// Which secret matched (rotation); empty when none did.
-    pub secret_index: String,
+    pub secret_index: Option<usize>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

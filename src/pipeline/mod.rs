@@ -138,7 +138,7 @@ async fn serve<'r>(
         };
         entry.provider = Some(verifier.provider());
         let checked = verifier.verify(&signed, SystemTime::now());
-        count_signature_check(&shared.metrics, &route.name, verifier.provider(), &checked);
+        count_signature_check(&shared.metrics, &route.name, verifier, &checked);
         let verified = checked.map_err(|failure| Reject::SignatureInvalid {
             reason: failure.reason.as_str(),
             status: verifier.on_failure_status(),
@@ -201,18 +201,18 @@ async fn serve<'r>(
 fn count_signature_check(
     metrics: &Metrics,
     route: &Arc<str>,
-    provider: &str,
+    verifier: &crate::verify::Verifier,
     checked: &Result<Verified, Failure>,
 ) {
     let (result, secret_index) = match checked {
-        Ok(v) => ("valid", v.secret_index.to_string()),
-        Err(f) => (f.reason.as_str(), String::new()),
+        Ok(v) => ("valid", Some(v.secret_index)),
+        Err(f) => (f.reason.as_str(), None),
     };
     metrics
         .signature_checks
         .get_or_create(&SignatureLabels {
             route: Arc::clone(route),
-            provider: provider.to_string(),
+            provider: verifier.provider_label(),
             result,
             secret_index,
         })

@@ -21,6 +21,7 @@ mod v1a;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName};
@@ -141,7 +142,8 @@ enum IdSource {
 
 /// A compiled `verify:` block.
 pub struct Verifier {
-    provider: String,
+    /// Shared, since every signature check counts under it.
+    provider: Arc<str>,
     kind: Kind,
     handshake: Handshake,
     id: IdSource,
@@ -400,7 +402,7 @@ impl Verifier {
                         let id = header_id(p.id_header)?;
                         let public_url = raw.public_url.clone();
                         return Ok(Verifier {
-                            provider: preset.id.to_string(),
+                            provider: preset.id.into(),
                             kind: Kind::Hmac(Box::new(Scheme::compile(spec, raw, public_url)?)),
                             handshake: preset.handshake,
                             id,
@@ -421,7 +423,7 @@ impl Verifier {
                             None,
                         )?;
                         return Ok(Verifier {
-                            provider: preset.id.to_string(),
+                            provider: preset.id.into(),
                             kind: Kind::Token(scheme),
                             handshake: preset.handshake,
                             id,
@@ -454,7 +456,7 @@ impl Verifier {
                     _ => None,
                 })?;
                 return Ok(Verifier {
-                    provider: preset.id.to_string(),
+                    provider: preset.id.into(),
                     kind,
                     handshake: preset.handshake,
                     id,
@@ -463,7 +465,7 @@ impl Verifier {
             }
         };
         Ok(Verifier {
-            provider: provider.to_string(),
+            provider: provider.into(),
             kind,
             handshake,
             id,
@@ -474,6 +476,11 @@ impl Verifier {
     /// The provider id (`github`, `stripe`, `hmac`, ...).
     pub fn provider(&self) -> &str {
         &self.provider
+    }
+
+    /// The provider id as a metric label value.
+    pub fn provider_label(&self) -> Arc<str> {
+        Arc::clone(&self.provider)
     }
 
     /// The configured public URL of a provider that signs it (without query).
@@ -576,7 +583,7 @@ impl Verifier {
             Kind::Twilio(t) => t.sign(body, now, public_url),
             Kind::Mailgun(m) => m.sign(),
             Kind::Discord(_) | Kind::Sendgrid(_) | Kind::V1a(_) => {
-                Err(SignError::Asymmetric(self.provider.clone()))
+                Err(SignError::Asymmetric(self.provider.to_string()))
             }
         }
     }
