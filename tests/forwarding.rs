@@ -242,3 +242,48 @@ async fn forwards_to_an_https_upstream_signed_by_a_private_ca() {
     assert_eq!(gw.log_line(2).await["outcome"], "upstream_connect_error");
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_and_one_the_upstream_closed_is_replaced() {
+    // One worker, so every request draws on the same pool of upstream connections.
+    let gw = TestGateway::start(
+        r#"
+limits:
+  worker_threads: 1
+upstreams:
+  backend:
+    url: http://{upstream}
+routes:
+  - { name: keep, path: /keep, upstream: backend }
+  - { name: close, path: /close, upstream: backend }
+"#,
+    )
+    .await;
+    let client = plain_client();
+    for path in [
+        "/keep", "/keep", "/keep", "/close", "/keep", "/keep", "/keep",
+    ] {
+        let (status, _, body) = send(&client, "POST", &gw.http_url(path), &[], "event")
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, body.as_ref()),
+            (200, &b"upstream ok"[..]),
+            "{path}"
+        );
+    }
+    let peers: Vec<_> = gw.upstream.seen().iter().map(|s| s.peer).collect();
+    assert_eq!(
+        peers.len(),
+        7,
+        "each request reached the upstream exactly once"
+    );
+    assert!(
+        peers[..4].iter().all(|p| *p == peers[0]),
+        "one kept-alive connection until the upstream closed it: {peers:?}"
+    );
+    assert!(
+        peers[4..].iter().all(|p| *p == peers[4]) && peers[4] != peers[0],
+        "then one new connection, kept alive again: {peers:?}"
+    );
+}

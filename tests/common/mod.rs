@@ -90,6 +90,8 @@ impl TestCerts {
 /// One request as the upstream saw it.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    /// The gateway's end of the upstream connection: the same for requests on one connection.
+    pub peer: SocketAddr,
     pub method: String,
     pub uri: String,
     pub headers: HeaderMap,
@@ -97,7 +99,8 @@ pub struct Seen {
 }
 
 /// A real HTTP server that records every request. `/slow...` paths answer after 2 s, `/fail...`
-/// paths answer 500; every path answers `upstream ok` with an `x-upstream: yes` header.
+/// paths answer 500, `/close...` paths close the connection after answering; every path answers
+/// `upstream ok` with an `x-upstream: yes` header.
 pub struct RecordingUpstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -134,7 +137,7 @@ impl RecordingUpstream {
         let record = Arc::clone(&seen);
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = socket.accept().await else {
+                let Ok((stream, peer)) = socket.accept().await else {
                     return;
                 };
                 let record = Arc::clone(&record);
@@ -151,7 +154,9 @@ impl RecordingUpstream {
                                 .unwrap_or_default();
                             let slow = parts.uri.path().starts_with("/slow");
                             let fail = parts.uri.path().starts_with("/fail");
+                            let close = parts.uri.path().starts_with("/close");
                             record.lock().unwrap().push(Seen {
+                                peer,
                                 method: parts.method.to_string(),
                                 uri: parts.uri.to_string(),
                                 headers: parts.headers,
@@ -167,6 +172,11 @@ impl RecordingUpstream {
                                 .insert("x-upstream", "yes".parse().unwrap());
                             if fail {
                                 *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                            }
+                            if close {
+                                response
+                                    .headers_mut()
+                                    .insert("connection", "close".parse().unwrap());
                             }
                             Ok::<_, std::convert::Infallible>(response)
                         }
