@@ -287,3 +287,39 @@ routes:
         "then one new connection, kept alive again: {peers:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_client_left_still_finishes_and_is_logged_when_the_gateway_stops() {
+    let gw = TestGateway::start(
+        r#"
+limits:
+  drain_timeout: 5s
+upstreams:
+  backend:
+    url: http://{upstream}
+routes:
+  - { name: slow, path: /slow, upstream: backend }
+"#,
+    )
+    .await;
+    let client = plain_client();
+    // The client gives up while the upstream still holds the request (it answers after 2 s).
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        send(&client, "POST", &gw.http_url("/slow"), &[], "order #7"),
+    )
+    .await;
+    assert!(gave_up.is_err());
+    drop(client);
+    assert_eq!(gw.upstream.seen().len(), 1);
+    let log_path = gw.log_path.clone();
+    let _dir = gw.shutdown().await;
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "the forward finished and was logged: {log}");
+    assert_eq!(lines[0]["path"], "/slow");
+    assert_eq!(lines[0]["upstream_status"], 200);
+}

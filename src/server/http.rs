@@ -61,11 +61,12 @@ pub async fn serve<I>(
             // request would be neither logged nor known to have reached the backend.
             // Boxed: the request's future is kilobytes, and tokio moves a task's future (and
             // its output slot of the same size) several times; a box makes those moves cheap.
-            let task = tokio::spawn(Box::pin(pipeline::handle(
-                request,
-                Arc::clone(&conn),
-                Arc::clone(&shared),
-            )));
+            let in_flight = pipeline::InFlight::enter(&shared.in_flight);
+            let request = pipeline::handle(request, Arc::clone(&conn), Arc::clone(&shared));
+            let task = tokio::spawn(Box::pin(async move {
+                let _in_flight = in_flight;
+                request.await
+            }));
             let response = match task.await {
                 Ok(response) => response,
                 Err(_) => pipeline::internal_error(&shared, &conn, started).await,

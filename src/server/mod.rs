@@ -90,6 +90,7 @@ impl Gateway {
                 crate::pipeline::replay::DEFAULT_MAX_ENTRIES,
             )),
             draining: Default::default(),
+            in_flight: Default::default(),
         });
         let (shutdown, _) = watch::channel(false);
         let workers = start_workers(config.limits.worker_threads, &shared.access_log)
@@ -291,6 +292,13 @@ impl Gateway {
             let permits = u32::try_from(running.max_connections).unwrap_or(u32::MAX);
             let _ = tokio::time::timeout_at(deadline, running.slots.acquire_many(permits)).await;
             running.task.abort();
+        }
+        // A request whose client has gone still runs to its end (forwarded and logged); the
+        // workers stop only once none is left, or at the deadline.
+        while self.shared.in_flight.load(Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.housekeeping.abort();
         let _ = self.housekeeping.await;

@@ -345,8 +345,11 @@ impl TestGateway {
         std::fs::write(self.config_path(), edit(text)).unwrap();
     }
 
-    pub async fn shutdown(mut self) {
+    /// Drains and stops the gateway; the returned temp dir keeps its files (the access log)
+    /// readable until it is dropped.
+    pub async fn shutdown(mut self) -> tempfile::TempDir {
         self.gateway.take().unwrap().shutdown().await;
+        self.dir
     }
 }
 
