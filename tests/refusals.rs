@@ -299,3 +299,26 @@ async fn answers_431_to_an_oversized_header_block() {
     let _ = Bytes::new();
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_a_client_that_hangs_up_mid_body_as_client_abort_499() {
+    use tokio::io::AsyncWriteExt;
+    let gw = TestGateway::start(ROUTES).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.plain_addr())
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"POST /hooks/small HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b",
+    )
+    .await
+    .unwrap();
+    drop(tcp);
+    let line = gw.log_line(1).await;
+    assert_eq!(line["outcome"], "client_abort");
+    assert_eq!(line["status"], 499);
+    assert_eq!(line["route"], "small");
+    let key = r#"hookgate_requests_total{listener="plain",route="small",outcome="client_abort",code="499"}"#;
+    assert_eq!(gw.metrics().await.get(key).copied(), Some(1.0));
+    assert!(gw.upstream.seen().is_empty());
+    gw.shutdown().await;
+}
