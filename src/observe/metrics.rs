@@ -105,6 +105,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a config load (the first one at start, then every reload) and, when it took,
+    /// stamps the time.
+    pub fn count_config_load(&self, success: bool) {
+        let result = if success { "success" } else { "error" };
+        self.config_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        if success {
+            self.config_last_reload_success
+                .set(crate::observe::unix_now());
+        }
+    }
+
     pub fn new() -> Metrics {
         let m = Metrics {
             registry: Registry::with_prefix("hookgate"),

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, ListenerConfig};
 use crate::observe::access_log::AccessLog;
 use crate::observe::event;
-use crate::observe::metrics::{Metrics, ResultLabels};
+use crate::observe::metrics::Metrics;
 use crate::pipeline::Shared;
 use crate::runtime::Runtime;
 use workers::Workers;
@@ -75,13 +75,7 @@ impl Gateway {
         let (access_log, log_writer) = AccessLog::start(&config.access_log)
             .await
             .map_err(StartError::AccessLog)?;
-        metrics
-            .config_reloads
-            .get_or_create(&ResultLabels { result: "success" })
-            .inc();
-        metrics
-            .config_last_reload_success
-            .set(crate::observe::unix_now());
+        metrics.count_config_load(true);
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
@@ -216,13 +210,7 @@ impl Gateway {
         let metrics = &self.shared.metrics;
         match &result {
             Ok(_) => {
-                metrics
-                    .config_reloads
-                    .get_or_create(&ResultLabels { result: "success" })
-                    .inc();
-                metrics
-                    .config_last_reload_success
-                    .set(crate::observe::unix_now());
+                metrics.count_config_load(true);
                 event(
                     "info",
                     "config reloaded",
@@ -230,10 +218,7 @@ impl Gateway {
                 );
             }
             Err(why) => {
-                metrics
-                    .config_reloads
-                    .get_or_create(&ResultLabels { result: "error" })
-                    .inc();
+                metrics.count_config_load(false);
                 event(
                     "error",
                     "config reload failed; keeping the running config",
