@@ -55,7 +55,7 @@ fn main() {
         public_url: None,
         query: None,
         headers: h,
-        body: &body,
+        body: body.as_slice().into(),
     };
     let (gh_req, st_req) = (request(&github_headers), request(&stripe_headers));
     assert!(github.verify(&gh_req, now).is_ok() && stripe.verify(&st_req, now).is_ok());

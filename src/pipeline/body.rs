@@ -1,14 +1,70 @@
 //! Stage 6: reads the request body into memory, exactly as sent, under a size cap and a time
-//! limit. It never looks inside the body and never copies it more than hyper's frames require.
+//! limit. It never looks inside the body and never copies it: the body stays as the frames
+//! hyper read, which the verifier hashes one by one and the upstream gets as they are.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 
 use super::reject::Reject;
+
+/// A whole request body as hyper's frames, in order; also the body of the upstream request.
+#[derive(Debug, Default)]
+pub struct Frames {
+    frames: Vec<Bytes>,
+    /// Frames already sent upstream.
+    sent: usize,
+    /// Bytes not sent upstream yet: all of them until it is sent.
+    len: u64,
+}
+
+impl Frames {
+    /// The body's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[Bytes] {
+        &self.frames
+    }
+}
+
+impl hyper::body::Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let Some(frame) = this.frames.get_mut(this.sent) else {
+            return Poll::Ready(None);
+        };
+        this.sent += 1;
+        let data = std::mem::take(frame);
+        this.len -= data.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent >= self.frames.len()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len)
+    }
+}
 
 /// Reads the whole body. A `Content-Length` over the cap is refused before a byte is read.
 pub async fn read(
@@ -16,7 +72,7 @@ pub async fn read(
     headers: &HeaderMap,
     max: u64,
     timeout: Duration,
-) -> Result<Bytes, Reject> {
+) -> Result<Frames, Reject> {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -25,9 +81,23 @@ pub async fn read(
         return Err(Reject::BodyTooLarge);
     }
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+    let collect = async {
+        let mut body = Limited::new(body, limit);
+        let mut frames = Frames::default();
+        while let Some(frame) = body.frame().await {
+            // Trailers carry nothing the gateway forwards; data frames are kept as they are.
+            if let Ok(data) = frame?.into_data() {
+                if !data.is_empty() {
+                    frames.len += data.len() as u64;
+                    frames.frames.push(data);
+                }
+            }
+        }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(frames)
+    };
+    match tokio::time::timeout(timeout, collect).await {
         Err(_) => Err(Reject::BodyTimeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(frames)) => Ok(frames),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Reject::BodyTooLarge),
         Ok(Err(e)) if is_malformed(e.as_ref()) => Err(Reject::BadRequest { reason: "body" }),
         Ok(Err(_)) => Err(Reject::ClientAbort),

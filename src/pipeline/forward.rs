@@ -13,6 +13,7 @@ use http::{request, Request, Response, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use rustls::pki_types::ServerName;
 
+use super::body::Frames;
 use super::reject::Reject;
 use super::upstream_pool::{Pool, SendError, Target};
 use crate::config::{UpstreamConfig, UpstreamScheme};
@@ -154,11 +155,11 @@ pub struct Answer {
 pub async fn send(
     upstream: &Upstream,
     parts: request::Parts,
-    body: Bytes,
+    body: Frames,
     fwd: &Forwarding<'_>,
 ) -> Result<Answer, Reject> {
     let uri = upstream_uri(upstream, &parts.uri, fwd.upstream_path)?;
-    let mut request = Request::new(Full::new(body));
+    let mut request = Request::new(body);
     *request.headers_mut() = upstream_headers(parts.headers, &parts.uri, fwd);
     request
         .headers_mut()

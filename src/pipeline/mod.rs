@@ -139,7 +139,7 @@ async fn serve<'r>(
     // 6. body
     let (parts, body) = request.into_parts();
     let body = body::read(body, &parts.headers, route.max_body, route.body_timeout).await?;
-    entry.bytes_in = body.len() as u64;
+    entry.bytes_in = body.len();
 
     // 7. signature, over the exact bytes received
     let mut claim = None;
@@ -153,7 +153,7 @@ async fn serve<'r>(
             public_url: public_url.as_deref(),
             query: parts.uri.query(),
             headers: &parts.headers,
-            body: &body,
+            body: crate::verify::Body::frames(body.as_slice()),
         };
         entry.provider = Some(verifier.provider());
         let checked = verifier.verify(&signed, SystemTime::now());

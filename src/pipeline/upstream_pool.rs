@@ -10,9 +10,7 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -21,8 +19,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::body::Frames;
+
 /// One connection's sending half; its reading half runs as a task on the same worker.
-pub type Connection = SendRequest<Full<Bytes>>;
+pub type Connection = SendRequest<Frames>;
 
 /// Why an exchange failed, as far as the pool can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ impl Pool {
     /// still to read, and the connection to hand back with [`Pool::release`] once it is read.
     pub async fn send(
         &self,
-        mut request: Request<Full<Bytes>>,
+        mut request: Request<Frames>,
     ) -> Result<(Response<Incoming>, Connection), SendError> {
         // An idle connection the upstream has closed in the meantime fails before the request
         // is written; the request then goes out on the next one, or on a new one.

@@ -60,7 +60,7 @@ impl Discord {
         // Ed25519 needs the message in one piece.
         let mut msg = Vec::with_capacity(ts.len() + req.body.len());
         msg.extend_from_slice(ts.as_bytes());
-        msg.extend_from_slice(req.body);
+        req.body.append_to(&mut msg);
         self.key.verify(&msg, &sig).map_err(|_| Reason::Mismatch)?;
         Ok(Verified { secret_index: 0 })
     }

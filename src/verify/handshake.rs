@@ -61,7 +61,7 @@ impl Handshake {
         match self {
             Handshake::None => None,
             Handshake::Slack => {
-                let v: serde_json::Value = serde_json::from_slice(req.body).ok()?;
+                let v: serde_json::Value = serde_json::from_slice(&req.body.joined()).ok()?;
                 if v.get("type")?.as_str()? != "url_verification" {
                     return None;
                 }
@@ -69,7 +69,7 @@ impl Handshake {
                 json_reply(serde_json::json!({ "challenge": challenge }))
             }
             Handshake::Zoom => {
-                let v: serde_json::Value = serde_json::from_slice(req.body).ok()?;
+                let v: serde_json::Value = serde_json::from_slice(&req.body.joined()).ok()?;
                 if v.get("event")?.as_str()? != "endpoint.url_validation" {
                     return None;
                 }
@@ -89,7 +89,7 @@ impl Handshake {
                 if kind != "webhook_callback_verification" {
                     return None;
                 }
-                let v: serde_json::Value = serde_json::from_slice(req.body).ok()?;
+                let v: serde_json::Value = serde_json::from_slice(&req.body.joined()).ok()?;
                 let challenge = v.get("challenge")?.as_str()?;
                 Some(HandshakeReply {
                     status: 200,
@@ -119,7 +119,7 @@ impl Handshake {
                 }))
             }
             Handshake::Discord => {
-                let v: serde_json::Value = serde_json::from_slice(req.body).ok()?;
+                let v: serde_json::Value = serde_json::from_slice(&req.body.joined()).ok()?;
                 if v.get("type")?.as_u64()? != 1 {
                     return None;
                 }

@@ -86,7 +86,7 @@ impl Mailgun {
     }
 
     pub fn verify(&self, req: &SignedRequest<'_>, now: SystemTime) -> Result<Verified, Failure> {
-        let f = Self::fields(req.body)?;
+        let f = Self::fields(&req.body.joined())?;
         let mut sig = [0u8; 32];
         match encoding::hex_decode_into(f.signature.trim().as_bytes(), &mut sig) {
             Some(32) => {}

@@ -44,7 +44,70 @@ pub struct SignedRequest<'a> {
     /// The request's raw query string without `?` (Dropbox and X/Twitter GET challenges).
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
-    pub body: &'a [u8],
+    pub body: Body<'a>,
+}
+
+/// A request body as it arrived: hyper's frames, in order, never joined on the way in. Hashes run
+/// over the frames one by one; only a scheme that parses the body (JSON, a form) or signs it as
+/// one message asks for it joined, which copies only when it came in more than one frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Body<'a>(BodyParts<'a>);
+
+#[derive(Debug, Clone, Copy)]
+enum BodyParts<'a> {
+    One(&'a [u8]),
+    Frames(&'a [bytes::Bytes]),
+}
+
+impl<'a> Body<'a> {
+    pub fn frames(frames: &'a [bytes::Bytes]) -> Body<'a> {
+        Body(BodyParts::Frames(frames))
+    }
+
+    pub fn len(&self) -> usize {
+        self.chunks().map(<[u8]>::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks().all(<[u8]>::is_empty)
+    }
+
+    /// The body's pieces in order.
+    pub fn chunks(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let (one, frames): (Option<&'a [u8]>, &'a [bytes::Bytes]) = match self.0 {
+            BodyParts::One(bytes) => (Some(bytes), &[]),
+            BodyParts::Frames(frames) => (None, frames),
+        };
+        one.into_iter().chain(frames.iter().map(|f| f.as_ref()))
+    }
+
+    /// The body in one slice: borrowed when it is one piece, else copied together.
+    pub fn joined(&self) -> std::borrow::Cow<'a, [u8]> {
+        match self.0 {
+            BodyParts::One(bytes) => bytes.into(),
+            BodyParts::Frames([frame]) => frame.as_ref().into(),
+            BodyParts::Frames(frames) => frames.concat().into(),
+        }
+    }
+
+    /// Appends the body to `out` (a message that is signed as a whole).
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        for chunk in self.chunks() {
+            out.extend_from_slice(chunk);
+        }
+    }
+}
+
+impl<'a> From<&'a [u8]> for Body<'a> {
+    fn from(bytes: &'a [u8]) -> Body<'a> {
+        Body(BodyParts::One(bytes))
+    }
+}
+
+impl<'a, const N: usize> From<&'a [u8; N]> for Body<'a> {
+    fn from(bytes: &'a [u8; N]) -> Body<'a> {
+        Body(BodyParts::One(bytes))
+    }
 }
 
 /// Why a signature was refused. Goes to logs and metrics, never to the client.
@@ -529,7 +592,7 @@ impl Verifier {
                 (!v.is_empty() && v.len() <= 256).then(|| v.to_string())
             }
             IdSource::Json(path) => {
-                let v: serde_json::Value = serde_json::from_slice(req.body).ok()?;
+                let v: serde_json::Value = serde_json::from_slice(&req.body.joined()).ok()?;
                 let mut cur = &v;
                 for p in path.iter() {
                     cur = cur.get(*p)?;

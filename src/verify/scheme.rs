@@ -678,7 +678,7 @@ impl Scheme {
             TsSource::Header(h) => header_str(req.headers, h),
             TsSource::BodyJson(field) => {
                 let v: serde_json::Value =
-                    serde_json::from_slice(req.body).map_err(|_| Reason::Malformed)?;
+                    serde_json::from_slice(&req.body.joined()).map_err(|_| Reason::Malformed)?;
                 let n = match v.get(*field) {
                     None | Some(serde_json::Value::Null) => return Err(Reason::Missing),
                     Some(serde_json::Value::Number(n)) => n.to_string(),
@@ -703,18 +703,11 @@ impl Scheme {
             None => None,
         };
         let url = self.url(req.public_url)?;
-        let mut parts: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
-        let n = self.resolve(
-            req.headers,
-            req.method,
-            req.body,
-            ts,
-            url.as_deref(),
-            &mut parts,
-        )?;
+        let mut parts = [Piece::Body; MAX_PARTS];
+        let n = self.resolve(req.headers, req.method, ts, url.as_deref(), &mut parts)?;
         let parts = &parts[..n];
         for (i, key) in self.keys.iter().enumerate() {
-            let tag = hmac_parts(key, parts);
+            let tag = hmac_parts(key, parts, req.body);
             if parsed.cands.iter().any(|c| ct_eq(c, tag.as_ref())) {
                 return Ok(Verified { secret_index: i });
             }
@@ -742,15 +735,17 @@ impl Scheme {
         &'a self,
         headers: &'a http::HeaderMap,
         method: &'a str,
-        body: &'a [u8],
         ts: Option<&'a str>,
         url: Option<&'a str>,
-        out: &mut [&'a [u8]; MAX_PARTS],
+        out: &mut [Piece<'a>; MAX_PARTS],
     ) -> Result<usize, Reason> {
         for (slot, part) in out.iter_mut().zip(self.spec.template.iter()) {
-            *slot = match part {
+            *slot = Piece::Bytes(match part {
                 Part::Lit(b) => b.as_slice(),
-                Part::Body => body,
+                Part::Body => {
+                    *slot = Piece::Body;
+                    continue;
+                }
                 Part::Timestamp => ts.ok_or(Reason::Missing)?.as_bytes(),
                 Part::Method => method.as_bytes(),
                 Part::Url => url.ok_or(Reason::Missing)?.as_bytes(),
@@ -759,7 +754,7 @@ impl Scheme {
                     None => return Err(Reason::Missing),
                 },
                 Part::Header(h) => header_str(headers, h)?.as_bytes(),
-            };
+            });
         }
         Ok(self.spec.template.len())
     }
@@ -847,10 +842,20 @@ fn looks_versioned(entry: &str) -> bool {
 }
 
 /// HMAC over several slices, streamed.
-pub fn hmac_parts(key: &hmac::Key, parts: &[&[u8]]) -> hmac::Tag {
+/// One piece of the signed content: fixed bytes, or the body, which is fed frame by frame.
+#[derive(Clone, Copy)]
+enum Piece<'a> {
+    Bytes(&'a [u8]),
+    Body,
+}
+
+fn hmac_parts(key: &hmac::Key, parts: &[Piece<'_>], body: super::Body<'_>) -> hmac::Tag {
     let mut ctx = hmac::Context::with_key(key);
-    for p in parts {
-        ctx.update(p);
+    for part in parts {
+        match part {
+            Piece::Bytes(bytes) => ctx.update(bytes),
+            Piece::Body => body.chunks().for_each(|chunk| ctx.update(chunk)),
+        }
     }
     ctx.sign()
 }

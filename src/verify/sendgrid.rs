@@ -81,7 +81,7 @@ impl Sendgrid {
         self.timestamp.check(ts, now)?;
         let mut msg = Vec::with_capacity(ts.len() + req.body.len());
         msg.extend_from_slice(ts.as_bytes());
-        msg.extend_from_slice(req.body);
+        req.body.append_to(&mut msg);
         self.key
             .verify(&msg, &sig[..n])
             .map_err(|_| Reason::Mismatch)?;

@@ -73,7 +73,11 @@ impl Twilio {
 
         let pairs = match body_sha256_param(url) {
             Some(expected) => {
-                let got = digest::digest(&digest::SHA256, req.body);
+                let mut sha = digest::Context::new(&digest::SHA256);
+                for chunk in req.body.chunks() {
+                    sha.update(chunk);
+                }
+                let got = sha.finish();
                 if !ct_eq(
                     encoding::hex_encode(got.as_ref()).as_bytes(),
                     expected.to_ascii_lowercase().as_bytes(),
@@ -83,7 +87,7 @@ impl Twilio {
                 Vec::new()
             }
             None if req.body.is_empty() => Vec::new(),
-            None if is_form(req.headers) => sorted_params(req.body),
+            None if is_form(req.headers) => sorted_params(&req.body.joined()),
             // A body the signature would not cover.
             None => return Err(Reason::Malformed.into()),
         };

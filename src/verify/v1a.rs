@@ -105,7 +105,7 @@ impl V1a {
         msg.push(b'.');
         msg.extend_from_slice(ts.as_bytes());
         msg.push(b'.');
-        msg.extend_from_slice(req.body);
+        req.body.append_to(&mut msg);
         for (i, key) in self.keys.iter().enumerate() {
             if sigs.iter().take(n).any(|s| key.verify(&msg, s).is_ok()) {
                 return Ok(Verified { secret_index: i });
