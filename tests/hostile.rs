@@ -38,6 +38,23 @@ async fn healthy(gw: &TestGateway) {
     assert_eq!(status, 200, "the gateway still serves a normal request");
 }
 
+/// The same over TLS and HTTP/2 (the TLS listener has its own connection cap).
+async fn healthy_over_tls(gw: &TestGateway) {
+    let (status, _, _) = send(
+        &h2_client(&gw.certs),
+        "POST",
+        &gw.https_url("/hooks/ok"),
+        &[],
+        "x",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        status, 200,
+        "the TLS listener still serves a normal request"
+    );
+}
+
 /// A backend that misbehaves by path: `/faulty/reset` closes after half a response,
 /// `/faulty/huge` answers 1 MiB, `/faulty/stall` sends headers and then stalls the body.
 async fn faulty_upstream() -> std::net::SocketAddr {
@@ -182,16 +199,7 @@ async fn tls_garbage_and_abandoned_handshakes_are_counted_and_closed() {
         metrics[r#"hookgate_tls_handshake_failures_total{listener="public"}"#],
         2.0
     );
-    let (status, _, _) = send(
-        &h2_client(&gw.certs),
-        "POST",
-        &gw.https_url("/hooks/ok"),
-        &[],
-        "x",
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 200);
+    healthy_over_tls(&gw).await;
     gw.shutdown().await;
 }
 
@@ -277,16 +285,7 @@ async fn thousands_of_idle_connections_fill_the_cap_and_the_next_is_closed() {
         .unwrap_or(0);
     assert_eq!(n, 0, "the connection over the cap is closed at once");
     // The TLS listener has its own cap and still serves.
-    let (status, _, _) = send(
-        &h2_client(&gw.certs),
-        "POST",
-        &gw.https_url("/hooks/ok"),
-        &[],
-        "x",
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 200);
+    healthy_over_tls(&gw).await;
     drop(idle);
     tokio::time::sleep(Duration::from_millis(500)).await;
     healthy(&gw).await;
