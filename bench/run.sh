@@ -418,7 +418,7 @@ check_hookgate_outcomes() {
 # One run: fresh backend + fresh target, wrk for DURATION, measurements, stop.
 # ---------------------------------------------------------------------------------------------
 RESULTS=$WORK/results.tsv
-printf 'round\tworkload\ttarget\trps\tp50_ms\tp99_ms\trss_mib\tcpu_per_10k\trequests\terrors\tother_load\tuser_per_10k\n' >"$RESULTS"
+printf 'round\tworkload\ttarget\trps\tp50_ms\tp99_ms\trss_mib\tcpu_per_10k\trequests\terrors\tother_load\tuser_per_10k\tbackend_per_10k\twrk_per_10k\n' >"$RESULTS"
 dur_s=$(echo "$DURATION" | awk '/m$/ {print $0 * 60; next} {print $0 + 0}')
 
 run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookgate-cidrs)
@@ -502,10 +502,11 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
         -v b0="$busy0" -v b1="$busy1" -v w0="$wall0" -v w1="$wall1" -v wrk="$wrk_cpu" \
         -v bc=$([[ $target == backend ]] && echo 0 || awk -v a="$bcpu0" -v b="$bcpu1" 'BEGIN{print b - a}') \
         'BEGIN { other = ((b1 - b0) - (c1 - c0) - bc - wrk) / (w1 - w0); if (other < 0) other = 0
-                 printf "%s\t%s\t%s\t%.0f\t%.3f\t%.3f\t%.1f\t%.3f\t%d\t%d\t%.2f\t%.3f\n",
+                 printf "%s\t%s\t%s\t%.0f\t%.3f\t%.3f\t%.1f\t%.3f\t%d\t%d\t%.2f\t%.3f\t%.3f\t%.3f\n",
                  r, w, t, n / (d / 1e6), p50 / 1000, p99 / 1000, rss / 1024,
                  (n > 0 ? (c1 - c0) / n * 10000 : 0), n, e, other,
-                 (n > 0 ? ((c1 - c0) - (s1 - s0)) / n * 10000 : 0) }' >>"$RESULTS"
+                 (n > 0 ? ((c1 - c0) - (s1 - s0)) / n * 10000 : 0),
+                 (n > 0 ? bc / n * 10000 : 0), (n > 0 ? wrk / n * 10000 : 0) }' >>"$RESULTS"
     log "$(tail -1 "$RESULTS" | tr '\t' ' ')${STARTUP_S:+ (startup ${STARTUP_S}s)}"
     STARTUP_S=""
 }

@@ -10,6 +10,12 @@ use hookgate::config;
 use hookgate::observe::event;
 use hookgate::server::Gateway;
 
+/// mimalloc instead of glibc's malloc: a request makes about 26 allocations, most freed on the
+/// same worker thread soon after, which is what mimalloc's per-thread free lists are for
+/// (bench/README: about 5% less CPU per request on small bodies).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "hookgate", version, about = "An inbound webhook gateway")]
 struct Cli {

@@ -301,6 +301,40 @@ async fn answers_431_to_an_oversized_header_block() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_431_past_the_default_limit_of_100_headers() {
+    let gw = TestGateway::start(ROUTES).await;
+    // Host and Content-Length plus `extra` more.
+    let head = |extra: usize| {
+        let mut raw =
+            String::from("POST /hooks/small HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n");
+        for i in 0..extra {
+            raw.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        raw + "Connection: close\r\n\r\n"
+    };
+    let refused =
+        r#"hookgate_requests_total{listener="plain",route="",outcome="bad_request",code="431"}"#;
+    // 100 pass the gateway and are forwarded (the upstream, a hyper server with the same limit,
+    // refuses 100 plus the gateway's own headers, but that is its answer, not ours).
+    raw_exchange(gw.plain_addr(), head(97).as_bytes(), Duration::from_secs(2)).await;
+    let metrics = gw.metrics().await;
+    assert_eq!(metrics.get(refused), None, "100 headers are allowed");
+    assert!(
+        metrics.keys().any(|k| k.starts_with(
+            r#"hookgate_requests_total{listener="plain",route="small",outcome="forwarded""#
+        )),
+        "{metrics:?}"
+    );
+    let reply = raw_exchange(gw.plain_addr(), head(98).as_bytes(), Duration::from_secs(2)).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 431"),
+        "101 headers are not: {reply}"
+    );
+    assert_eq!(gw.metrics().await.get(refused), Some(&1.0));
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_a_client_that_hangs_up_mid_body_as_client_abort_499() {
     use tokio::io::AsyncWriteExt;
     let gw = TestGateway::start(ROUTES).await;

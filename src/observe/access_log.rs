@@ -159,29 +159,10 @@ fn text(out: &mut Vec<u8>, name: &str, text: &str) {
 
 /// An address needs no escaping. IPv4 by hand: `Display` costs more than the rest of the line.
 fn ip(out: &mut Vec<u8>, name: &str, ip: IpAddr) {
-    use std::io::Write as _;
     out.extend_from_slice(b",\"");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\":\"");
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                if octet >= 100 {
-                    out.push(b'0' + octet / 100);
-                }
-                if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
-                }
-                out.push(b'0' + octet % 10);
-            }
-        }
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
+    crate::pipeline::client_ip::append_text(out, ip);
     out.push(b'"');
 }
 
@@ -384,13 +365,14 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_addresses_are_written_as_display_writes_them() {
+    fn addresses_are_written_as_display_writes_them() {
         for text in [
             "0.0.0.0",
             "9.10.99.100",
             "127.0.0.1",
             "255.255.255.255",
             "10.0.200.5",
+            "2001:db8::1",
         ] {
             let mut out = Vec::new();
             ip(&mut out, "a", text.parse().unwrap());

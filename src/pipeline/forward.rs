@@ -221,13 +221,16 @@ fn upstream_headers(mut headers: HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> 
     // Room for the headers added below (and Host), so the map does not grow mid-way.
     headers.reserve(8);
     strip_hop_by_hop(&mut headers);
-    let outside_claims: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("x-hookgate-"))
-        .cloned()
-        .collect();
-    for name in outside_claims {
-        headers.remove(name);
+    // One scan; a `remove` per name would hash it, and a request rarely has any.
+    if headers.keys().any(is_gateway_claim) {
+        let outside_claims: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_gateway_claim(n))
+            .cloned()
+            .collect();
+        for name in outside_claims {
+            headers.remove(name);
+        }
     }
     let original_host = headers.remove(header::HOST).or_else(|| {
         uri.authority()
@@ -238,7 +241,9 @@ fn upstream_headers(mut headers: HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> 
     }
     // The client address as hookgate determined it. An untrusted caller's X-Forwarded-For is
     // replaced, never passed on, so the backend cannot be fooled by it.
-    if let Ok(ip) = HeaderValue::try_from(fwd.client_ip.to_string()) {
+    let mut ip = Vec::with_capacity(39);
+    super::client_ip::append_text(&mut ip, fwd.client_ip);
+    if let Ok(ip) = HeaderValue::from_maybe_shared(Bytes::from(ip)) {
         headers.insert(X_FORWARDED_FOR, ip);
     }
     headers.insert(
@@ -255,8 +260,16 @@ fn upstream_headers(mut headers: HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> 
     headers
 }
 
-/// Removes the fixed hop-by-hop headers and any header the `Connection` header names.
+fn is_gateway_claim(name: &HeaderName) -> bool {
+    name.as_str().starts_with("x-hookgate-")
+}
+
+/// Removes the fixed hop-by-hop headers and any header the `Connection` header names. A message
+/// without any (most requests) costs one scan of its names, not a hashed `remove` per name.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -288,6 +301,22 @@ mod tests {
             request_id: &REQUEST_ID,
             verified_by: None,
         }
+    }
+
+    #[test]
+    fn without_a_connection_header_the_other_hop_by_hop_headers_still_go() {
+        let mut h = HeaderMap::new();
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-hookgate-route", "forged".parse().unwrap());
+        h.insert("content-type", "application/json".parse().unwrap());
+        let out = upstream_headers(h, &Uri::from_static("/hooks"), &fwd());
+        assert!(out.get("keep-alive").is_none());
+        assert_eq!(out["x-hookgate-route"], "github");
+        assert_eq!(out["content-type"], "application/json");
+        let mut plain = HeaderMap::new();
+        plain.insert("content-type", "application/json".parse().unwrap());
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1);
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub async fn handle(
             reject.into_response()
         }
     };
-    finish(&shared, entry, response, started).await
+    finish(&shared, entry, response, started)
 }
 
 /// The stages. Cheap checks first: nothing reads the body before the route is known.
@@ -283,7 +283,7 @@ fn begin_entry(request: &Request<Incoming>, conn: &ConnInfo) -> Entry<'static> {
 
 /// Stage 10: one log line and one count for every request, then the response goes out with the
 /// request id so a sender's support ticket can be matched to the log.
-async fn finish(
+fn finish(
     shared: &Shared,
     mut entry: Entry<'_>,
     mut response: Response<Full<Bytes>>,
@@ -349,7 +349,7 @@ impl RefusedHead {
     }
 }
 
-pub async fn log_refused_head(shared: &Shared, conn: &ConnInfo, refused: RefusedHead) {
+pub fn log_refused_head(shared: &Shared, conn: &ConnInfo, refused: RefusedHead) {
     let RefusedHead { status, reason } = refused;
     // A keep-alive connection that has served requests and then idles past the header timeout
     // is closed, but it is no refused request: only a first head that never finishes is logged.
@@ -371,19 +371,15 @@ pub async fn log_refused_head(shared: &Shared, conn: &ConnInfo, refused: Refused
     entry.reason = Some(reason);
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = status;
-    finish(shared, entry, response, Instant::now()).await;
+    finish(shared, entry, response, Instant::now());
 }
 
 /// The response for a request whose task panicked: still logged and counted, as a 500.
-pub async fn internal_error(
-    shared: &Shared,
-    conn: &ConnInfo,
-    started: Instant,
-) -> Response<Full<Bytes>> {
+pub fn internal_error(shared: &Shared, conn: &ConnInfo, started: Instant) -> Response<Full<Bytes>> {
     let entry = Entry::new(
         request_id::new(),
         Arc::clone(&conn.listener),
         normalize(conn.peer.ip()),
     );
-    finish(shared, entry, Reject::Internal.into_response(), started).await
+    finish(shared, entry, Reject::Internal.into_response(), started)
 }

@@ -14,6 +14,9 @@ use hyper_util::server::conn::auto;
 use crate::config::Limits;
 use crate::pipeline::{self, ConnInfo, Shared};
 
+/// hyper's HTTP/1 header count limit when none is set (`DEFAULT_MAX_HEADERS` in hyper).
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// The connection builder for a listener. Built once per listener and cloned per connection.
 pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -22,11 +25,15 @@ pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         // The timer is required: without it hyper silently skips the header timeout.
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_headers(limits.max_headers)
         // The read buffer bounds the request head: a larger head gets 431.
         .max_buf_size(limits.max_header_size)
         .keep_alive(true)
         .half_close(false);
+    // hyper's own limit is 100 headers, kept in an inline array; an explicit limit, even the
+    // same 100, makes it fill a fresh array for every head it parses.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -61,15 +68,17 @@ pub async fn serve<I>(
             // request would be neither logged nor known to have reached the backend.
             // Boxed: the request's future is kilobytes, and tokio moves a task's future (and
             // its output slot of the same size) several times; a box makes those moves cheap.
+            // `handle` is called inside the boxed block, so its future is built in place there
+            // rather than on the stack and copied in (a 4 KB copy, or two, per request).
             let in_flight = pipeline::InFlight::enter(&shared.in_flight);
-            let request = pipeline::handle(request, Arc::clone(&conn), Arc::clone(&shared));
+            let (task_conn, task_shared) = (Arc::clone(&conn), Arc::clone(&shared));
             let task = tokio::spawn(Box::pin(async move {
                 let _in_flight = in_flight;
-                request.await
+                pipeline::handle(request, task_conn, task_shared).await
             }));
             let response = match task.await {
                 Ok(response) => response,
-                Err(_) => pipeline::internal_error(&shared, &conn, started).await,
+                Err(_) => pipeline::internal_error(&shared, &conn, started),
             };
             Ok::<_, Infallible>(response)
         }
@@ -80,7 +89,7 @@ pub async fn serve<I>(
         result = connection.as_mut() => {
             let refusal = result.err().and_then(|e| pipeline::RefusedHead::from_error(e.as_ref()));
             if let Some(refusal) = refusal {
-                pipeline::log_refused_head(&shared_for_errors, &conn_for_errors, refusal).await;
+                pipeline::log_refused_head(&shared_for_errors, &conn_for_errors, refusal);
             }
             return;
         }
