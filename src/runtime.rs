@@ -12,7 +12,7 @@ use http::{HeaderValue, Method};
 use crate::config::{ClientIpConfig, Config, IpSetSource, PathPattern};
 use crate::ip_feeds::{FeedSource, LiveIpSet};
 use crate::ipset::IpTable;
-use crate::observe::metrics::Metrics;
+use crate::observe::metrics::{Metrics, RouteSeries};
 use crate::pipeline::allowlist::{Allowlist, RouteAllowlist};
 use crate::pipeline::forward::{Upstream, UpstreamBuildError};
 use crate::pipeline::rate_limit::{RateLimitSettings, RouteLimiter};
@@ -40,6 +40,7 @@ pub struct Route {
     pub max_body: u64,
     pub body_timeout: Duration,
     pub headers: RouteHeaders,
+    pub series: RouteSeries,
 }
 
 /// The values of the headers the gateway adds for a route, made once instead of per request.
@@ -135,6 +136,7 @@ impl Runtime {
                         .as_ref()
                         .and_then(|v| HeaderValue::from_str(v.provider()).ok()),
                 },
+                series: RouteSeries::default(),
             });
         }
         let global_limit = config

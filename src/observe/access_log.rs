@@ -153,8 +153,19 @@ fn value<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T)
     let _ = serde_json::to_writer(&mut *out, value);
 }
 
+/// A string value. One that JSON needs no escape for (no control character, quote or
+/// backslash: nearly every value) is copied as it is, which is what serde_json would write for
+/// it; any other goes through serde_json.
 fn text(out: &mut Vec<u8>, name: &str, text: &str) {
-    value(out, name, text);
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":\"");
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        value(out, name, text);
+    }
 }
 
 /// An address needs no escaping. IPv4 by hand: `Display` costs more than the rest of the line.
@@ -361,6 +372,25 @@ mod tests {
             "tls_version",
         ] {
             assert!(line.get(absent).is_none(), "{absent}");
+        }
+    }
+
+    #[test]
+    fn text_is_written_as_serde_json_writes_it() {
+        for sample in [
+            "",
+            "plain",
+            "with \"quotes\"",
+            "back\\slash",
+            "new\nline\ttab\u{1}",
+            "del\u{7f}",
+            "ünïcödé ✓",
+            "</script>",
+        ] {
+            let mut out = Vec::new();
+            text(&mut out, "a", sample);
+            let expected = format!(",\"a\":{}", serde_json::to_string(sample).unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
         }
     }
 

@@ -3,7 +3,7 @@
 //! sets. No label ever carries a path, an IP, a header value or a secret.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -75,6 +75,46 @@ pub struct IpSetResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: &'static str,
+}
+
+/// The series a route's accepted requests touch that are fixed per route, resolved on first
+/// use and kept with the route: a `Family` lookup hashes every label (SipHash) and takes a lock
+/// on each request, a resolved handle is an atomic load. Lazily, so a config with 10 000 routes
+/// does not print 10 000 empty series. A reload builds new routes, which resolve to the same
+/// series again.
+#[derive(Default)]
+pub struct RouteSeries {
+    upstream_duration: OnceLock<Histogram>,
+    /// `result="valid"` by secret index; rotations beyond these are looked up per request.
+    valid_signatures: [OnceLock<Counter>; 4],
+}
+
+impl RouteSeries {
+    pub fn upstream_duration(&self, metrics: &Metrics, upstream: &Arc<str>) -> &Histogram {
+        self.upstream_duration.get_or_init(|| {
+            metrics
+                .upstream_duration
+                .get_or_create(&UpstreamLabels {
+                    upstream: Arc::clone(upstream),
+                })
+                .clone()
+        })
+    }
+
+    /// Counts one signature check of the route; `labels` are built only when the series is not
+    /// resolved yet.
+    pub fn count_signature_check(
+        &self,
+        metrics: &Metrics,
+        valid_secret: Option<usize>,
+        labels: impl FnOnce() -> SignatureLabels,
+    ) {
+        let resolve = || metrics.signature_checks.get_or_create(&labels()).clone();
+        match valid_secret.and_then(|i| self.valid_signatures.get(i)) {
+            Some(series) => series.get_or_init(resolve).inc(),
+            None => resolve().inc(),
+        };
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -247,5 +287,43 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(result: &'static str, secret_index: Option<usize>) -> SignatureLabels {
+        SignatureLabels {
+            route: Arc::from("github"),
+            provider: Arc::from("github"),
+            result,
+            secret_index,
+        }
+    }
+
+    #[test]
+    fn resolved_series_count_into_the_same_series_as_a_lookup_across_reloads() {
+        let metrics = Metrics::new();
+        // Two routes with the same name, as before and after a reload.
+        let (before, after) = (RouteSeries::default(), RouteSeries::default());
+        for series in [&before, &after] {
+            series.count_signature_check(&metrics, Some(0), || labels("valid", Some(0)));
+            series.count_signature_check(&metrics, Some(7), || labels("valid", Some(7)));
+            series.count_signature_check(&metrics, None, || labels("mismatch", None));
+            let upstream: Arc<str> = Arc::from("backend");
+            series.upstream_duration(&metrics, &upstream).observe(0.01);
+        }
+        before.count_signature_check(&metrics, Some(0), || labels("valid", Some(0)));
+        let count = |l: SignatureLabels| metrics.signature_checks.get_or_create(&l).get();
+        assert_eq!(count(labels("valid", Some(0))), 3);
+        assert_eq!(count(labels("valid", Some(7))), 2);
+        assert_eq!(count(labels("mismatch", None)), 2);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"hookgate_upstream_duration_seconds_count{upstream="backend"} 2"#),
+            "{text}"
+        );
     }
 }

@@ -25,11 +25,9 @@ use hyper::body::Body as _;
 use hyper::body::Incoming;
 
 use crate::observe::access_log::{AccessLog, Entry};
-use crate::observe::metrics::{
-    Metrics, RequestLabels, RouteOutcomeLabels, SignatureLabels, UpstreamLabels,
-};
+use crate::observe::metrics::{Metrics, RequestLabels, RouteOutcomeLabels, SignatureLabels};
 use crate::observe::request_id;
-use crate::runtime::Runtime;
+use crate::runtime::{Route, Runtime};
 use crate::verify::{Failure, HandshakeReply, SignedRequest, Verified};
 use client_ip::normalize;
 use reject::{Outcome, Reject};
@@ -157,7 +155,7 @@ async fn serve<'r>(
         };
         entry.provider = Some(verifier.provider());
         let checked = verifier.verify(&signed, SystemTime::now());
-        count_signature_check(&shared.metrics, &route.name, verifier, &checked);
+        count_signature_check(&shared.metrics, route, verifier, &checked);
         let verified = checked.map_err(|failure| Reject::SignatureInvalid {
             reason: failure.reason.as_str(),
             status: verifier.on_failure_status(),
@@ -206,12 +204,9 @@ async fn serve<'r>(
     }
     entry.upstream_status = Some(answer.response.status().as_u16());
     entry.upstream_ms = Some(answer.upstream_ms);
-    shared
-        .metrics
-        .upstream_duration
-        .get_or_create(&UpstreamLabels {
-            upstream: Arc::clone(&route.upstream.name),
-        })
+    route
+        .series
+        .upstream_duration(&shared.metrics, &route.upstream.name)
         .observe(answer.upstream_ms / 1000.0);
     entry.outcome = Outcome::Forwarded.as_str();
     Ok(answer.response)
@@ -219,7 +214,7 @@ async fn serve<'r>(
 
 fn count_signature_check(
     metrics: &Metrics,
-    route: &Arc<str>,
+    route: &Route,
     verifier: &crate::verify::Verifier,
     checked: &Result<Verified, Failure>,
 ) {
@@ -227,15 +222,14 @@ fn count_signature_check(
         Ok(v) => ("valid", Some(v.secret_index)),
         Err(f) => (f.reason.as_str(), None),
     };
-    metrics
-        .signature_checks
-        .get_or_create(&SignatureLabels {
-            route: Arc::clone(route),
+    route
+        .series
+        .count_signature_check(metrics, secret_index, || SignatureLabels {
+            route: Arc::clone(&route.name),
             provider: verifier.provider_label(),
             result,
             secret_index,
-        })
-        .inc();
+        });
 }
 
 fn handshake_response(reply: HandshakeReply) -> Response<Full<Bytes>> {
