@@ -60,22 +60,22 @@ pub async fn serve<I>(
 {
     let (shared_for_errors, conn_for_errors) = (Arc::clone(&shared), Arc::clone(&conn));
     let service = service_fn(move |request| {
-        let conn = Arc::clone(&conn);
-        let shared = Arc::clone(&shared);
+        let started = Instant::now();
+        // Its own task: a client hanging up must not cancel a forward half-way, or the
+        // request would be neither logged nor known to have reached the backend.
+        // Spawned here, not in the future returned to hyper, so that future holds only the
+        // task's handle: hyper moves it into place per request. Boxed: the request's future
+        // is kilobytes, and tokio moves a task's future (and its output slot of the same size)
+        // several times. `handle` is called inside the boxed block, so its future is built in
+        // place there rather than on the stack and copied in.
+        let in_flight = pipeline::InFlight::enter(&shared.in_flight);
+        let (task_conn, task_shared) = (Arc::clone(&conn), Arc::clone(&shared));
+        let task = tokio::spawn(Box::pin(async move {
+            let _in_flight = in_flight;
+            pipeline::handle(request, task_conn, task_shared).await
+        }));
+        let (conn, shared) = (Arc::clone(&conn), Arc::clone(&shared));
         async move {
-            let started = Instant::now();
-            // Its own task: a client hanging up must not cancel a forward half-way, or the
-            // request would be neither logged nor known to have reached the backend.
-            // Boxed: the request's future is kilobytes, and tokio moves a task's future (and
-            // its output slot of the same size) several times; a box makes those moves cheap.
-            // `handle` is called inside the boxed block, so its future is built in place there
-            // rather than on the stack and copied in (a 4 KB copy, or two, per request).
-            let in_flight = pipeline::InFlight::enter(&shared.in_flight);
-            let (task_conn, task_shared) = (Arc::clone(&conn), Arc::clone(&shared));
-            let task = tokio::spawn(Box::pin(async move {
-                let _in_flight = in_flight;
-                pipeline::handle(request, task_conn, task_shared).await
-            }));
             let response = match task.await {
                 Ok(response) => response,
                 Err(_) => pipeline::internal_error(&shared, &conn, started),
