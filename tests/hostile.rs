@@ -133,6 +133,11 @@ async fn refuses_smuggling_and_malformed_requests_each_with_the_right_status() {
         "nothing malformed reached the backend"
     );
     healthy(&gw).await;
+    assert_eq!(
+        protocol_errors(&gw).await,
+        0.0,
+        "malformed HTTP/1 heads are refused requests, not protocol errors"
+    );
     gw.shutdown().await;
 }
 
@@ -327,6 +332,11 @@ async fn a_flood_of_h2_streams_on_one_connection_is_served_within_the_stream_lim
     }
     assert_eq!(ok, 1000);
     assert_eq!(gw.log_lines(1001).await.len(), 1001, "every stream logged");
+    assert_eq!(
+        protocol_errors_on(&gw, "tls").await,
+        0.0,
+        "many streams are no abuse"
+    );
     gw.shutdown().await;
 }
 
@@ -339,4 +349,152 @@ fn open_files_limit() -> usize {
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024)
+}
+
+/// Raw HTTP/2 frames over cleartext (prior knowledge), for the attacks a client library will
+/// not send.
+mod raw_h2 {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub const HEADERS: u8 = 0x1;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const GOAWAY: u8 = 0x7;
+    pub const CONTINUATION: u8 = 0x9;
+    pub const END_HEADERS: u8 = 0x4;
+    /// RST_STREAM's error code CANCEL.
+    pub const CANCEL: [u8; 4] = [0, 0, 0, 8];
+    /// GOAWAY's error code for a peer that behaves abusively.
+    pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        let mut out = vec![len[1], len[2], len[3], kind, flags];
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// An HPACK block for `POST http://x{path}`: static-table names, literal values.
+    pub fn post_head(path: &str) -> Vec<u8> {
+        let mut block = vec![0x83, 0x86]; // :method POST, :scheme http
+        for (name_index, value) in [(4u8, path), (1, "x")] {
+            // literal without indexing, indexed name (:path, :authority)
+            block.push(name_index);
+            block.push(u8::try_from(value.len()).unwrap());
+            block.extend_from_slice(value.as_bytes());
+        }
+        block
+    }
+
+    /// A connection that has sent the preface and its (empty) SETTINGS.
+    pub async fn connect(addr: std::net::SocketAddr) -> TcpStream {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        tcp.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+        tcp
+    }
+
+    /// What the server did within `wait`: the GOAWAY error code it sent, if any, and whether it
+    /// closed the connection.
+    pub async fn server_reaction(tcp: &mut TcpStream, wait: Duration) -> (Option<u32>, bool) {
+        let deadline = tokio::time::Instant::now() + wait;
+        let (mut goaway, mut buf) = (None, Vec::new());
+        let mut chunk = [0u8; 16 << 10];
+        loop {
+            let read = tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await;
+            match read {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => return (goaway, true), // EOF or reset
+                Err(_) => return (goaway, false),
+            }
+            while buf.len() >= 9 {
+                let len =
+                    usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+                if buf.len() < 9 + len {
+                    break;
+                }
+                if buf[3] == GOAWAY && len >= 8 {
+                    goaway = Some(u32::from_be_bytes(buf[13..17].try_into().unwrap()));
+                }
+                buf.drain(..9 + len);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_rapid_reset_flood_gets_goaway_and_does_no_work_upstream() {
+    use raw_h2::*;
+    let gw = start().await;
+    let mut tcp = connect(gw.plain_addr()).await;
+    // CVE-2023-44487: open a stream and cancel it at once, thousands of times, faster than any
+    // stream limit can count.
+    let mut flood = Vec::new();
+    for i in 0..5000u32 {
+        let stream = 2 * i + 1;
+        flood.extend(frame(HEADERS, END_HEADERS, stream, &post_head("/hooks/rr")));
+        flood.extend(frame(RST_STREAM, 0, stream, &CANCEL));
+    }
+    // The server may close while we are still writing: that is the point.
+    let _ = tcp.write_all(&flood).await;
+    let (goaway, closed) = server_reaction(&mut tcp, Duration::from_secs(5)).await;
+    assert!(
+        goaway == Some(ENHANCE_YOUR_CALM) && closed,
+        "GOAWAY(ENHANCE_YOUR_CALM) and a closed connection, got {goaway:?}, closed: {closed}"
+    );
+    assert!(
+        gw.upstream.seen().is_empty(),
+        "no cancelled stream was forwarded"
+    );
+    healthy(&gw).await;
+    assert_eq!(protocol_errors(&gw).await, 1.0, "counted once");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_h2_header_block_is_cut_off_at_the_header_size_limit() {
+    use raw_h2::*;
+    let gw = start().await;
+    let mut tcp = connect(gw.plain_addr()).await;
+    // CONTINUATION flood (CVE-2024-27316 and kin): a header block that never ends. The
+    // gateway's limit is 64 KiB; send 1 MiB of it, never END_HEADERS, and see it refused well
+    // before the 10 s header timeout.
+    let mut block = post_head("/hooks/cont");
+    block.extend_from_slice(&[0x40, 0x05]); // literal with a new name of 5 bytes...
+    block.extend_from_slice(b"x-pad");
+    let _ = tcp.write_all(&frame(HEADERS, 0, 1, &block)).await;
+    let fragment = vec![b'a'; 16 << 10];
+    for _ in 0..64 {
+        if tcp
+            .write_all(&frame(CONTINUATION, 0, 1, &fragment))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let (goaway, closed) = server_reaction(&mut tcp, Duration::from_secs(3)).await;
+    assert!(
+        goaway.is_some() && closed,
+        "the header block is refused (GOAWAY, then close), got {goaway:?}, closed: {closed}"
+    );
+    assert!(gw.upstream.seen().is_empty());
+    healthy(&gw).await;
+    assert_eq!(protocol_errors(&gw).await, 1.0, "counted once");
+    gw.shutdown().await;
+}
+
+/// `hookgate_protocol_errors_total` on the plain listener.
+async fn protocol_errors(gw: &TestGateway) -> f64 {
+    protocol_errors_on(gw, "plain").await
+}
+
+async fn protocol_errors_on(gw: &TestGateway, listener: &str) -> f64 {
+    let key = format!(r#"hookgate_protocol_errors_total{{listener="{listener}"}}"#);
+    gw.metrics().await.get(&key).copied().unwrap_or(0.0)
 }

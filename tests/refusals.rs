@@ -352,7 +352,13 @@ async fn logs_a_client_that_hangs_up_mid_body_as_client_abort_499() {
     assert_eq!(line["status"], 499);
     assert_eq!(line["route"], "small");
     let key = r#"hookgate_requests_total{listener="plain",route="small",outcome="client_abort",code="499"}"#;
-    assert_eq!(gw.metrics().await.get(key).copied(), Some(1.0));
+    let metrics = gw.metrics().await;
+    assert_eq!(metrics.get(key).copied(), Some(1.0));
+    assert_eq!(
+        metrics.get(r#"hookgate_protocol_errors_total{listener="plain"}"#),
+        None,
+        "a client that leaves is no protocol error"
+    );
     assert!(gw.upstream.seen().is_empty());
     gw.shutdown().await;
 }

@@ -129,6 +129,7 @@ pub struct Metrics {
     pub open_connections: Family<ListenerLabels, Gauge>,
     pub connections_refused: Family<ListenerLabels, Counter>,
     pub tls_handshake_failures: Family<ListenerLabels, Counter>,
+    pub protocol_errors: Family<ListenerLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_last_reload_success: Gauge<f64, AtomicU64>,
     pub signature_checks: Family<SignatureLabels, Counter>,
@@ -167,6 +168,7 @@ impl Metrics {
             open_connections: Family::default(),
             connections_refused: Family::default(),
             tls_handshake_failures: Family::default(),
+            protocol_errors: Family::default(),
             config_reloads: Family::default(),
             config_last_reload_success: Gauge::default(),
             signature_checks: Family::default(),
@@ -212,6 +214,11 @@ impl Metrics {
             "tls_handshake_failures",
             "TLS handshakes that failed or timed out, by listener",
             m.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "protocol_errors",
+            "Connections closed for an HTTP protocol violation (HTTP/2 GOAWAY: rapid resets, endless header blocks), by listener",
+            m.protocol_errors.clone(),
         );
         r.register(
             "config_reloads",

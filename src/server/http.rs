@@ -12,6 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
 use crate::config::Limits;
+use crate::observe::metrics::ListenerLabels;
 use crate::pipeline::{self, ConnInfo, Shared};
 
 /// hyper's HTTP/1 header count limit when none is set (`DEFAULT_MAX_HEADERS` in hyper).
@@ -87,9 +88,13 @@ pub async fn serve<I>(
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
-            let refusal = result.err().and_then(|e| pipeline::RefusedHead::from_error(e.as_ref()));
-            if let Some(refusal) = refusal {
-                pipeline::log_refused_head(&shared_for_errors, &conn_for_errors, refusal);
+            if let Err(error) = result {
+                let error = error.as_ref();
+                if let Some(refusal) = pipeline::RefusedHead::from_error(error) {
+                    pipeline::log_refused_head(&shared_for_errors, &conn_for_errors, refusal);
+                } else if is_protocol_error(error) {
+                    count_protocol_error(&shared_for_errors, &conn_for_errors, error);
+                }
             }
             return;
         }
@@ -97,4 +102,53 @@ pub async fn serve<I>(
     }
     connection.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(drain, connection).await;
+}
+
+/// A connection error that is neither a refused request head (logged as a request) nor the
+/// client going away: what is left are protocol violations, among them the abuse hyper's HTTP/2
+/// layer answers with GOAWAY(ENHANCE_YOUR_CALM), such as rapid resets and endless header blocks.
+fn is_protocol_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let Some(hyper_error) = error.downcast_ref::<hyper::Error>() else {
+        return false;
+    };
+    let leaving_or_ours = hyper_error.is_parse()
+        || hyper_error.is_timeout()
+        || hyper_error.is_incomplete_message()
+        || hyper_error.is_canceled()
+        || hyper_error.is_closed()
+        || hyper_error.is_user()
+        || hyper_error.is_body_write_aborted()
+        || hyper_error.is_shutdown();
+    // An I/O error anywhere in the chain is the network or a client that hung up.
+    let io =
+        std::iter::successors(error.source(), |e| e.source()).any(|e| e.is::<std::io::Error>());
+    !leaving_or_ours && !io
+}
+
+/// One count and one event line per connection closed for a protocol error: no request was
+/// read, so there is no access-log line, but an operator sees the abuse and who sent it.
+fn count_protocol_error(
+    shared: &Shared,
+    conn: &ConnInfo,
+    error: &(dyn std::error::Error + 'static),
+) {
+    shared
+        .metrics
+        .protocol_errors
+        .get_or_create(&ListenerLabels {
+            listener: conn.listener.to_string(),
+        })
+        .inc();
+    let chain: Vec<String> = std::iter::successors(Some(error), |e| e.source())
+        .map(|e| e.to_string())
+        .collect();
+    crate::observe::event(
+        "warn",
+        "connection closed for a protocol error",
+        serde_json::json!({
+            "listener": &*conn.listener,
+            "peer_ip": conn.peer.ip().to_string(),
+            "error": chain.join(": "),
+        }),
+    );
 }
