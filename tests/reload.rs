@@ -69,6 +69,15 @@ async fn fifty_reloads_and_a_certificate_swap_under_load_lose_nothing() {
         }));
     }
     let first_cert = presented_certificate(gw.tls_addr(), &gw.certs).await;
+    let expiry = r#"hookgate_tls_cert_not_after_timestamp_seconds{listener="public",sni=""}"#;
+    let in_90_days = (time::OffsetDateTime::now_utc() + time::Duration::days(90)).unix_timestamp();
+    let first_not_after = gw.metrics().await[expiry];
+    assert!(
+        (first_not_after - in_90_days as f64).abs() < 120.0,
+        "the first certificate expires in 90 days: {first_not_after} against {in_90_days}"
+    );
+    // 2031-01-02T03:04:05Z, whole seconds as X.509 keeps them.
+    let new_not_after = time::OffsetDateTime::from_unix_timestamp(1_925_009_045).unwrap();
     let mut new_cert = Vec::new();
     for i in 0..50 {
         tokio::time::sleep(Duration::from_millis(40)).await;
@@ -83,7 +92,7 @@ async fn fifty_reloads_and_a_certificate_swap_under_load_lose_nothing() {
                 )
             });
             if i == 24 {
-                new_cert = gw.certs.write_new_leaf();
+                new_cert = gw.certs.write_leaf_expiring(new_not_after);
             }
             gw.reload()
                 .unwrap_or_else(|e| panic!("valid config refused: {e}"));
@@ -127,12 +136,13 @@ async fn fifty_reloads_and_a_certificate_swap_under_load_lose_nothing() {
         "both configs served: {by_generation:?}"
     );
 
-    // New connections get the new certificate.
+    // New connections get the new certificate, and the expiry gauge follows it.
     let now = presented_certificate(gw.tls_addr(), &gw.certs).await;
     assert_ne!(now, first_cert);
     assert_eq!(now, new_cert);
 
     let metrics = gw.metrics().await;
+    assert_eq!(metrics[expiry], 1_925_009_045.0);
     assert_eq!(
         metrics[r#"hookgate_config_reloads_total{result="error"}"#],
         25.0

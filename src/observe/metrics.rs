@@ -42,6 +42,14 @@ pub struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    pub listener: String,
+    /// The SNI name the certificate is served for; empty for the listener's default (and, for
+    /// now, only) certificate.
+    pub sni: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -130,6 +138,7 @@ pub struct Metrics {
     pub connections_refused: Family<ListenerLabels, Counter>,
     pub tls_handshake_failures: Family<ListenerLabels, Counter>,
     pub protocol_errors: Family<ListenerLabels, Counter>,
+    pub tls_cert_not_after: Family<CertLabels, Gauge>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_last_reload_success: Gauge<f64, AtomicU64>,
     pub signature_checks: Family<SignatureLabels, Counter>,
@@ -159,6 +168,18 @@ impl Metrics {
         }
     }
 
+    /// Records when the certificate `listener` now serves expires.
+    pub fn set_cert_expiry(&self, listener: &str, material: &crate::config::TlsMaterial) {
+        if let Some(not_after) = crate::server::tls::not_after(material) {
+            self.tls_cert_not_after
+                .get_or_create(&CertLabels {
+                    listener: listener.to_string(),
+                    sni: String::new(),
+                })
+                .set(not_after);
+        }
+    }
+
     pub fn new() -> Metrics {
         let m = Metrics {
             registry: Registry::with_prefix("hookgate"),
@@ -169,6 +190,7 @@ impl Metrics {
             connections_refused: Family::default(),
             tls_handshake_failures: Family::default(),
             protocol_errors: Family::default(),
+            tls_cert_not_after: Family::default(),
             config_reloads: Family::default(),
             config_last_reload_success: Gauge::default(),
             signature_checks: Family::default(),
@@ -214,6 +236,11 @@ impl Metrics {
             "tls_handshake_failures",
             "TLS handshakes that failed or timed out, by listener",
             m.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "tls_cert_not_after_timestamp_seconds",
+            "Unix time the certificate a TLS listener serves expires (notAfter), by listener and SNI name (empty: the default certificate); alert on it minus time()",
+            m.tls_cert_not_after.clone(),
         );
         r.register(
             "protocol_errors",

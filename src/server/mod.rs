@@ -101,12 +101,14 @@ impl Gateway {
                 })?;
             let tls = match &l.tls {
                 None => None,
-                Some(material) => Some(Arc::new(ArcSwap::new(
-                    tls::server_config(material).map_err(|source| StartError::Tls {
+                Some(material) => {
+                    let tls = tls::server_config(material).map_err(|source| StartError::Tls {
                         name: l.name.clone(),
                         source,
-                    })?,
-                ))),
+                    })?;
+                    shared.metrics.set_cert_expiry(&l.name, material);
+                    Some(Arc::new(ArcSwap::new(tls)))
+                }
             };
             bound.push((l.clone(), socket, tls));
         }
@@ -244,6 +246,7 @@ impl Gateway {
                     Some(material) => certificates.push((
                         slot,
                         tls::server_config(material).map_err(|e| e.to_string())?,
+                        (&new.name, material),
                     )),
                     None => {
                         return Err(format!(
@@ -260,8 +263,9 @@ impl Gateway {
                 ),
             }
         }
-        for (slot, tls) in certificates {
+        for (slot, tls, (listener, material)) in certificates {
             slot.store(tls);
+            self.shared.metrics.set_cert_expiry(listener, material);
         }
         self.shared.runtime.store(Arc::new(runtime));
         Ok(())

@@ -29,3 +29,14 @@ pub fn version_name(version: Option<rustls::ProtocolVersion>) -> Option<&'static
         _ => Some("other"),
     }
 }
+
+/// When the listener's certificate (the first of its chain) expires, in Unix seconds, for
+/// `hookgate_tls_cert_not_after_timestamp_seconds`. `None` if it does not parse as X.509,
+/// which rustls, having accepted it, makes unlikely.
+pub fn not_after(material: &TlsMaterial) -> Option<i64> {
+    use x509_cert::der::Decode;
+    let leaf = material.chain.first()?;
+    let cert = x509_cert::Certificate::from_der(leaf.as_ref()).ok()?;
+    let not_after = cert.tbs_certificate().validity().not_after;
+    i64::try_from(not_after.to_unix_duration().as_secs()).ok()
+}

@@ -59,8 +59,14 @@ impl TestCerts {
     }
 
     /// Issues a fresh `localhost` leaf from the same CA into the same files (a certificate
-    /// rotation); returns its DER so a test can tell which one a server presents.
+    /// rotation), valid for 90 days; returns its DER so a test can tell which one a server
+    /// presents.
     pub fn write_new_leaf(&self) -> Vec<u8> {
+        self.write_leaf_expiring(time::OffsetDateTime::now_utc() + time::Duration::days(90))
+    }
+
+    /// The same, with the leaf's notAfter at `not_after`.
+    pub fn write_leaf_expiring(&self, not_after: time::OffsetDateTime) -> Vec<u8> {
         let leaf_key = rcgen::KeyPair::generate().unwrap();
         let mut params =
             rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
@@ -76,7 +82,7 @@ impl TestCerts {
             uris: vec!["http://crl.hookgate.invalid/test-ca.crl".to_string()],
         }];
         params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
-        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(90);
+        params.not_after = not_after;
         let leaf = params.signed_by(&leaf_key, &self.issuer).unwrap();
         // Write the key first and the chain by rename, so a reader never sees a torn pair.
         std::fs::write(&self.key_path, leaf_key.serialize_pem()).unwrap();
