@@ -168,16 +168,14 @@ impl Metrics {
         }
     }
 
-    /// Records when the certificate `listener` now serves expires.
-    pub fn set_cert_expiry(&self, listener: &str, material: &crate::config::TlsMaterial) {
-        if let Some(not_after) = crate::server::tls::not_after(material) {
-            self.tls_cert_not_after
-                .get_or_create(&CertLabels {
-                    listener: listener.to_string(),
-                    sni: String::new(),
-                })
-                .set(not_after);
-        }
+    /// Records when the certificate `listener` now serves expires, in Unix seconds.
+    pub fn set_cert_expiry(&self, listener: &str, not_after: i64) {
+        self.tls_cert_not_after
+            .get_or_create(&CertLabels {
+                listener: listener.to_string(),
+                sni: String::new(),
+            })
+            .set(not_after);
     }
 
     pub fn new() -> Metrics {

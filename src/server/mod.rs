@@ -106,7 +106,7 @@ impl Gateway {
                         name: l.name.clone(),
                         source,
                     })?;
-                    shared.metrics.set_cert_expiry(&l.name, material);
+                    record_cert_expiry(&shared.metrics, &l.name, material);
                     Some(Arc::new(ArcSwap::new(tls)))
                 }
             };
@@ -265,7 +265,7 @@ impl Gateway {
         }
         for (slot, tls, (listener, material)) in certificates {
             slot.store(tls);
-            self.shared.metrics.set_cert_expiry(listener, material);
+            record_cert_expiry(&self.shared.metrics, listener, material);
         }
         self.shared.runtime.store(Arc::new(runtime));
         Ok(())
@@ -336,4 +336,11 @@ fn start_workers(count: usize, access_log: &AccessLog) -> std::io::Result<Arc<Wo
 /// Resolves once shutdown has begun.
 pub async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Sets `hookgate_tls_cert_not_after_timestamp_seconds` for the certificate `listener` serves.
+fn record_cert_expiry(metrics: &Metrics, listener: &str, material: &crate::config::TlsMaterial) {
+    if let Some(not_after) = tls::not_after(material) {
+        metrics.set_cert_expiry(listener, not_after);
+    }
 }
