@@ -221,16 +221,13 @@ fn upstream_headers(mut headers: HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> 
     // Room for the headers added below (and Host), so the map does not grow mid-way.
     headers.reserve(8);
     strip_hop_by_hop(&mut headers);
-    // One scan; a `remove` per name would hash it, and a request rarely has any.
-    if headers.keys().any(is_gateway_claim) {
-        let outside_claims: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| is_gateway_claim(n))
-            .cloned()
-            .collect();
-        for name in outside_claims {
-            headers.remove(name);
-        }
+    let outside_claims: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-hookgate-"))
+        .cloned()
+        .collect();
+    for name in outside_claims {
+        headers.remove(name);
     }
     let original_host = headers.remove(header::HOST).or_else(|| {
         uri.authority()
@@ -258,10 +255,6 @@ fn upstream_headers(mut headers: HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> 
         headers.insert(X_HOOKGATE_VERIFIED, provider.clone());
     }
     headers
-}
-
-fn is_gateway_claim(name: &HeaderName) -> bool {
-    name.as_str().starts_with("x-hookgate-")
 }
 
 /// Removes the fixed hop-by-hop headers and any header the `Connection` header names. A message
