@@ -173,7 +173,7 @@ fn ip(out: &mut Vec<u8>, name: &str, ip: IpAddr) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\":\"");
-    crate::pipeline::client_ip::append_text(out, ip);
+    super::append_ip(out, ip);
     out.push(b'"');
 }
 

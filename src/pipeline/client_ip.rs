@@ -51,31 +51,6 @@ pub fn normalize(ip: IpAddr) -> IpAddr {
     normalize_ip(ip)
 }
 
-/// Appends `ip` as text, as `Display` writes it. IPv4, by far the common case, is written by
-/// hand: the formatting machinery costs more than the rest of a log line's fields together.
-pub fn append_text(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                if octet >= 100 {
-                    out.push(b'0' + octet / 100);
-                }
-                if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
-                }
-                out.push(b'0' + octet % 10);
-            }
-        }
-        IpAddr::V6(v6) => {
-            use std::io::Write as _;
-            let _ = write!(out, "{v6}");
-        }
-    }
-}
-
 /// The client address, reading `X-Forwarded-For` when the peer is trusted (see the module rule).
 pub fn resolve_client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &IpTable) -> IpAddr {
     resolve_client_ip_with(peer, headers, trusted, ForwardedHeader::XForwardedFor)

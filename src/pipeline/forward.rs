@@ -239,7 +239,7 @@ fn upstream_headers(mut headers: HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> 
     // The client address as hookgate determined it. An untrusted caller's X-Forwarded-For is
     // replaced, never passed on, so the backend cannot be fooled by it.
     let mut ip = Vec::with_capacity(39);
-    super::client_ip::append_text(&mut ip, fwd.client_ip);
+    crate::observe::append_ip(&mut ip, fwd.client_ip);
     if let Ok(ip) = HeaderValue::from_maybe_shared(Bytes::from(ip)) {
         headers.insert(X_FORWARDED_FOR, ip);
     }
