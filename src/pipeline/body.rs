@@ -2,15 +2,12 @@
 //! limit. It never looks inside the body and never copies it: the body stays as the frames
 //! hyper read, which the verifier hashes one by one and the upstream gets as they are.
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 
 use super::reject::Reject;
 
@@ -18,9 +15,7 @@ use super::reject::Reject;
 #[derive(Debug, Default)]
 pub struct Frames {
     frames: Vec<Bytes>,
-    /// Frames already sent upstream.
-    sent: usize,
-    /// Bytes not sent upstream yet: all of them until it is sent.
+    /// The bytes in all frames.
     len: u64,
 }
 
@@ -36,33 +31,6 @@ impl Frames {
 
     pub fn as_slice(&self) -> &[Bytes] {
         &self.frames
-    }
-}
-
-impl hyper::body::Body for Frames {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = self.get_mut();
-        let Some(frame) = this.frames.get_mut(this.sent) else {
-            return Poll::Ready(None);
-        };
-        this.sent += 1;
-        let data = std::mem::take(frame);
-        this.len -= data.len() as u64;
-        Poll::Ready(Some(Ok(Frame::data(data))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.sent >= self.frames.len()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.len)
     }
 }
 

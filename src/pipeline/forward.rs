@@ -1,7 +1,8 @@
 //! Stage 9: sends the verified request to its upstream and brings the answer back, over a
-//! pooled keep-alive HTTP/1.1 connection (`upstream_pool`). The body goes out byte for byte; hop-by-hop headers and any
-//! `X-Hookgate-*` header from outside are removed, and the gateway's own headers added. It never
-//! retries: whether a retry is safe is the provider's decision, made by resending.
+//! pooled keep-alive HTTP/1.1 connection (`upstream_pool`). The body goes out byte for byte;
+//! hop-by-hop headers and any `X-Hookgate-*` header from outside are removed, and the gateway's
+//! own headers added. It never retries: whether a retry is safe is the provider's decision,
+//! made by resending.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -9,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{request, Request, Response, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{request, Uri};
+use http_body_util::Full;
 use rustls::pki_types::ServerName;
 
 use super::body::Frames;
 use super::reject::Reject;
+use super::upstream_http1::{self, ExchangeError};
 use super::upstream_pool::{Pool, SendError, Target};
 use crate::config::{UpstreamConfig, UpstreamScheme};
 
@@ -148,7 +150,7 @@ pub struct Forwarding<'a> {
 
 /// What came back, for the log and metrics.
 pub struct Answer {
-    pub response: Response<Full<Bytes>>,
+    pub response: http::Response<Full<Bytes>>,
     pub upstream_ms: f64,
 }
 
@@ -158,63 +160,55 @@ pub async fn send(
     body: Frames,
     fwd: &Forwarding<'_>,
 ) -> Result<Answer, Reject> {
-    let uri = upstream_uri(upstream, &parts.uri, fwd.upstream_path)?;
-    let mut request = Request::new(body);
-    *request.headers_mut() = upstream_headers(parts.headers, &parts.uri, fwd);
-    request
-        .headers_mut()
-        .insert(header::HOST, upstream.host.clone());
-    *request.method_mut() = parts.method;
-    *request.uri_mut() = uri;
+    let target = upstream_target(upstream, &parts.uri, fwd.upstream_path)?;
+    let mut headers = upstream_headers(parts.headers, &parts.uri, fwd);
+    headers.insert(header::HOST, upstream.host.clone());
+    let head = upstream_http1::encode_head(&parts.method, &target, &headers, body.len());
 
     let started = Instant::now();
-    let exchange = async {
-        let (response, connection) = upstream.pool.send(request).await.map_err(|e| match e {
-            SendError::Connect => Reject::UpstreamConnect,
-            SendError::Exchange => Reject::Upstream { reason: "reset" },
-        })?;
-        let (mut head, body) = response.into_parts();
-        let body = Limited::new(body, upstream.max_response)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    Reject::Upstream {
-                        reason: "response_too_large",
-                    }
-                } else {
-                    Reject::Upstream { reason: "reset" }
-                }
-            })?
-            .to_bytes();
-        // Read to the end, so the connection is at a message boundary and can serve another.
-        upstream.pool.release(connection);
-        strip_hop_by_hop(&mut head.headers);
-        head.headers.remove(header::CONTENT_LENGTH);
-        Ok::<_, Reject>(Response::from_parts(head, Full::new(body)))
-    };
-    let response = tokio::time::timeout(upstream.timeout, exchange)
+    let exchange = upstream
+        .pool
+        .send(head, body.as_slice(), &parts.method, upstream.max_response);
+    let mut response = tokio::time::timeout(upstream.timeout, exchange)
         .await
-        .map_err(|_| Reject::UpstreamTimeout)??;
+        .map_err(|_| Reject::UpstreamTimeout)?
+        .map_err(|e| match e {
+            SendError::Connect => Reject::UpstreamConnect,
+            SendError::Exchange(ExchangeError::Broken) => Reject::Upstream { reason: "reset" },
+            SendError::Exchange(ExchangeError::Malformed) => Reject::Upstream {
+                reason: "malformed_response",
+            },
+            SendError::Exchange(ExchangeError::TooLarge) => Reject::Upstream {
+                reason: "response_too_large",
+            },
+        })?;
+    strip_hop_by_hop(response.headers_mut());
+    response.headers_mut().remove(header::CONTENT_LENGTH);
     Ok(Answer {
-        response,
+        response: response.map(Full::new),
         upstream_ms: (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
     })
 }
 
 /// Origin form, as HTTP/1.1 sends it: base path + (rewrite or original path) + original query.
-fn upstream_uri(upstream: &Upstream, original: &Uri, rewrite: Option<&str>) -> Result<Uri, Reject> {
+fn upstream_target(
+    upstream: &Upstream,
+    original: &Uri,
+    rewrite: Option<&str>,
+) -> Result<String, Reject> {
     let path = rewrite.unwrap_or(original.path());
-    let mut path_and_query = String::with_capacity(upstream.base_path.len() + path.len() + 32);
-    path_and_query.push_str(&upstream.base_path);
-    path_and_query.push_str(path);
+    let mut target = String::with_capacity(upstream.base_path.len() + path.len() + 32);
+    target.push_str(&upstream.base_path);
+    target.push_str(path);
     if let Some(query) = original.query() {
-        path_and_query.push('?');
-        path_and_query.push_str(query);
+        target.push('?');
+        target.push_str(query);
     }
-    Uri::try_from(path_and_query).map_err(|_| Reject::BadRequest { reason: "path" })
+    if upstream_http1::is_origin_form(&target) {
+        Ok(target)
+    } else {
+        Err(Reject::BadRequest { reason: "path" })
+    }
 }
 
 fn upstream_headers(mut headers: HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> HeaderMap {

@@ -1,36 +1,27 @@
 //! Keep-alive HTTP/1.1 connections to one upstream, with one idle list per worker thread, so a
-//! request only ever uses a connection whose task runs on its own thread. A request takes the
-//! most recently used idle connection, or opens one (TCP, then TLS for https), and gives it back
-//! once it has read the whole response. A connection that fails, or is abandoned mid-exchange
-//! (timeout, client gone), is closed and never reused.
-//!
-//! Built on hyper's connection API instead of hyper-util's pooled client: the same exchange cost
-//! about 2.5 µs less CPU per request on the bench machine (bench/README, floor variants).
+//! request only ever uses a connection opened on its own thread. A request takes the most
+//! recently used idle connection, or opens one (TCP, then TLS for https), makes its exchange on
+//! it (`upstream_http1`) and gives it back once the whole response is read. A connection that
+//! fails, or is abandoned mid-exchange (timeout, client gone), is closed and never reused.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::Bytes;
+use http::{Method, Response};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::body::Frames;
-
-/// One connection's sending half; its reading half runs as a task on the same worker.
-pub type Connection = SendRequest<Frames>;
+use super::upstream_http1::{Connection, ExchangeError};
 
 /// Why an exchange failed, as far as the pool can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendError {
     /// No connection could be opened (TCP connect or TLS handshake failed or timed out).
     Connect,
-    /// The connection broke after the request was handed to it.
-    Exchange,
+    /// The request was written, or begun, and the exchange failed.
+    Exchange(ExchangeError),
 }
 
 /// Where and how to open a connection.
@@ -68,40 +59,41 @@ impl Pool {
         }
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) and returns the response with its body
-    /// still to read, and the connection to hand back with [`Pool::release`] once it is read.
+    /// Sends a request (`head` from `upstream_http1::encode_head`, then `body`) and reads the
+    /// whole response, of at most `max_response` body bytes.
     pub async fn send(
         &self,
-        mut request: Request<Frames>,
-    ) -> Result<(Response<Incoming>, Connection), SendError> {
-        // An idle connection the upstream has closed in the meantime fails before the request
+        head: Vec<u8>,
+        body: &[Bytes],
+        method: &Method,
+        max_response: usize,
+    ) -> Result<Response<Bytes>, SendError> {
+        // An idle connection the upstream has closed in the meantime is dropped before a byte
         // is written; the request then goes out on the next one, or on a new one.
-        while let Some(mut connection) = self.take_idle() {
-            if connection.ready().await.is_err() {
-                continue;
+        let mut connection = loop {
+            match self.take_idle() {
+                Some(mut idle) => {
+                    if idle.is_open() {
+                        break idle;
+                    }
+                }
+                // Boxed: opening a connection (TLS state included) is the rare path, and inline
+                // it would make every request's future kilobytes larger, copied at each move.
+                None => break Box::pin(self.connect()).await?,
             }
-            match connection.try_send_request(request).await {
-                Ok(response) => return Ok((response, connection)),
-                Err(mut failed) => match failed.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(SendError::Exchange),
-                },
-            }
+        };
+        let answer = connection
+            .exchange(head, body, method, max_response)
+            .await
+            .map_err(SendError::Exchange)?;
+        if answer.reusable {
+            self.release(connection);
         }
-        // Boxed: opening a connection (TLS state included) is the rare path, and inline it would
-        // make every request's future kilobytes larger, copied at each move.
-        let mut connection = Box::pin(self.connect()).await?;
-        match connection.send_request(request).await {
-            Ok(response) => Ok((response, connection)),
-            Err(_) => Err(SendError::Exchange),
-        }
+        Ok(answer.response)
     }
 
     /// Gives back a connection whose response has been read to the end.
-    pub fn release(&self, connection: Connection) {
-        if connection.is_closed() {
-            return;
-        }
+    fn release(&self, connection: Connection) {
         let mut idle = self.local();
         if idle.len() < self.max_idle {
             idle.push(Idle {
@@ -145,43 +137,18 @@ impl Pool {
                 .map_err(|_| SendError::Connect)?;
             let _ = tcp.set_nodelay(true);
             match &target.tls {
-                None => Ok(Stream::Plain(tcp)),
+                None => Ok(Connection::new(Box::new(tcp))),
                 Some((connector, name)) => connector
                     .connect(name.clone(), tcp)
                     .await
-                    .map(|tls| Stream::Tls(Box::new(tls)))
+                    .map(|tls| Connection::new(Box::new(tls)))
                     .map_err(|_| SendError::Connect),
             }
         };
-        let stream = tokio::time::timeout(target.connect_timeout, opened)
+        tokio::time::timeout(target.connect_timeout, opened)
             .await
-            .map_err(|_| SendError::Connect)??;
-        match stream {
-            Stream::Plain(tcp) => handshake(tcp).await,
-            Stream::Tls(tls) => handshake(*tls).await,
-        }
+            .map_err(|_| SendError::Connect)?
     }
-}
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-/// Starts HTTP/1.1 on an open stream; the connection's task runs on the calling worker.
-async fn handshake<S>(stream: S) -> Result<Connection, SendError>
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let (connection, driver) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| SendError::Connect)?;
-    tokio::spawn(async move {
-        // Ends when the upstream closes or the pool drops the connection; either way there is
-        // no request left on it to report to.
-        let _ = driver.await;
-    });
-    Ok(connection)
 }
 
 /// A poisoned list only means a thread panicked while holding it; the connections are fine.
