@@ -56,7 +56,9 @@ async fn healthy_over_tls(gw: &TestGateway) {
 }
 
 /// A backend that misbehaves by path: `/faulty/reset` closes after half a response,
-/// `/faulty/huge` answers 1 MiB, `/faulty/stall` sends headers and then stalls the body.
+/// `/faulty/huge` answers 1 MiB, `/faulty/stall` sends headers and then stalls the body,
+/// `/faulty/smuggle` frames its answer two ways at once. And two odd but valid answers:
+/// `/faulty/chunked` after a `100 Continue`, `/faulty/until-close` with no length at all.
 async fn faulty_upstream() -> std::net::SocketAddr {
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
@@ -78,6 +80,21 @@ async fn faulty_upstream() -> std::net::SocketAddr {
                         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n")
                         .await;
                     let _ = stream.write_all(&vec![b'z'; 1 << 20]).await;
+                } else if head.contains("/faulty/smuggle") {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+                        .await;
+                } else if head.contains("/faulty/chunked") {
+                    let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\nX-Queue: q1\r\n\r\n6\r\nqueued\r\n")
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let _ = stream.write_all(b"3;x=y\r\n ok\r\n0\r\n\r\n").await;
+                } else if head.contains("/faulty/until-close") {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
+                        .await;
                 } else if head.contains("/faulty/stall") {
                     let _ = stream
                         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
@@ -216,6 +233,7 @@ async fn upstream_faults_become_502_or_504_and_one_bad_backend_does_not_starve_t
         ("/faulty/reset", 502, "upstream_error"),
         ("/faulty/huge", 502, "upstream_error"),
         ("/faulty/stall", 504, "upstream_timeout"),
+        ("/faulty/smuggle", 502, "upstream_error"),
     ];
     for (path, want, _) in cases {
         let (status, _, _) = send(&client, "POST", &gw.https_url(path), &[], "x")
@@ -223,12 +241,13 @@ async fn upstream_faults_become_502_or_504_and_one_bad_backend_does_not_starve_t
             .unwrap();
         assert_eq!(status, want, "{path}");
     }
-    let lines = gw.log_lines(3).await;
+    let lines = gw.log_lines(4).await;
     for (line, (path, _, outcome)) in lines.iter().zip(cases) {
         assert_eq!(line["outcome"], outcome, "{path}");
     }
     assert_eq!(lines[0]["reason"], "reset");
     assert_eq!(lines[1]["reason"], "response_too_large");
+    assert_eq!(lines[3]["reason"], "malformed_response");
     // Ten stalled requests in flight on one upstream; the other route answers at once.
     let stalled: Vec<_> = (0..10)
         .map(|_| {
@@ -249,6 +268,40 @@ async fn upstream_faults_become_502_or_504_and_one_bad_backend_does_not_starve_t
     for task in stalled {
         assert_eq!(task.await.unwrap(), 504);
     }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_interim_and_close_delimited_answers_reach_the_client_whole() {
+    let gw = start().await;
+    for client in [h2_client(&gw.certs), h1_client(&gw.certs)] {
+        let (status, headers, body) =
+            send(&client, "POST", &gw.https_url("/faulty/chunked"), &[], "x")
+                .await
+                .unwrap();
+        assert_eq!((status, body.as_ref()), (202, &b"queued ok"[..]));
+        assert_eq!(headers["x-queue"], "q1");
+        assert_eq!(
+            headers["content-length"], "9",
+            "sent on with a length, not chunked"
+        );
+        let (status, _, body) = send(
+            &client,
+            "POST",
+            &gw.https_url("/faulty/until-close"),
+            &[],
+            "x",
+        )
+        .await
+        .unwrap();
+        assert_eq!((status, body.as_ref()), (200, &b"all of it"[..]));
+    }
+    let lines = gw.log_lines(4).await;
+    assert!(
+        lines.iter().all(|l| l["outcome"] == "forwarded"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[0]["bytes_out"], 9);
     gw.shutdown().await;
 }
 

@@ -399,3 +399,311 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
         .flat_map(|value| value.split(','))
         .any(|part| part.trim().eq_ignore_ascii_case(token))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const MAX: usize = 1024;
+
+    /// A real upstream socket that reads one request, answers with `pieces` (each written on
+    /// its own, a moment apart, so the reader sees partial heads and bodies), then closes if
+    /// `close`. Returns the connection to it and what the upstream received.
+    async fn upstream(
+        pieces: Vec<&'static [u8]>,
+        close: bool,
+    ) -> (Connection, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut received = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Requests in these tests end with an empty body or "hello".
+            while !(received.ends_with(b"\r\n\r\n") || received.ends_with(b"hello")) {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "client closed early");
+                received.extend_from_slice(&buf[..n]);
+            }
+            for piece in pieces {
+                socket.write_all(piece).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            if !close {
+                // Stay open until the client is done with the test.
+                let _ = socket.read(&mut buf).await;
+            }
+            received
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        (Connection::new(Box::new(tcp)), peer)
+    }
+
+    async fn exchange(
+        pieces: Vec<&'static [u8]>,
+        close: bool,
+        method: Method,
+    ) -> (Result<Answer, ExchangeError>, Connection) {
+        let (mut connection, _peer) = upstream(pieces, close).await;
+        let head = encode_head(&method, "/", &HeaderMap::new(), 0);
+        let answer = connection.exchange(head, &[], &method, MAX).await;
+        (answer, connection)
+    }
+
+    async fn body_of(pieces: Vec<&'static [u8]>, close: bool) -> (Bytes, bool) {
+        let (answer, _) = exchange(pieces, close, Method::POST).await;
+        let answer = answer.expect("a response");
+        (answer.response.into_body(), answer.reusable)
+    }
+
+    async fn error_of(pieces: Vec<&'static [u8]>, close: bool) -> ExchangeError {
+        match exchange(pieces, close, Method::POST).await.0 {
+            Ok(answer) => panic!("expected an error, got {}", answer.response.status()),
+            Err(e) => e,
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_the_head_with_the_body_length_and_the_body_behind_it() {
+        let (mut connection, peer) =
+            upstream(vec![b"HTTP/1.1 204 No Content\r\n\r\n"], false).await;
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("backend:8080"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
+        headers.append("x-a", HeaderValue::from_static("1"));
+        headers.append("x-a", HeaderValue::from_static("2"));
+        let head = encode_head(&Method::POST, "/hooks/x?y=1", &headers, 5);
+        let body = [Bytes::from_static(b"hel"), Bytes::from_static(b"lo")];
+        let answer = connection
+            .exchange(head, &body, &Method::POST, MAX)
+            .await
+            .unwrap();
+        assert_eq!(answer.response.status(), 204);
+        drop(connection);
+        let received = String::from_utf8(peer.await.unwrap()).unwrap();
+        assert_eq!(
+            received,
+            "POST /hooks/x?y=1 HTTP/1.1\r\nhost: backend:8080\r\nx-a: 1\r\nx-a: 2\r\n\
+             content-length: 5\r\n\r\nhello"
+        );
+    }
+
+    #[test]
+    fn a_bodiless_get_has_no_length_and_an_empty_post_has_zero() {
+        let get = encode_head(&Method::GET, "/", &HeaderMap::new(), 0);
+        assert_eq!(get, b"GET / HTTP/1.1\r\n\r\n");
+        let post = encode_head(&Method::POST, "/", &HeaderMap::new(), 0);
+        assert_eq!(post, b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+    }
+
+    #[test]
+    fn only_visible_ascii_after_a_slash_is_a_target() {
+        assert!(is_origin_form("/hooks/x?a=%20b"));
+        assert!(!is_origin_form("hooks"));
+        assert!(!is_origin_form("/a b"));
+        assert!(!is_origin_form("/a\r\nx: y"));
+        assert!(!is_origin_form("/é"));
+    }
+
+    #[tokio::test]
+    async fn reads_a_length_delimited_body_split_across_reads_and_keeps_the_connection() {
+        let (answer, mut connection) = exchange(
+            vec![
+                b"HTTP/1.1 200 OK\r\nContent-Le",
+                b"ngth: 11\r\nX-B: v\r\n\r\nhello",
+                b" world",
+            ],
+            false,
+            Method::POST,
+        )
+        .await;
+        let answer = answer.unwrap();
+        assert_eq!(answer.response.headers()["x-b"], "v");
+        assert_eq!(answer.response.body().as_ref(), b"hello world");
+        assert!(answer.reusable);
+        assert!(connection.is_open(), "the upstream keeps it open");
+    }
+
+    #[tokio::test]
+    async fn decodes_chunks_with_extensions_and_trailers_across_reads() {
+        let (body, reusable) = body_of(
+            vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhel",
+                b"lo\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n",
+                b"\r\n",
+            ],
+            false,
+        )
+        .await;
+        assert_eq!(body.as_ref(), b"hello world");
+        assert!(reusable);
+    }
+
+    #[tokio::test]
+    async fn reads_until_close_without_a_length_and_does_not_reuse() {
+        let (body, reusable) = body_of(vec![b"HTTP/1.1 200 OK\r\n\r\nto the", b" end"], true).await;
+        assert_eq!(body.as_ref(), b"to the end");
+        assert!(!reusable);
+    }
+
+    #[tokio::test]
+    async fn skips_interim_responses() {
+        let (answer, _) = exchange(
+            vec![
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+                b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+            ],
+            false,
+            Method::POST,
+        )
+        .await;
+        let answer = answer.unwrap();
+        assert_eq!(answer.response.status(), 201);
+        assert_eq!(answer.response.body().as_ref(), b"ok");
+    }
+
+    #[tokio::test]
+    async fn no_body_after_head_or_for_204_and_304_whatever_the_length_says() {
+        let (answer, _) = exchange(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n"],
+            false,
+            Method::HEAD,
+        )
+        .await;
+        let answer = answer.unwrap();
+        assert!(answer.response.body().is_empty() && answer.reusable);
+        let (body, reusable) = body_of(
+            vec![b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n"],
+            false,
+        )
+        .await;
+        assert!(body.is_empty() && reusable);
+    }
+
+    #[tokio::test]
+    async fn connection_close_and_http10_are_not_reused_and_neither_is_a_connection_out_of_step() {
+        let (_, reusable) = body_of(
+            vec![b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 1\r\n\r\nx"],
+            false,
+        )
+        .await;
+        assert!(!reusable);
+        let (_, reusable) = body_of(
+            vec![b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx"],
+            false,
+        )
+        .await;
+        assert!(!reusable);
+        let (body, reusable) = body_of(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK\r\n\r\n"],
+            false,
+        )
+        .await;
+        assert_eq!(body.as_ref(), b"x");
+        assert!(!reusable, "bytes after the response");
+        let (body, reusable) = body_of(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 1, 1\r\n\r\nx"],
+            false,
+        )
+        .await;
+        assert!(body.as_ref() == b"x" && reusable, "one length said twice");
+    }
+
+    #[tokio::test]
+    async fn ambiguous_or_broken_framing_is_malformed() {
+        let cases: [&'static [u8]; 8] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nx\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxy0\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            b"SSH-2.0-OpenSSH_9.2\r\n",
+            b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
+        ];
+        for case in cases {
+            assert_eq!(
+                error_of(vec![case], false).await,
+                ExchangeError::Malformed,
+                "{}",
+                String::from_utf8_lossy(case)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_that_never_ends_is_malformed_at_the_limit() {
+        static LONG: [u8; MAX_HEAD + 10] = [b'a'; MAX_HEAD + 10];
+        let e = error_of(vec![b"HTTP/1.1 200 OK\r\nX-Long: ", &LONG], false).await;
+        assert_eq!(e, ExchangeError::Malformed);
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_too_large_however_they_are_framed() {
+        static BIG: [u8; MAX + 1] = [b'z'; MAX + 1];
+        let declared = error_of(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 1025\r\n\r\n"],
+            false,
+        );
+        assert_eq!(declared.await, ExchangeError::TooLarge);
+        let chunked = error_of(
+            vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3ff\r\n",
+                &BIG[..1023],
+                b"\r\n2\r\nzz\r\n",
+            ],
+            false,
+        );
+        assert_eq!(chunked.await, ExchangeError::TooLarge);
+        let until_close = error_of(vec![b"HTTP/1.1 200 OK\r\n\r\n", &BIG], true);
+        assert_eq!(until_close.await, ExchangeError::TooLarge);
+        let (body, _) = body_of(
+            vec![
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n",
+                &BIG[..MAX],
+            ],
+            false,
+        )
+        .await;
+        assert_eq!(body.len(), MAX, "exactly the limit passes");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_closes_early_broke_the_exchange() {
+        assert_eq!(error_of(vec![], true).await, ExchangeError::Broken);
+        let cut_head = error_of(vec![b"HTTP/1.1 200 OK\r\nContent-"], true);
+        assert_eq!(cut_head.await, ExchangeError::Broken);
+        let cut_body = error_of(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc"],
+            true,
+        );
+        assert_eq!(cut_body.await, ExchangeError::Broken);
+        let cut_chunks = error_of(
+            vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"],
+            true,
+        );
+        assert_eq!(cut_chunks.await, ExchangeError::Broken);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_upstream_closed_is_not_open() {
+        let (answer, mut connection) = exchange(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"],
+            true,
+            Method::POST,
+        )
+        .await;
+        assert!(
+            answer.unwrap().reusable,
+            "the response itself allowed reuse"
+        );
+        // The upstream's FIN arrives a moment later.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while connection.is_open() {
+            assert!(std::time::Instant::now() < deadline, "close not noticed");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
