@@ -16,7 +16,7 @@ use rustls::pki_types::ServerName;
 
 use super::body::Frames;
 use super::reject::Reject;
-use super::upstream_http1::{self, ExchangeError};
+use super::upstream_http1::{self, ExchangeError, RequestHead};
 use super::upstream_pool::{Pool, SendError, Target};
 use crate::config::{UpstreamConfig, UpstreamScheme};
 
@@ -26,7 +26,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Idle connections kept per upstream and worker thread.
 const POOL_MAX_IDLE: usize = 256;
 
-// The headers the gateway sets, as typed names (a `&str` name is parsed on every insert).
+// The headers the gateway sets.
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -34,9 +34,9 @@ const X_REQUEST_ID: HeaderName = crate::observe::request_id::HEADER;
 const X_HOOKGATE_ROUTE: HeaderName = HeaderName::from_static("x-hookgate-route");
 const X_HOOKGATE_VERIFIED: HeaderName = HeaderName::from_static("x-hookgate-verified");
 
-/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1). Typed
-/// names: removing by `&str` would parse the name again on every request.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1). A static,
+/// not a const: a const array of names is built, and dropped, at every use.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -46,6 +46,16 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+];
+
+/// The client's headers the gateway writes itself: theirs never pass (nor any `X-Hookgate-*`).
+static REPLACED: [HeaderName; 6] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    X_FORWARDED_HOST,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_REQUEST_ID,
 ];
 
 pub struct Upstream {
@@ -161,9 +171,10 @@ pub async fn send(
     fwd: &Forwarding<'_>,
 ) -> Result<Answer, Reject> {
     let target = upstream_target(upstream, &parts.uri, fwd.upstream_path)?;
-    let mut headers = upstream_headers(parts.headers, &parts.uri, fwd);
-    headers.insert(header::HOST, upstream.host.clone());
-    let head = upstream_http1::encode_head(&parts.method, &target, &headers, body.len());
+    let mut head = RequestHead::new(&parts.method, &target, body.len());
+    head.header(&header::HOST, &upstream.host);
+    forwarded_headers(&mut head, &parts.headers, &parts.uri, fwd);
+    let head = head.finish(&parts.method, body.len());
 
     let started = Instant::now();
     let exchange = upstream
@@ -211,44 +222,54 @@ fn upstream_target(
     }
 }
 
-fn upstream_headers(mut headers: HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) -> HeaderMap {
-    // Room for the headers added below (and Host), so the map does not grow mid-way.
-    headers.reserve(8);
-    strip_hop_by_hop(&mut headers);
-    let outside_claims: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("x-hookgate-"))
-        .cloned()
-        .collect();
-    for name in outside_claims {
-        headers.remove(name);
+/// The client's headers, as they came, less the hop-by-hop ones (and those its `Connection`
+/// names) and [`REPLACED`]; then the gateway's own.
+fn forwarded_headers(head: &mut RequestHead, headers: &HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) {
+    let connection_named = connection_named(headers);
+    for (name, value) in headers {
+        let passes = !HOP_BY_HOP.contains(name)
+            && !REPLACED.contains(name)
+            && !name.as_str().starts_with("x-hookgate-")
+            && !connection_named.contains(name);
+        if passes {
+            head.header(name, value);
+        }
     }
-    let original_host = headers.remove(header::HOST).or_else(|| {
-        uri.authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    if let Some(host) = original_host {
-        headers.insert(X_FORWARDED_HOST, host);
+    if let Some(host) = headers.get(header::HOST) {
+        head.header(&X_FORWARDED_HOST, host);
+    } else if let Some(authority) = uri.authority() {
+        // HTTP/2 carries the host in `:authority`.
+        head.header_with(&X_FORWARDED_HOST, |out| {
+            out.extend_from_slice(authority.as_str().as_bytes())
+        });
     }
     // The client address as hookgate determined it. An untrusted caller's X-Forwarded-For is
     // replaced, never passed on, so the backend cannot be fooled by it.
-    let mut ip = Vec::with_capacity(39);
-    crate::observe::append_ip(&mut ip, fwd.client_ip);
-    if let Ok(ip) = HeaderValue::from_maybe_shared(Bytes::from(ip)) {
-        headers.insert(X_FORWARDED_FOR, ip);
-    }
-    headers.insert(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static(if fwd.tls { "https" } else { "http" }),
+    head.header_with(&X_FORWARDED_FOR, |out| {
+        crate::observe::append_ip(out, fwd.client_ip)
+    });
+    head.header(
+        &X_FORWARDED_PROTO,
+        &HeaderValue::from_static(if fwd.tls { "https" } else { "http" }),
     );
-    headers.insert(X_REQUEST_ID, fwd.request_id.clone());
+    head.header(&X_REQUEST_ID, fwd.request_id);
     if let Some(route) = fwd.route {
-        headers.insert(X_HOOKGATE_ROUTE, route.clone());
+        head.header(&X_HOOKGATE_ROUTE, route);
     }
     if let Some(provider) = fwd.verified_by {
-        headers.insert(X_HOOKGATE_VERIFIED, provider.clone());
+        head.header(&X_HOOKGATE_VERIFIED, provider);
     }
+}
+
+/// The header names a message's `Connection` header lists: hop-by-hop too (none, mostly).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
 }
 
 /// Removes the fixed hop-by-hop headers and any header the `Connection` header names. A message
@@ -257,14 +278,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+    for name in connection_named(headers) {
         headers.remove(name);
     }
     for name in &HOP_BY_HOP {
@@ -302,16 +316,36 @@ mod tests {
             .collect()
     }
 
+    /// What the upstream receives of `headers`, parsed back from the head as written.
+    fn forwarded(headers: HeaderMap) -> HeaderMap {
+        let mut head = RequestHead::new(&http::Method::POST, "/hooks", 0);
+        forwarded_headers(&mut head, &headers, &Uri::from_static("/hooks"), &fwd());
+        let head = head.finish(&http::Method::POST, 0);
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut slots);
+        assert!(parsed.parse(&head).unwrap().is_complete());
+        parsed
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
+                    HeaderValue::from_bytes(h.value).unwrap(),
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn without_a_connection_header_the_other_hop_by_hop_headers_still_go() {
-        let h = headers(&[
+        let out = forwarded(headers(&[
             ("keep-alive", "timeout=5"),
             ("x-hookgate-route", "forged"),
             ("content-type", "application/json"),
-        ]);
-        let out = upstream_headers(h, &Uri::from_static("/hooks"), &fwd());
+        ]));
         assert!(out.get("keep-alive").is_none());
         assert_eq!(out["x-hookgate-route"], "github");
+        assert_eq!(out.get_all("x-hookgate-route").iter().count(), 1);
         assert_eq!(out["content-type"], "application/json");
         let mut plain = headers(&[("content-type", "application/json")]);
         strip_hop_by_hop(&mut plain);
@@ -320,32 +354,39 @@ mod tests {
 
     #[test]
     fn removes_hop_by_hop_and_outside_hookgate_headers_and_adds_forwarding_ones() {
-        let h = headers(&[
+        let out = forwarded(headers(&[
             ("host", "hooks.example.com"),
             ("connection", "keep-alive, x-secret-hop"),
             ("x-secret-hop", "1"),
             ("te", "trailers"),
             ("x-hookgate-verified", "github"),
             ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-request-id", "theirs"),
+            ("content-length", "999"),
             ("x-hub-signature-256", "sha256=abc"),
-        ]);
-        let out = upstream_headers(h, &Uri::from_static("/hooks"), &fwd());
-        assert!(out.get("connection").is_none());
-        assert!(out.get("x-secret-hop").is_none());
-        assert!(out.get("te").is_none());
+        ]));
+        for gone in ["connection", "x-secret-hop", "te", "x-hookgate-verified"] {
+            assert!(out.get(gone).is_none(), "{gone}");
+        }
         assert!(
             out.get("host").is_none(),
-            "the client sets Host from the upstream URL"
+            "Host is the upstream's, written by send"
         );
-        assert!(out.get("x-hookgate-verified").is_none());
-        assert_eq!(out["x-forwarded-for"], "203.0.113.9");
-        assert_eq!(out["x-forwarded-host"], "hooks.example.com");
-        assert_eq!(out["x-forwarded-proto"], "https");
-        assert_eq!(out["x-request-id"], "req-1");
-        assert_eq!(out["x-hookgate-route"], "github");
         assert_eq!(
-            out["x-hub-signature-256"], "sha256=abc",
-            "signature headers pass through"
+            out["content-length"], "0",
+            "the body's length, not the client's"
         );
+        for (name, value) in [
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-host", "hooks.example.com"),
+            ("x-forwarded-proto", "https"),
+            ("x-request-id", "req-1"),
+            ("x-hookgate-route", "github"),
+            ("x-hub-signature-256", "sha256=abc"),
+        ] {
+            let all: Vec<_> = out.get_all(name).iter().collect();
+            assert_eq!(all, [value], "{name}: exactly one, the right one");
+        }
     }
 }

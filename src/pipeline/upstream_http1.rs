@@ -250,37 +250,47 @@ impl Connection {
     }
 }
 
-/// The request line and headers, as HTTP/1.1 sends them, with the body's `Content-Length`
-/// (any `Content-Length` in `headers` is left out; `Transfer-Encoding` must not be there).
-/// `target` must be a valid origin-form target. Room is left for a small body behind it.
-pub fn encode_head(
-    method: &Method,
-    target: &str,
-    headers: &HeaderMap,
-    body_length: u64,
-) -> Vec<u8> {
-    let mut head = Vec::with_capacity(512 + COALESCE.min(body_length as usize));
-    head.extend_from_slice(method.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(target.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        if name == header::CONTENT_LENGTH {
-            continue;
+/// A request head being written as HTTP/1.1 sends it, straight from typed names and values
+/// (so nothing in it can break the framing), with room behind it for a small body.
+pub struct RequestHead(Vec<u8>);
+
+impl RequestHead {
+    /// Starts with the request line; `target` must pass [`is_origin_form`].
+    pub fn new(method: &Method, target: &str, body_length: u64) -> RequestHead {
+        let small_body = usize::try_from(body_length).map_or(0, |length| length.min(COALESCE));
+        let mut head = Vec::with_capacity(1024 + small_body);
+        head.extend_from_slice(method.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(target.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        RequestHead(head)
+    }
+
+    pub fn header(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.header_with(name, |out| out.extend_from_slice(value.as_bytes()));
+    }
+
+    /// A header whose value `write` appends; it must append only visible ASCII and spaces.
+    pub fn header_with(&mut self, name: &HeaderName, write: impl FnOnce(&mut Vec<u8>)) {
+        self.0.extend_from_slice(name.as_str().as_bytes());
+        self.0.extend_from_slice(b": ");
+        write(&mut self.0);
+        self.0.extend_from_slice(b"\r\n");
+    }
+
+    /// Ends the head with the body's `Content-Length`: as hyper does, for any body, and for an
+    /// empty one where a body is expected.
+    pub fn finish(mut self, method: &Method, body_length: u64) -> Vec<u8> {
+        if body_length > 0 || [Method::POST, Method::PUT, Method::PATCH].contains(method) {
+            let mut digits = itoa::Buffer::new();
+            let length = digits.format(body_length);
+            self.header_with(&header::CONTENT_LENGTH, |out| {
+                out.extend_from_slice(length.as_bytes())
+            });
         }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
+        self.0.extend_from_slice(b"\r\n");
+        self.0
     }
-    // As hyper does: a length for any body, and for an empty one where a body is expected.
-    if body_length > 0 || [Method::POST, Method::PUT, Method::PATCH].contains(method) {
-        head.extend_from_slice(b"content-length: ");
-        head.extend_from_slice(itoa::Buffer::new().format(body_length).as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    head
 }
 
 /// Whether `target` can stand in a request line: visible ASCII, starting with `/`.
@@ -447,7 +457,7 @@ mod tests {
         method: Method,
     ) -> (Result<Answer, ExchangeError>, Connection) {
         let (mut connection, _peer) = upstream(pieces, close).await;
-        let head = encode_head(&method, "/", &HeaderMap::new(), 0);
+        let head = RequestHead::new(&method, "/", 0).finish(&method, 0);
         let answer = connection.exchange(head, &[], &method, MAX).await;
         (answer, connection)
     }
@@ -469,12 +479,12 @@ mod tests {
     async fn writes_the_head_with_the_body_length_and_the_body_behind_it() {
         let (mut connection, peer) =
             upstream(vec![b"HTTP/1.1 204 No Content\r\n\r\n"], false).await;
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("backend:8080"));
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
-        headers.append("x-a", HeaderValue::from_static("1"));
-        headers.append("x-a", HeaderValue::from_static("2"));
-        let head = encode_head(&Method::POST, "/hooks/x?y=1", &headers, 5);
+        let mut head = RequestHead::new(&Method::POST, "/hooks/x?y=1", 5);
+        head.header(&header::HOST, &HeaderValue::from_static("backend:8080"));
+        let x_a = HeaderName::from_static("x-a");
+        head.header(&x_a, &HeaderValue::from_static("1"));
+        head.header_with(&x_a, |out| out.extend_from_slice(b"2"));
+        let head = head.finish(&Method::POST, 5);
         let body = [Bytes::from_static(b"hel"), Bytes::from_static(b"lo")];
         let answer = connection
             .exchange(head, &body, &Method::POST, MAX)
@@ -492,9 +502,9 @@ mod tests {
 
     #[test]
     fn a_bodiless_get_has_no_length_and_an_empty_post_has_zero() {
-        let get = encode_head(&Method::GET, "/", &HeaderMap::new(), 0);
+        let get = RequestHead::new(&Method::GET, "/", 0).finish(&Method::GET, 0);
         assert_eq!(get, b"GET / HTTP/1.1\r\n\r\n");
-        let post = encode_head(&Method::POST, "/", &HeaderMap::new(), 0);
+        let post = RequestHead::new(&Method::POST, "/", 0).finish(&Method::POST, 0);
         assert_eq!(post, b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
     }
 
