@@ -208,7 +208,7 @@ async fn forwards_to_an_https_upstream_signed_by_a_private_ca() {
     let ca = backend_certs.dir.path().join("private-ca.pem");
     std::fs::write(&ca, &backend_certs.ca_pem).unwrap();
     let gw = TestGateway::start(&format!(
-        "upstreams:\n  secure:\n    url: https://localhost:{}/base\n    ca: {}\n  untrusted:\n    url: https://localhost:{}\nroutes:\n  - name: secure\n    path: /hooks/secure\n    upstream: secure\n  - name: untrusted\n    path: /hooks/untrusted\n    upstream: untrusted\n",
+        "limits:\n  worker_threads: 1\nupstreams:\n  secure:\n    url: https://localhost:{}/base\n    ca: {}\n  untrusted:\n    url: https://localhost:{}\nroutes:\n  - name: secure\n    path: /hooks/secure\n    upstream: secure\n  - name: untrusted\n    path: /hooks/untrusted\n    upstream: untrusted\n",
         backend.addr.port(),
         ca.display(),
         backend.addr.port()
@@ -233,13 +233,33 @@ async fn forwards_to_an_https_upstream_signed_by_a_private_ca() {
         "the URL's path is a prefix"
     );
     assert_eq!(&seen[0].body[..], b"over tls");
+    // The TLS connection is kept alive: the session tickets a TLS 1.3 server sends after the
+    // handshake do not make an idle connection look closed.
+    for _ in 0..2 {
+        let (status, _, _) = send(
+            &client,
+            "POST",
+            &gw.https_url("/hooks/secure"),
+            &[],
+            "again",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+    }
+    let peers: Vec<_> = backend.seen().iter().map(|s| s.peer).collect();
+    assert_eq!(peers.len(), 3);
+    assert!(
+        peers.iter().all(|p| *p == peers[0]),
+        "one upstream connection: {peers:?}"
+    );
     // Without the private CA the backend's certificate is not trusted: 502, nothing delivered.
     let (status, _, _) = send(&client, "POST", &gw.https_url("/hooks/untrusted"), &[], "x")
         .await
         .unwrap();
     assert_eq!(status, 502);
-    assert_eq!(backend.seen().len(), 1);
-    assert_eq!(gw.log_line(2).await["outcome"], "upstream_connect_error");
+    assert_eq!(backend.seen().len(), 3);
+    assert_eq!(gw.log_line(4).await["outcome"], "upstream_connect_error");
     gw.shutdown().await;
 }
 

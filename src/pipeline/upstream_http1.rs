@@ -12,6 +12,7 @@
 //! closes. A response with both `Transfer-Encoding` and `Content-Length`, a length that is not
 //! one number, or a `101` nobody asked for is refused as malformed, never guessed at.
 
+use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -131,9 +132,19 @@ impl Connection {
             }
             self.io.write_all(&head).await?;
         } else {
-            self.io.write_all(&head).await?;
-            for frame in body {
-                self.io.write_all(frame).await?;
+            // A large body is many frames: handed to the kernel together, as far as it takes
+            // them, not one write each.
+            let mut slices: Vec<IoSlice<'_>> = std::iter::once(&head[..])
+                .chain(body.iter().map(|frame| &frame[..]))
+                .map(IoSlice::new)
+                .collect();
+            let mut pending = &mut slices[..];
+            while !pending.is_empty() {
+                let written = self.io.write_vectored(pending).await?;
+                if written == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                IoSlice::advance_slices(&mut pending, written);
             }
         }
         self.io.flush().await
@@ -498,6 +509,25 @@ mod tests {
             "POST /hooks/x?y=1 HTTP/1.1\r\nhost: backend:8080\r\nx-a: 1\r\nx-a: 2\r\n\
              content-length: 5\r\n\r\nhello"
         );
+    }
+
+    #[tokio::test]
+    async fn a_large_body_in_many_frames_arrives_whole_and_in_order() {
+        let (mut connection, peer) =
+            upstream(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"], false).await;
+        let mut frames: Vec<Bytes> = (0..200u8)
+            .map(|i| Bytes::from(vec![i; 1000 + usize::from(i)]))
+            .collect();
+        frames.push(Bytes::from_static(b"hello"));
+        let length: usize = frames.iter().map(Bytes::len).sum();
+        let head = RequestHead::new(&Method::POST, "/", length as u64);
+        let head = head.finish(&Method::POST, length as u64);
+        let head_length = head.len();
+        let answer = connection.exchange(head, &frames, &Method::POST, MAX);
+        assert_eq!(answer.await.unwrap().response.status(), 200);
+        drop(connection);
+        let received = peer.await.unwrap();
+        assert_eq!(received[head_length..], frames.concat()[..]);
     }
 
     #[test]
