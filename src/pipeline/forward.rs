@@ -272,16 +272,20 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-/// Removes the fixed hop-by-hop headers and any header the `Connection` header names. A message
-/// without any (most requests) costs one scan of its names, not a hashed `remove` per name.
+/// Removes the hop-by-hop headers and any header the `Connection` header names. One scan of the
+/// names finds those present (most responses carry just `Connection: keep-alive`); only they
+/// are removed, not all nine looked up each time.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    let mut present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name))
+        .cloned()
+        .collect();
+    if present.is_empty() {
         return;
     }
-    for name in connection_named(headers) {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
+    present.extend(connection_named(headers));
+    for name in present {
         headers.remove(name);
     }
 }
@@ -350,6 +354,22 @@ mod tests {
         let mut plain = headers(&[("content-type", "application/json")]);
         strip_hop_by_hop(&mut plain);
         assert_eq!(plain.len(), 1);
+    }
+
+    #[test]
+    fn an_answer_loses_its_hop_by_hop_headers_and_those_connection_names() {
+        let mut answer = headers(&[
+            ("connection", "keep-alive, x-upstream-private"),
+            ("x-upstream-private", "1"),
+            ("keep-alive", "timeout=75"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "application/json"),
+        ]);
+        answer.append("connection", HeaderValue::from_static("upgrade"));
+        answer.insert("upgrade", HeaderValue::from_static("h2c"));
+        strip_hop_by_hop(&mut answer);
+        let left: Vec<_> = answer.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["content-type"]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod upstream_pool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -73,14 +73,14 @@ pub struct ConnInfo {
     pub requests: std::sync::atomic::AtomicU64,
 }
 
-/// Serves one request. Runs as its own task (see `server::http`), so a client that disconnects
-/// mid-request cannot cancel it between forwarding and logging.
+/// Serves one request, which arrived at `started`. Runs as its own task (see `server::http`), so
+/// a client that disconnects mid-request cannot cancel it between forwarding and logging.
 pub async fn handle(
     request: Request<Incoming>,
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
+    started: Instant,
 ) -> Response<Full<Bytes>> {
-    let started = Instant::now();
     conn.requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let runtime = shared.runtime.load_full();
@@ -155,7 +155,8 @@ async fn serve<'r>(
             body: crate::verify::Body::frames(body.as_slice()),
         };
         entry.provider = Some(verifier.provider());
-        let checked = verifier.verify(&signed, SystemTime::now());
+        // The request's arrival, as logged, is the "now" its timestamp is judged against.
+        let checked = verifier.verify(&signed, entry.ts);
         count_signature_check(&shared.metrics, route, verifier, &checked);
         let verified = checked.map_err(|failure| Reject::SignatureInvalid {
             reason: failure.reason.as_str(),

@@ -73,7 +73,7 @@ pub async fn serve<I>(
         let (task_conn, task_shared) = (Arc::clone(&conn), Arc::clone(&shared));
         let task = tokio::spawn(Box::pin(async move {
             let _in_flight = in_flight;
-            pipeline::handle(request, task_conn, task_shared).await
+            pipeline::handle(request, task_conn, task_shared, started).await
         }));
         let (conn, shared) = (Arc::clone(&conn), Arc::clone(&shared));
         async move {
