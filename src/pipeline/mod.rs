@@ -26,7 +26,7 @@ use hyper::body::Body as _;
 use hyper::body::Incoming;
 
 use crate::observe::access_log::{AccessLog, Entry};
-use crate::observe::metrics::{Metrics, RequestLabels, RouteOutcomeLabels, SignatureLabels};
+use crate::observe::metrics::{AnswerSeries, Metrics, RequestLabels, SignatureLabels};
 use crate::observe::request_id;
 use crate::runtime::{Route, Runtime};
 use crate::verify::{Failure, HandshakeReply, SignedRequest, Verified};
@@ -71,6 +71,8 @@ pub struct ConnInfo {
     pub tls_version: Option<&'static str>,
     /// Requests that reached [`handle`] on this connection.
     pub requests: std::sync::atomic::AtomicU64,
+    /// The metric series of the first answer on this connection (see [`AnswerSeries`]).
+    pub answers: std::sync::OnceLock<AnswerSeries>,
 }
 
 /// Serves one request, which arrived at `started`. Runs as its own task (see `server::http`), so
@@ -93,7 +95,7 @@ pub async fn handle(
             reject.into_response()
         }
     };
-    finish(&shared, entry, response, started)
+    finish(&shared, &conn, entry, response, started)
 }
 
 /// The stages. Cheap checks first: nothing reads the body before the route is known.
@@ -281,6 +283,7 @@ fn begin_entry(request: &Request<Incoming>, conn: &ConnInfo) -> Entry<'static> {
 /// request id so a sender's support ticket can be matched to the log.
 fn finish(
     shared: &Shared,
+    conn: &ConnInfo,
     mut entry: Entry<'_>,
     mut response: Response<Full<Bytes>>,
     started: Instant,
@@ -289,25 +292,15 @@ fn finish(
     entry.status = response.status().as_u16();
     entry.duration_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
     entry.bytes_out = response.body().size_hint().exact().unwrap_or(0);
-    let route = entry.route.clone().unwrap_or_else(|| Arc::from(""));
+    let labels = RequestLabels {
+        listener: Arc::clone(&entry.listener),
+        route: entry.route.clone().unwrap_or_else(|| Arc::from("")),
+        outcome: entry.outcome,
+        code: entry.status,
+    };
     shared
         .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            listener: Arc::clone(&entry.listener),
-            route: Arc::clone(&route),
-            outcome: entry.outcome,
-            code: entry.status,
-        })
-        .inc();
-    shared
-        .metrics
-        .request_duration
-        .get_or_create(&RouteOutcomeLabels {
-            route,
-            outcome: entry.outcome,
-        })
-        .observe(elapsed.as_secs_f64());
+        .count_request(&conn.answers, labels, elapsed.as_secs_f64());
     response
         .headers_mut()
         .insert(request_id::HEADER, entry.request_id.clone());
@@ -367,7 +360,7 @@ pub fn log_refused_head(shared: &Shared, conn: &ConnInfo, refused: RefusedHead) 
     entry.reason = Some(reason);
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = status;
-    finish(shared, entry, response, Instant::now());
+    finish(shared, conn, entry, response, Instant::now());
 }
 
 /// The response for a request whose task panicked: still logged and counted, as a 500.
@@ -377,5 +370,11 @@ pub fn internal_error(shared: &Shared, conn: &ConnInfo, started: Instant) -> Res
         Arc::clone(&conn.listener),
         normalize(conn.peer.ip()),
     );
-    finish(shared, entry, Reject::Internal.into_response(), started)
+    finish(
+        shared,
+        conn,
+        entry,
+        Reject::Internal.into_response(),
+        started,
+    )
 }

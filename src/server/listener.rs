@@ -164,6 +164,7 @@ async fn serve_connection(
             peer,
             tls_version: None,
             requests: Default::default(),
+            answers: Default::default(),
         });
         super::http::serve(builder, stream, conn, Arc::clone(shared), shutdown, drain).await;
         return;
@@ -192,6 +193,7 @@ async fn serve_connection(
         peer,
         tls_version,
         requests: Default::default(),
+        answers: Default::default(),
     });
     super::http::serve(builder, stream, conn, Arc::clone(shared), shutdown, drain).await;
 }
