@@ -91,7 +91,7 @@ impl Connection {
         )
     }
 
-    /// Writes `request` (a head from [`encode_head`] followed by the body) and reads the
+    /// Writes the request (a head from [`RequestHead`], then the body) and reads the
     /// response. Nothing is retried: once a byte is written, the upstream may have acted on it.
     pub async fn exchange(
         &mut self,
