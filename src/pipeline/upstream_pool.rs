@@ -59,7 +59,7 @@ impl Pool {
         }
     }
 
-    /// Sends a request (`head` from `upstream_http1::encode_head`, then `body`) and reads the
+    /// Sends a request (a head from `upstream_http1::RequestHead`, then `body`) and reads the
     /// whole response, of at most `max_response` body bytes.
     pub async fn send(
         &self,
