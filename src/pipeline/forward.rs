@@ -263,12 +263,8 @@ fn forwarded_headers(head: &mut RequestHead, headers: &HeaderMap, uri: &Uri, fwd
 
 /// The header names a message's `Connection` header lists: hop-by-hop too (none, mostly).
 fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    upstream_http1::list_elements(headers, header::CONNECTION)
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect()
 }
 

@@ -354,7 +354,8 @@ fn parse_head(
         return Err(ExchangeError::Malformed);
     }
     let framing = framing(status, method, &headers)?;
-    let keep_alive = http11 && !has_token(&headers, header::CONNECTION, "close");
+    let keep_alive = http11
+        && !list_elements(&headers, header::CONNECTION).any(|o| o.eq_ignore_ascii_case("close"));
     let mut response = Response::new(Bytes::new());
     *response.status_mut() = status;
     *response.headers_mut() = headers;
@@ -377,17 +378,13 @@ fn framing(
         if headers.contains_key(header::CONTENT_LENGTH) {
             return Err(ExchangeError::Malformed);
         }
-        // The codings in order, over all the lines; only the last one decides.
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.rsplit(',').map(str::trim).find(|c| !c.is_empty()));
-        return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked,
-            _ => Framing::UntilClose,
-        });
+        // Only the last coding decides.
+        return Ok(
+            match list_elements(headers, header::TRANSFER_ENCODING).next_back() {
+                Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked,
+                _ => Framing::UntilClose,
+            },
+        );
     }
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
@@ -411,14 +408,19 @@ fn framing(
     })
 }
 
-/// Whether a comma-separated header lists `token` (case-insensitively).
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+/// The elements of a comma-separated list header (`Connection`, `Transfer-Encoding`), over all
+/// its lines, in order, trimmed; empty elements are skipped, as RFC 9110 section 5.6.1 says.
+pub fn list_elements(
+    headers: &HeaderMap,
+    name: HeaderName,
+) -> impl DoubleEndedIterator<Item = &str> {
     headers
         .get_all(name)
-        .iter()
+        .into_iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .any(|part| part.trim().eq_ignore_ascii_case(token))
+        .map(str::trim)
+        .filter(|element| !element.is_empty())
 }
 
 #[cfg(test)]
