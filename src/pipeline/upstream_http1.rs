@@ -103,7 +103,8 @@ impl Connection {
         self.write_request(head, body)
             .await
             .map_err(|_| ExchangeError::Broken)?;
-        self.buf.clear();
+        // Only a connection with nothing left over is reused (see `reusable` below).
+        debug_assert!(self.buf.is_empty());
         let (mut response, framing, keep_alive) = loop {
             let (response, framing, keep_alive) = self.read_head(method).await?;
             // Interim answers (100 Continue, 103 Early Hints) precede the real one.
