@@ -11,7 +11,8 @@
 #   ROUNDS=3          rounds; every round runs every workload against every target
 #   CONNS=64          concurrent connections      THREADS=2   wrk threads
 #   WORKLOADS="http-2k tls-2k tls-64k tls-1m tls-handshake"   subset/order of workloads
-#   TARGETS="backend nginx hookgate"                         subset/order of targets
+#   TARGETS="backend nginx hookgate"    subset/order of targets; also nginx-verify (nginx
+#                     checking the signature with njs) and the experiment targets in README
 #   SCALING=1         also run hookgate with 10 000 routes and with 100 000 allowlist CIDRs
 #                     (http-2k), as ratios to the small config
 #   PROFILE=1         also record a perf profile of hookgate per workload (perf from linux-perf)
