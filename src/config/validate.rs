@@ -606,8 +606,16 @@ fn route(
     let path =
         path_pattern(&path_text).map_err(|m| ctx.err(&raw.path.referenced, &path_field, m))?;
 
-    let methods = match &raw.methods {
-        // Webhooks are POSTs; a route that takes GET (challenge handshakes) says so.
+    let verify = match &raw.verify {
+        None => None,
+        Some(v) => Some(std::sync::Arc::new(verifier(
+            ctx,
+            v,
+            &format!("{field}.verify"),
+        )?)),
+    };
+    let mut methods = match &raw.methods {
+        // Webhooks are POSTs.
         None => vec![Method::POST],
         Some(list) => {
             if list.value.is_empty() {
@@ -637,6 +645,14 @@ fn route(
             methods
         }
     };
+
+    // A provider's unsigned handshake (GET challenges, Intercom's HEAD) is answered by the
+    // gateway on any route of that provider, so the route admits its method.
+    if let Some(m) = verify.as_ref().and_then(|v| v.handshake_method()) {
+        if !methods.contains(&m) {
+            methods.push(m);
+        }
+    }
 
     let upstream_field = format!("{field}.upstream");
     let upstream_name = ctx.text(&raw.upstream, &upstream_field)?;
@@ -691,14 +707,7 @@ fn route(
             None => None,
             Some(r) => Some(rate_limit(ctx, r, &format!("{field}.rate_limit"))?),
         },
-        verify: match &raw.verify {
-            None => None,
-            Some(v) => Some(std::sync::Arc::new(verifier(
-                ctx,
-                v,
-                &format!("{field}.verify"),
-            )?)),
-        },
+        verify,
         replay_window: match &raw.replay_window {
             Some(w) if ctx.text(w, &format!("{field}.replay_window"))? == "off" => None,
             other => Some(ctx.duration(

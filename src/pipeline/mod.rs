@@ -157,6 +157,12 @@ async fn serve<'r>(
             body: crate::verify::Body::frames(body.as_slice()),
         };
         entry.provider = Some(verifier.provider());
+        // Unsigned handshakes (Dropbox and X challenges, WooCommerce's activation ping,
+        // Intercom's HEAD) are answered here, never forwarded.
+        if let Some(reply) = verifier.unsigned_handshake(&signed) {
+            entry.outcome = Outcome::Handshake.as_str();
+            return Ok(handshake_response(reply));
+        }
         // The request's arrival, as logged, is the "now" its timestamp is judged against.
         let checked = verifier.verify(&signed, entry.ts);
         count_signature_check(&shared.metrics, route, verifier, &checked);
@@ -165,7 +171,7 @@ async fn serve<'r>(
             status: verifier.on_failure_status(),
         })?;
         entry.secret_index = Some(verified.secret_index);
-        if let Some(reply) = verifier.handshake_verified(&signed, &verified) {
+        if let Some(reply) = verifier.signed_handshake(&signed, &verified) {
             entry.outcome = Outcome::Handshake.as_str();
             return Ok(handshake_response(reply));
         }
@@ -240,9 +246,17 @@ fn handshake_response(reply: HandshakeReply) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(reply.body)));
     *response.status_mut() =
         http::StatusCode::from_u16(reply.status).unwrap_or(http::StatusCode::OK);
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static(reply.content_type),
+    let headers = response.headers_mut();
+    if let Some(content_type) = reply.content_type {
+        headers.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+    }
+    // A challenge is echoed: no browser may read it as anything but text (Dropbox asks this).
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
     );
     response
 }

@@ -1,10 +1,13 @@
 //! Mailgun's webhook signature, which travels in the body rather than a header: JSON
 //! `{"signature": {"timestamp", "token", "signature"}, "event-data": {...}}` or a form body with
 //! `timestamp`, `token`, `signature` fields. signature = hex(HMAC-SHA256(signing key,
-//! timestamp + token)). Only those fields are read; the rest of the body is never interpreted,
-//! and a body with the fields missing is refused, never passed.
+//! timestamp + token)). An event of a subaccount also carries `parent-signature`, made with the
+//! parent account's key: either may verify, so a route can hold the parent's key. The timestamp
+//! must be within 15 minutes either way, as the mailgun SDK's `verify_webhook` demands. Only
+//! those fields are read; the rest of the body is never interpreted, and a body with the fields
+//! missing is refused, never passed.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ring::hmac;
 
@@ -12,6 +15,9 @@ use super::config::{self, RawVerify, SecretEncoding, VerifyConfigError};
 use super::encoding::{self, ct_eq};
 use super::scheme::{TimestampRule, TsFormat, TsSource};
 use super::{Failure, Reason, SignError, SignedRequest, Verified};
+
+/// The mailgun SDK's `max_age_seconds` default, applied both ways (`abs(now - timestamp)`).
+const DEFAULT_WINDOW: Duration = Duration::from_secs(900);
 
 pub struct Mailgun {
     keys: Vec<hmac::Key>,
@@ -25,7 +31,7 @@ struct Fields {
 }
 
 impl Mailgun {
-    /// `tolerance` / `future_tolerance` are optional (Mailgun publishes no window; unset = unchecked).
+    /// `tolerance` / `future_tolerance` override the default 15 minutes (`off` disables).
     pub fn compile(raw: &RawVerify) -> Result<Mailgun, VerifyConfigError> {
         let keys = config::decode_secrets(&raw.secrets, SecretEncoding::Utf8)?
             .iter()
@@ -33,7 +39,7 @@ impl Mailgun {
             .collect();
         let window = |f: &str, v: &Option<String>| match v {
             Some(v) => config::parse_window(f, v),
-            None => Ok(None),
+            None => Ok(Some(DEFAULT_WINDOW)),
         };
         Ok(Mailgun {
             keys,
@@ -46,11 +52,10 @@ impl Mailgun {
         })
     }
 
-    fn fields(body: &[u8]) -> Result<Fields, Reason> {
-        if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-            let v: serde_json::Value =
-                serde_json::from_slice(body).map_err(|_| Reason::Malformed)?;
-            let sig = v.get("signature").ok_or(Reason::Missing)?;
+    /// The signature fields of a JSON body: `signature`, then `parent-signature` if present.
+    fn json_fields(body: &[u8]) -> Result<Vec<Fields>, Reason> {
+        let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| Reason::Malformed)?;
+        let read = |sig: &serde_json::Value| -> Result<Fields, Reason> {
             let get = |k: &str| -> Result<String, Reason> {
                 match sig.get(k) {
                     None | Some(serde_json::Value::Null) => Err(Reason::Missing),
@@ -59,12 +64,20 @@ impl Mailgun {
                     Some(_) => Err(Reason::Malformed),
                 }
             };
-            return Ok(Fields {
+            Ok(Fields {
                 timestamp: get("timestamp")?,
                 token: get("token")?,
                 signature: get("signature")?,
-            });
+            })
+        };
+        let mut fields = vec![read(v.get("signature").ok_or(Reason::Missing)?)?];
+        if let Some(parent) = v.get("parent-signature") {
+            fields.push(read(parent)?);
         }
+        Ok(fields)
+    }
+
+    fn form_fields(body: &[u8]) -> Result<Fields, Reason> {
         let (mut ts, mut token, mut sig) = (None, None, None);
         for (k, v) in form_urlencoded::parse(body) {
             let slot = match k.as_ref() {
@@ -86,7 +99,26 @@ impl Mailgun {
     }
 
     pub fn verify(&self, req: &SignedRequest<'_>, now: SystemTime) -> Result<Verified, Failure> {
-        let f = Self::fields(&req.body.joined())?;
+        let body = req.body.joined();
+        let candidates = if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            Self::json_fields(&body)?
+        } else {
+            vec![Self::form_fields(&body)?]
+        };
+        // The first refusal is reported when neither signature verifies.
+        let mut refusal = None;
+        for f in &candidates {
+            match self.verify_fields(f, now) {
+                Ok(verified) => return Ok(verified),
+                Err(failure) => {
+                    refusal.get_or_insert(failure);
+                }
+            }
+        }
+        Err(refusal.unwrap_or_else(|| Reason::Missing.into()))
+    }
+
+    fn verify_fields(&self, f: &Fields, now: SystemTime) -> Result<Verified, Failure> {
         let mut sig = [0u8; 32];
         match encoding::hex_decode_into(f.signature.trim().as_bytes(), &mut sig) {
             Some(32) => {}

@@ -10,6 +10,7 @@
 pub mod config;
 mod discord;
 pub mod encoding;
+mod gitlab;
 pub mod handshake;
 mod mailgun;
 pub mod providers;
@@ -168,7 +169,8 @@ impl From<Reason> for Failure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandshakeReply {
     pub status: u16,
-    pub content_type: &'static str,
+    /// `None` for an empty reply.
+    pub content_type: Option<&'static str>,
     pub body: Vec<u8>,
 }
 
@@ -194,12 +196,14 @@ enum Kind {
     Discord(discord::Discord),
     Sendgrid(sendgrid::Sendgrid),
     V1a(v1a::V1a),
+    Gitlab(gitlab::Gitlab),
 }
 
 /// Where the delivery id comes from.
 enum IdSource {
     None,
-    Header(HeaderName),
+    /// A header, or its alias when the header is absent.
+    Header(HeaderName, Option<HeaderName>),
     Json(&'static [&'static str]),
 }
 
@@ -273,7 +277,10 @@ fn window_override(
     }
 }
 
-fn spec_from_preset(p: &HmacPreset, raw: &RawVerify) -> Result<HmacSpec, VerifyConfigError> {
+pub(crate) fn spec_from_preset(
+    p: &HmacPreset,
+    raw: &RawVerify,
+) -> Result<HmacSpec, VerifyConfigError> {
     let format = match p.structured {
         Some(s) => SigFormat::Structured {
             separator: s.separator.into(),
@@ -332,6 +339,7 @@ fn spec_from_preset(p: &HmacPreset, raw: &RawVerify) -> Result<HmacSpec, VerifyC
     Ok(HmacSpec {
         algorithm: p.algorithm,
         header: HeaderName::from_static(p.header),
+        header_alias: p.header_alias.map(HeaderName::from_static),
         format,
         encoding: p.encoding,
         template: scheme::parse_template(p.signed)?,
@@ -375,7 +383,7 @@ impl Verifier {
                 let id = spec
                     .id_header
                     .clone()
-                    .map_or(IdSource::None, IdSource::Header);
+                    .map_or(IdSource::None, |h| IdSource::Header(h, None));
                 (
                     Kind::Hmac(Box::new(Scheme::compile(
                         spec,
@@ -402,7 +410,9 @@ impl Verifier {
                     .as_deref()
                     .map(|h| config::parse_header_name("id_header", h))
                     .transpose()?;
-                let id = id_header.clone().map_or(IdSource::None, IdSource::Header);
+                let id = id_header
+                    .clone()
+                    .map_or(IdSource::None, |h| IdSource::Header(h, None));
                 let scheme = TokenScheme::compile(
                     raw,
                     header,
@@ -422,7 +432,7 @@ impl Verifier {
                     .as_deref()
                     .map(|h| config::parse_header_name("id_header", h))
                     .transpose()?
-                    .map_or(IdSource::None, IdSource::Header);
+                    .map_or(IdSource::None, |h| IdSource::Header(h, None));
                 (
                     Kind::Basic(BasicScheme::compile(raw, header)?),
                     Handshake::None,
@@ -439,19 +449,23 @@ impl Verifier {
                         ),
                     )
                 })?;
-                let header_id =
-                    |fallback: Option<&'static str>| -> Result<IdSource, VerifyConfigError> {
-                        Ok(match (&raw.id_header, fallback) {
-                            (Some(h), _) => {
-                                IdSource::Header(config::parse_header_name("id_header", h)?)
-                            }
-                            (None, Some(h)) => IdSource::Header(HeaderName::from_static(h)),
-                            (None, None) => match preset.id_json {
-                                Some(p) => IdSource::Json(p),
-                                None => IdSource::None,
-                            },
-                        })
-                    };
+                let header_id = |fallback: Option<&'static str>,
+                                 alias: Option<&'static str>|
+                 -> Result<IdSource, VerifyConfigError> {
+                    Ok(match (&raw.id_header, fallback) {
+                        (Some(h), _) => {
+                            IdSource::Header(config::parse_header_name("id_header", h)?, None)
+                        }
+                        (None, Some(h)) => IdSource::Header(
+                            HeaderName::from_static(h),
+                            alias.map(HeaderName::from_static),
+                        ),
+                        (None, None) => match preset.id_json {
+                            Some(p) => IdSource::Json(p),
+                            None => IdSource::None,
+                        },
+                    })
+                };
                 let kind = match &preset.shape {
                     Shape::Hmac(_)
                         if preset.id == "standard-webhooks" && raw.public_key.is_some() =>
@@ -462,7 +476,7 @@ impl Verifier {
                     Shape::Hmac(p) => {
                         refuse_fixed_keys(raw, &["secret_encoding"])?;
                         let spec = spec_from_preset(p, raw)?;
-                        let id = header_id(p.id_header)?;
+                        let id = header_id(p.id_header, p.id_alias)?;
                         let public_url = raw.public_url.clone();
                         return Ok(Verifier {
                             provider: preset.id.into(),
@@ -472,26 +486,9 @@ impl Verifier {
                             on_failure,
                         });
                     }
-                    Shape::Token {
-                        header,
-                        prefix,
-                        id_header,
-                    } => {
+                    Shape::Gitlab => {
                         refuse_fixed_keys(raw, &[])?;
-                        let id = header_id(*id_header)?;
-                        let scheme = TokenScheme::compile(
-                            raw,
-                            HeaderName::from_static(header),
-                            (*prefix).to_string(),
-                            None,
-                        )?;
-                        return Ok(Verifier {
-                            provider: preset.id.into(),
-                            kind: Kind::Token(scheme),
-                            handshake: preset.handshake,
-                            id,
-                            on_failure,
-                        });
+                        Kind::Gitlab(gitlab::Gitlab::compile(raw, &providers::GITLAB_SIGNING)?)
                     }
                     Shape::BasicAuth => {
                         refuse_fixed_keys(raw, &[])?;
@@ -514,10 +511,12 @@ impl Verifier {
                         Kind::Sendgrid(sendgrid::Sendgrid::compile(raw)?)
                     }
                 };
-                let id = header_id(match &preset.shape {
-                    Shape::Hmac(p) => p.id_header,
-                    _ => None,
-                })?;
+                let (id_header, id_alias) = match &preset.shape {
+                    Shape::Hmac(p) => (p.id_header, p.id_alias),
+                    Shape::Gitlab => (Some(providers::GITLAB_ID_HEADER), None),
+                    _ => (None, None),
+                };
+                let id = header_id(id_header, id_alias)?;
                 return Ok(Verifier {
                     provider: preset.id.into(),
                     kind,
@@ -564,12 +563,12 @@ impl Verifier {
         }
     }
 
-    /// Checks the request. For Dropbox and X/Twitter an unsigned `GET` carrying the provider's
-    /// challenge parameter passes (secret 0): `handshake` then answers it and the request must
-    /// not be forwarded. Any other unsigned request fails.
+    /// Checks the request. Unsigned handshakes are not requests to verify: answer them with
+    /// [`Verifier::unsigned_handshake`] first. A body the provider's handshake rules out (see
+    /// [`Handshake::admits_body`]) fails as malformed, whatever it is signed with.
     pub fn verify(&self, req: &SignedRequest<'_>, now: SystemTime) -> Result<Verified, Failure> {
-        if self.handshake.is_unsigned_get(req) {
-            return Ok(Verified { secret_index: 0 });
+        if !self.handshake.admits_body(&req.body) {
+            return Err(Reason::Malformed.into());
         }
         match &self.kind {
             Kind::Hmac(s) => s.verify(req, now),
@@ -580,6 +579,7 @@ impl Verifier {
             Kind::Discord(d) => d.verify(req, now),
             Kind::Sendgrid(s) => s.verify(req, now),
             Kind::V1a(v) => v.verify(req, now),
+            Kind::Gitlab(g) => g.verify(req, now),
         }
     }
 
@@ -587,8 +587,13 @@ impl Verifier {
     pub fn delivery_id(&self, req: &SignedRequest<'_>) -> Option<String> {
         match &self.id {
             IdSource::None => None,
-            IdSource::Header(h) => {
-                let v = req.headers.get(h)?.to_str().ok()?.trim();
+            IdSource::Header(h, alias) => {
+                let v = match (req.headers.get(h), alias) {
+                    (Some(v), _) => v,
+                    (None, Some(alias)) => req.headers.get(alias)?,
+                    (None, None) => return None,
+                };
+                let v = v.to_str().ok()?.trim();
                 (!v.is_empty() && v.len() <= 256).then(|| v.to_string())
             }
             IdSource::Json(path) => {
@@ -607,23 +612,34 @@ impl Verifier {
         }
     }
 
-    /// The reply to a provider handshake; call only after `verify` succeeded. Uses secret 0 where
-    /// the reply proves the secret (Zoom, X/Twitter); see `handshake_verified`.
-    pub fn handshake(&self, req: &SignedRequest<'_>) -> Option<HandshakeReply> {
-        self.handshake_verified(req, &Verified { secret_index: 0 })
+    /// The reply to an unsigned provider handshake (Dropbox and X challenges, WooCommerce's
+    /// activation ping, Intercom's HEAD), if `req` is one: answered instead of verifying, never
+    /// forwarded. X's CRC reply proves the first secret.
+    pub fn unsigned_handshake(&self, req: &SignedRequest<'_>) -> Option<HandshakeReply> {
+        self.handshake.unsigned_reply(req, self.key(0))
     }
 
-    /// As `handshake`, proving the secret that actually verified the request.
-    pub fn handshake_verified(
+    /// The method an unsigned handshake of this provider uses, which its route admits.
+    pub fn handshake_method(&self) -> Option<http::Method> {
+        self.handshake.method()
+    }
+
+    /// The reply to a signed provider handshake (Slack, Zoom, Twitch, Discord PINGs); call only
+    /// after `verify` succeeded with `verified`, whose secret Zoom's reply proves.
+    pub fn signed_handshake(
         &self,
         req: &SignedRequest<'_>,
         verified: &Verified,
     ) -> Option<HandshakeReply> {
-        let key = match &self.kind {
-            Kind::Hmac(s) => s.key(verified.secret_index),
+        self.handshake
+            .signed_reply(req, self.key(verified.secret_index))
+    }
+
+    fn key(&self, i: usize) -> Option<&ring::hmac::Key> {
+        match &self.kind {
+            Kind::Hmac(s) => s.key(i),
             _ => None,
-        };
-        self.handshake.reply(req, key)
+        }
     }
 
     /// Status of a refused signature (`on_failure`, default 401).
@@ -645,6 +661,7 @@ impl Verifier {
             Kind::Basic(b) => b.sign(),
             Kind::Twilio(t) => t.sign(body, now, public_url),
             Kind::Mailgun(m) => m.sign(),
+            Kind::Gitlab(g) => g.sign(body, now),
             Kind::Discord(_) | Kind::Sendgrid(_) | Kind::V1a(_) => {
                 Err(SignError::Asymmetric(self.provider.to_string()))
             }

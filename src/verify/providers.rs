@@ -45,6 +45,10 @@ pub struct Structured {
 pub struct HmacPreset {
     pub algorithm: Algorithm,
     pub header: &'static str,
+    /// The same header under another name, read when `header` is absent.
+    pub header_alias: Option<&'static str>,
+    /// The delivery-id header under another name, read when `id_header` is absent.
+    pub id_alias: Option<&'static str>,
     /// Prefix of a plain signature (`sha256=`); unused when `structured` is set.
     pub prefix: &'static str,
     pub structured: Option<Structured>,
@@ -60,11 +64,8 @@ pub struct HmacPreset {
 #[derive(Debug, Clone, Copy)]
 pub enum Shape {
     Hmac(HmacPreset),
-    Token {
-        header: &'static str,
-        prefix: &'static str,
-        id_header: Option<&'static str>,
-    },
+    /// GitLab's secret token or signing token (see gitlab.rs).
+    Gitlab,
     BasicAuth,
     Twilio,
     Mailgun,
@@ -92,6 +93,8 @@ const fn plain(
     HmacPreset {
         algorithm,
         header,
+        header_alias: None,
+        id_alias: None,
         prefix,
         structured: None,
         encoding,
@@ -116,6 +119,8 @@ const fn svix_like(id_h: &'static str, ts_h: &'static str, sig_h: &'static str) 
     HmacPreset {
         algorithm: Algorithm::Sha256,
         header: sig_h,
+        header_alias: None,
+        id_alias: None,
         prefix: "",
         structured: Some(Structured {
             separator: " ",
@@ -137,6 +142,13 @@ const fn svix_like(id_h: &'static str, ts_h: &'static str, sig_h: &'static str) 
     }
 }
 
+/// How GitLab's signing tokens sign: the Standard Webhooks scheme and headers.
+pub const GITLAB_SIGNING: HmacPreset =
+    svix_like("webhook-id", "webhook-timestamp", "webhook-signature");
+
+/// GitLab's delivery id, whichever way the delivery authenticates.
+pub const GITLAB_ID_HEADER: &str = "x-gitlab-event-uuid";
+
 use Algorithm::{Sha1, Sha256};
 use Encoding::{Base64, Hex};
 
@@ -154,25 +166,25 @@ pub const PRESETS: &[Preset] = &[
             Some("x-github-delivery"),
         )),
     ),
-    // GitLab. X-Gitlab-Token carries the secret token itself.
-    preset(
-        "gitlab",
-        Shape::Token {
-            header: "x-gitlab-token",
-            prefix: "",
-            id_header: Some("x-gitlab-event-uuid"),
-        },
-    ),
-    // Shopify. X-Shopify-Hmac-Sha256: base64(HMAC-SHA256(secret, body)).
+    // GitLab. X-Gitlab-Token carries the secret token itself; a signing token (`whsec_...`)
+    // signs as Standard Webhooks does (GITLAB_SIGNING). See gitlab.rs.
+    preset("gitlab", Shape::Gitlab),
+    // Shopify. X-Shopify-Hmac-Sha256: base64(HMAC-SHA256(secret, body)); newer deliveries send
+    // the same headers without `X-` (shopify-hmac-sha256, shopify-webhook-id), which
+    // @shopify/shopify-api also accepts. Checked: SDK (npm @shopify/shopify-api webhooks.validate).
     preset(
         "shopify",
-        Shape::Hmac(plain(
-            Sha256,
-            "x-shopify-hmac-sha256",
-            "",
-            Base64,
-            Some("x-shopify-webhook-id"),
-        )),
+        Shape::Hmac(HmacPreset {
+            header_alias: Some("shopify-hmac-sha256"),
+            id_alias: Some("shopify-webhook-id"),
+            ..plain(
+                Sha256,
+                "x-shopify-hmac-sha256",
+                "",
+                Base64,
+                Some("x-shopify-webhook-id"),
+            )
+        }),
     ),
     // Slack. X-Slack-Signature: v0=hex(HMAC-SHA256(secret, "v0:" ts ":" body)),
     // X-Slack-Request-Timestamp seconds, 5 minutes both ways (slack_sdk SignatureVerifier:
@@ -182,6 +194,8 @@ pub const PRESETS: &[Preset] = &[
         shape: Shape::Hmac(HmacPreset {
             algorithm: Sha256,
             header: "x-slack-signature",
+            header_alias: None,
+            id_alias: None,
             prefix: "v0=",
             structured: None,
             encoding: Hex,
@@ -207,6 +221,8 @@ pub const PRESETS: &[Preset] = &[
         shape: Shape::Hmac(HmacPreset {
             algorithm: Sha256,
             header: "stripe-signature",
+            header_alias: None,
+            id_alias: None,
             prefix: "",
             structured: Some(Structured {
                 separator: ",",
@@ -262,6 +278,8 @@ pub const PRESETS: &[Preset] = &[
         shape: Shape::Hmac(HmacPreset {
             algorithm: Sha256,
             header: "x-zm-signature",
+            header_alias: None,
+            id_alias: None,
             prefix: "v0=",
             structured: None,
             encoding: Hex,
@@ -287,6 +305,8 @@ pub const PRESETS: &[Preset] = &[
         shape: Shape::Hmac(HmacPreset {
             algorithm: Sha256,
             header: "paddle-signature",
+            header_alias: None,
+            id_alias: None,
             prefix: "",
             structured: Some(Structured {
                 separator: ";",
@@ -323,11 +343,14 @@ pub const PRESETS: &[Preset] = &[
             ..plain(Sha256, "linear-signature", "", Hex, Some("linear-delivery"))
         }),
     ),
-    // Intercom. X-Hub-Signature: sha1=hex(HMAC-SHA1(client secret, body)).
-    preset(
-        "intercom",
-        Shape::Hmac(plain(Sha1, "x-hub-signature", "sha1=", Hex, None)),
-    ),
+    // Intercom. X-Hub-Signature: sha1=hex(HMAC-SHA1(client secret, body)). Intercom checks a
+    // webhook URL with an unsigned HEAD, answered 200 by the gateway.
+    Preset {
+        id: "intercom",
+        shape: Shape::Hmac(plain(Sha1, "x-hub-signature", "sha1=", Hex, None)),
+        handshake: Handshake::Intercom,
+        id_json: None,
+    },
     // Square. x-square-hmacsha256-signature: base64(HMAC-SHA256(key, notification URL + body)).
     Preset {
         id: "square",
@@ -460,17 +483,20 @@ pub const PRESETS: &[Preset] = &[
         handshake: Handshake::None,
         id_json: Some(&["id"]),
     },
-    // WooCommerce. X-WC-Webhook-Signature: base64(HMAC-SHA256(secret, body)).
-    preset(
-        "woocommerce",
-        Shape::Hmac(plain(
+    // WooCommerce. X-WC-Webhook-Signature: base64(HMAC-SHA256(secret, body)). When a webhook
+    // is set active, WooCommerce POSTs an unsigned `webhook_id=N` and wants 200 (handshake.rs).
+    Preset {
+        id: "woocommerce",
+        shape: Shape::Hmac(plain(
             Sha256,
             "x-wc-webhook-signature",
             "",
             Base64,
             Some("x-wc-webhook-delivery-id"),
         )),
-    ),
+        handshake: Handshake::Woocommerce,
+        id_json: None,
+    },
     // X / Twitter Account Activity. x-twitter-webhooks-signature: sha256=base64(HMAC-SHA256(
     // consumer secret, body)); GET ?crc_token= answered with the HMAC of the token.
     Preset {
@@ -488,12 +514,13 @@ pub const PRESETS: &[Preset] = &[
     // Postmark. HTTP basic auth in the webhook URL; secrets are `user:password`.
     preset("postmark", Shape::BasicAuth),
     // Mailgun. signature.{timestamp,token,signature} in the body: hex(HMAC-SHA256(signing key,
-    // timestamp + token)). See mailgun.rs.
+    // timestamp + token)); 15 minutes both ways, as the mailgun SDK's verify_webhook. The token
+    // is the delivery id (Mailgun's advice against replays). See mailgun.rs.
     Preset {
         id: "mailgun",
         shape: Shape::Mailgun,
         handshake: Handshake::None,
-        id_json: Some(&["event-data", "id"]),
+        id_json: Some(&["signature", "token"]),
     },
     // Twilio. X-Twilio-Signature: base64(HMAC-SHA1(auth token, URL + sorted form params)), or
     // bodySHA256 in the URL for JSON. See twilio.rs. Checked: SDK + docs example vector.

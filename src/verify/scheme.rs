@@ -268,6 +268,9 @@ pub fn parse_template(text: &str) -> Result<Vec<Part>, VerifyConfigError> {
 pub struct HmacSpec {
     pub algorithm: Algorithm,
     pub header: HeaderName,
+    /// The same header under another name, read when `header` is absent (Shopify's newer
+    /// deliveries drop the `X-` prefix).
+    pub header_alias: Option<HeaderName>,
     pub format: SigFormat,
     pub encoding: Encoding,
     pub template: Vec<Part>,
@@ -448,6 +451,7 @@ impl HmacSpec {
         Ok(HmacSpec {
             algorithm,
             header,
+            header_alias: None,
             format,
             encoding,
             template,
@@ -555,8 +559,17 @@ impl Scheme {
         self.keys.get(i)
     }
 
+    /// The signature header's name in this request: `header`, or its alias when only that came.
+    fn signature_header(&self, headers: &http::HeaderMap) -> &HeaderName {
+        match &self.spec.header_alias {
+            Some(alias) if !headers.contains_key(&self.spec.header) => alias,
+            _ => &self.spec.header,
+        }
+    }
+
     fn parse_header<'h>(&self, req: &'h SignedRequest<'_>) -> Result<Parsed<'h>, Reason> {
-        let mut values = req.headers.get_all(&self.spec.header).iter().peekable();
+        let name = self.signature_header(req.headers);
+        let mut values = req.headers.get_all(name).iter().peekable();
         if values.peek().is_none() {
             return Err(Reason::Missing);
         }
@@ -643,7 +656,8 @@ impl Scheme {
 
     /// Whether the signature header has an entry of the expected version (decodable or not).
     fn any_known_entry(&self, req: &SignedRequest<'_>) -> bool {
-        req.headers.get_all(&self.spec.header).iter().any(|v| {
+        let name = self.signature_header(req.headers);
+        req.headers.get_all(name).iter().any(|v| {
             let Ok(text) = v.to_str() else { return false };
             match &self.spec.format {
                 SigFormat::Plain { prefix, separator } => match separator {
@@ -681,8 +695,8 @@ impl Scheme {
                     serde_json::from_slice(&req.body.joined()).map_err(|_| Reason::Malformed)?;
                 let n = match v.get(*field) {
                     None | Some(serde_json::Value::Null) => return Err(Reason::Missing),
+                    // A number, as the providers send it (Linear's SDK refuses a string).
                     Some(serde_json::Value::Number(n)) => n.to_string(),
-                    Some(serde_json::Value::String(s)) => s.clone(),
                     Some(_) => return Err(Reason::Malformed),
                 };
                 Ok(json_buf.insert(n).as_str())
