@@ -40,6 +40,7 @@ upstreams:
 routes:
   - name: twitter
     path: /hooks/twitter
+    methods: [GET, POST]
     upstream: backend
     verify: { provider: twitter, secrets: ["consumer-secret"] }
   - name: discord
@@ -67,6 +68,7 @@ routes:
     verify: { provider: shopify, secrets: ["shopify-secret"] }
   - name: dropbox
     path: /hooks/dropbox
+    methods: [GET, POST]
     upstream: backend
     verify: { provider: dropbox, secrets: ["dropbox-secret"] }
   - name: gitlab
