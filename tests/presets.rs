@@ -104,7 +104,11 @@ impl Sender {
     async fn new() -> Sender {
         let gw = start().await;
         let client = h1_client(&gw.certs);
-        Sender { gw, client, sent: 0 }
+        Sender {
+            gw,
+            client,
+            sent: 0,
+        }
     }
 
     async fn send(
@@ -226,7 +230,10 @@ async fn woocommerce_activation_ping_gets_200_and_nothing_else_passes_unsigned()
     for (headers, body) in [
         (&form[..], "webhook_id=17&status=paid"),
         (&form[..], "webhook_id=abc"),
-        (&[("x-wc-webhook-topic", "order.created")][..], "webhook_id=17"),
+        (
+            &[("x-wc-webhook-topic", "order.created")][..],
+            "webhook_id=17",
+        ),
         (&form[..], r#"{"id":17}"#),
     ] {
         let (status, _, _, line) = s.send("POST", "/hooks/woo", headers, body).await;
@@ -370,7 +377,12 @@ async fn gitlab_accepts_a_signing_token_signature_and_the_plain_token() {
     assert_eq!((status, line["secret_index"].as_u64()), (200, Some(0)));
     // Tampered: refused, and not rescued by the plain-token path.
     let (status, _, _, line) = s
-        .send("POST", "/hooks/gitlab", &signed, &body.replace("main", "evil"))
+        .send(
+            "POST",
+            "/hooks/gitlab",
+            &signed,
+            &body.replace("main", "evil"),
+        )
         .await;
     assert_eq!((status, line["reason"].as_str()), (401, Some("mismatch")));
     // The plain secret token, second in the list.
@@ -394,7 +406,10 @@ async fn linear_refuses_a_webhook_timestamp_written_as_a_string() {
     let mut s = Sender::new().await;
     let ms = now() * 1000;
     for (body, expect) in [
-        (format!(r#"{{"action":"create","webhookTimestamp":{ms}}}"#), 200),
+        (
+            format!(r#"{{"action":"create","webhookTimestamp":{ms}}}"#),
+            200,
+        ),
         (
             format!(r#"{{"action":"create","webhookTimestamp":"{ms}"}}"#),
             401,
@@ -402,7 +417,12 @@ async fn linear_refuses_a_webhook_timestamp_written_as_a_string() {
     ] {
         let sig = hex(&hmac256(b"linear-secret", &[body.as_bytes()]));
         let (status, _, _, _) = s
-            .send("POST", "/hooks/linear", &[("linear-signature", &sig)], &body)
+            .send(
+                "POST",
+                "/hooks/linear",
+                &[("linear-signature", &sig)],
+                &body,
+            )
             .await;
         assert_eq!(status, expect, "{body}");
     }

@@ -565,12 +565,9 @@ impl Verifier {
 
     /// Checks the request. Unsigned handshakes are not requests to verify: answer them with
     /// [`Verifier::unsigned_handshake`] first. A body the provider's handshake rules out (see
-    /// [`Handshake::admits_body`]) fails as malformed, whatever it is signed with.
+    /// [`Handshake::admits_body`]) fails as malformed even when its signature is right.
     pub fn verify(&self, req: &SignedRequest<'_>, now: SystemTime) -> Result<Verified, Failure> {
-        if !self.handshake.admits_body(&req.body) {
-            return Err(Reason::Malformed.into());
-        }
-        match &self.kind {
+        let verified = match &self.kind {
             Kind::Hmac(s) => s.verify(req, now),
             Kind::Token(t) => t.verify(req),
             Kind::Basic(b) => b.verify(req),
@@ -580,7 +577,11 @@ impl Verifier {
             Kind::Sendgrid(s) => s.verify(req, now),
             Kind::V1a(v) => v.verify(req, now),
             Kind::Gitlab(g) => g.verify(req, now),
+        }?;
+        if !self.handshake.admits_body(&req.body) {
+            return Err(Reason::Malformed.into());
         }
+        Ok(verified)
     }
 
     /// The provider's delivery / event id, if the request carries one.

@@ -20,6 +20,9 @@ Case fields:
   expect     "accept" | "refuse"
   reason     expected hookgate Reason for a refusal ("mismatch", "expired", ...), else None
   source     which library produced the signature
+  status     for an accepted handshake, the status the gateway must answer (None: 200)
+  reply      for an accepted handshake, the exact body the gateway must answer, as the provider's
+             library computes it (None: not checked)
 Every "accept" case of an SDK that can also verify is checked with that SDK before printing, and
 the script exits non-zero if the SDK disagrees.
 
@@ -44,6 +47,7 @@ from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import urlencode
 
+import discord_interactions
 import nacl.signing
 import slack_sdk.signature
 import standardwebhooks
@@ -54,6 +58,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hubspot.exceptions import InvalidSignatureTimestampError
 from hubspot.utils.signature import Signature as HubSpotSignature
+from mailgun.security import SecurityGuard as MailgunGuard
 from paddle_billing.Notifications.PaddleSignature import PaddleSignature
 from sendgrid.helpers.eventwebhook import EventWebhook
 from square.utils.webhooks_helper import verify_signature as square_verify_signature
@@ -63,7 +68,8 @@ HOUR = 3600
 CASES = []
 
 
-def add(name, verify, headers, body, expect, reason=None, method="POST", query=None, source=""):
+def add(name, verify, headers, body, expect, reason=None, method="POST", query=None, source="", status=None,
+        reply=None):
     if isinstance(body, str):
         body = body.encode()
     CASES.append(
@@ -80,6 +86,8 @@ def add(name, verify, headers, body, expect, reason=None, method="POST", query=N
             "expect": expect,
             "reason": reason,
             "source": source,
+            "status": status,
+            "reply": reply,
         }
     )
 
@@ -277,7 +285,7 @@ def sendgrid_cases():
 
 # ------------------------------------------------------------------------------------ Discord
 def discord_cases():
-    src = "PyNaCl Ed25519 (the library of Discord's Python example)"
+    src = f"PyNaCl Ed25519, checked with discord-interactions {version('discord-interactions')} verify_key"
     key = nacl.signing.SigningKey.generate()
     verify = {"provider": "discord", "public_key": key.verify_key.encode().hex(), "on_failure": 401}
     ping = '{"type":1,"id":"1","application_id":"2","token":"t","version":1}'
@@ -288,6 +296,8 @@ def discord_cases():
 
     h = hdrs(NOW)
     key.verify_key.verify((str(NOW) + ping).encode(), bytes.fromhex(h["X-Signature-Ed25519"]))
+    sdk_agrees("discord/ping (discord-interactions)", discord_interactions.verify_key(
+        ping.encode(), h["X-Signature-Ed25519"], h["X-Signature-Timestamp"], verify["public_key"]))
     add("discord/ping", verify, h, ping, "accept", source=src + " (handshake: gateway replies {\"type\":1})")
     add("discord/tampered-body", verify, h, ping.replace('"1"', '"3"', 1), "refuse", "mismatch", source=src)
     add("discord/other-key", verify, hdrs(NOW, nacl.signing.SigningKey.generate()), ping, "refuse",
@@ -409,6 +419,95 @@ def square_cases():
         source=src)
 
 
+# ------------------------------------------------------------------------------------ Mailgun
+def mailgun_cases():
+    src = f"stdlib HMAC-SHA256, checked with mailgun {version('mailgun')} SecurityGuard.verify_webhook"
+    parent_key, sub_key = "key-parent-0123456789abcdef", "key-subaccount-fedcba9876543210"
+    verify = {"provider": "mailgun", "secrets": [parent_key]}
+
+    def signature(key, t, token):
+        mac = hmac.new(key.encode(), f"{t}{token}".encode(), hashlib.sha256).hexdigest()
+        return {"timestamp": str(t), "token": token, "signature": mac}
+
+    def sdk_says(key, sig):
+        return MailgunGuard.verify_webhook(key, sig["token"], sig["timestamp"], sig["signature"])
+
+    def event(sig, parent=None):
+        body = {"signature": sig, "event-data": {"event": "delivered", "id": "CPgfbmQMTCKtHW6uIWtuVe"}}
+        if parent:
+            body["parent-signature"] = parent
+        return json.dumps(body, separators=(",", ":"))
+
+    json_ct = {"Content-Type": "application/json"}
+    sig = signature(parent_key, NOW, "a8ce0edb2dd8301dee6c2405235584e45aa91d1e9f979f3de0")
+    sdk_agrees("mailgun/valid", sdk_says(parent_key, sig))
+    add("mailgun/valid", verify, json_ct, event(sig), "accept", source=src)
+    bad = {**sig, "token": sig["token"][:-1] + "1"}
+    sdk_agrees("mailgun/tampered-token (SDK must refuse)", not sdk_says(parent_key, bad))
+    add("mailgun/tampered-token", verify, json_ct, event(bad), "refuse", "mismatch", source=src)
+    stale = signature(parent_key, NOW - 1200, "stale-token-0001")
+    sdk_agrees("mailgun/stale (SDK must refuse)", not sdk_says(parent_key, stale))
+    add("mailgun/stale", verify, json_ct, event(stale), "refuse", "expired", source=src)
+    future = signature(parent_key, NOW + 1200, "future-token-0001")
+    sdk_agrees("mailgun/future (SDK must refuse)", not sdk_says(parent_key, future))
+    add("mailgun/future", verify, json_ct, event(future), "refuse", "future", source=src)
+    # A subaccount's event: its own signature is the subaccount's key, parent-signature the parent's.
+    own, parent = signature(sub_key, NOW, "subaccount-token-01"), signature(parent_key, NOW, "subaccount-token-01")
+    sdk_agrees("mailgun/parent-signature", sdk_says(parent_key, parent) and not sdk_says(parent_key, own))
+    add("mailgun/parent-signature", verify, json_ct, event(own, parent), "accept", source=src)
+    other = signature("key-someone-else", NOW, "other-token-0001")
+    add("mailgun/other-key", verify, json_ct, event(other), "refuse", "mismatch", source=src)
+    # Legacy form-encoded webhooks carry the same three fields at the top level.
+    legacy = signature(parent_key, NOW, "legacy-form-token-01")
+    sdk_agrees("mailgun/legacy-form", sdk_says(parent_key, legacy))
+    add("mailgun/legacy-form", verify, {"Content-Type": "application/x-www-form-urlencoded"},
+        urlencode({**legacy, "event": "delivered"}), "accept", source=src)
+
+
+# ----------------------------------------------------------------------------- X (Twitter)
+def twitter_cases():
+    src = "twitter-autohook test/signature.js vector (X's own webhook library)"
+    verify = {"provider": "twitter", "secrets": ["test"]}
+    body = '{"test_number":1,"test_string":"two"}'
+    sig = "sha256=YWHphPn/JFq43jkF0y4/w8R/SelmLjvpunhVFY8JhlI="
+    assert hmac.compare_digest(
+        "sha256=" + base64.b64encode(hmac.new(b"test", body.encode(), hashlib.sha256).digest()).decode(), sig)
+    h = {"x-twitter-webhooks-signature": sig}
+    add("twitter/autohook-vector", verify, h, body, "accept", source=src)
+    add("twitter/autohook-vector-tampered", verify, h, body.replace("two", "too"), "refuse", "mismatch", source=src)
+    # The vector's other fixture signs a form body. X only POSTs JSON events, and a body that is not
+    # a JSON object could be a CRC token, whose HMAC the gateway hands out: refused (issue 13).
+    form_sig = "sha256=25Cu3iwbbiqBTwQRzcKJZwisjf736V2Q8UaTlkfLSoc="
+    add("twitter/autohook-form-vector-refused", verify, {"x-twitter-webhooks-signature": form_sig},
+        "test=1&other_test=2", "refuse", "malformed", source=src + " (a non-JSON body is refused)")
+    # CRC: the reply X's docs define, sha256=base64(HMAC-SHA256(consumer secret, crc_token)).
+    token = "dWp4a2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3ODk"
+    mac = base64.b64encode(hmac.new(b"test", token.encode(), hashlib.sha256).digest()).decode()
+    add("twitter/crc", verify, {}, "", "accept", method="GET", query=f"crc_token={token}",
+        source="X docs: CRC response_token", reply=json.dumps({"response_token": f"sha256={mac}"},
+                                                            separators=(",", ":")))
+    # A crc_token that is not of X's shape (here a JSON event) is never answered (no signing oracle).
+    add("twitter/crc-json-token-refused", verify, {}, "", "refuse", "missing", method="GET",
+        query=urlencode({"crc_token": body}), source="issue 13: the CRC must not sign bodies")
+
+
+# -------------------------------------------------------------------------------- PagerDuty
+def pagerduty_cases():
+    src = "go-pagerduty webhookv3 TestVerifySignature vector (PagerDuty's Go library)"
+    secret = "lDQHScfUeXUKaQRNF+8XIiDKZ7XX3itBAYzwU0TARw8lJqRnkKl2iB1anSb0Z+IK"
+    body = (Path(__file__).resolve().parent / "vectors" / "pagerduty_body.json").read_text().rstrip("\n")
+    good = "v1=0c0b9495b893a39e70d1fea2fe11fbe0a825f88b9f67846f6cc07dd2bc5476cd"
+    bad = "v1=7020c8a7ec668a9b7012bc3dd82e483394b038f4230acc6785efbf2a7d8bcaf5"
+    assert hmac.compare_digest("v1=" + hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest(), good)
+    verify = {"provider": "pagerduty", "secrets": [secret]}
+    add("pagerduty/go-vector", verify, {"X-PagerDuty-Signature": good}, body, "accept", source=src)
+    add("pagerduty/go-vector-mismatch", verify, {"X-PagerDuty-Signature": bad}, body, "refuse", "mismatch",
+        source=src)
+    add("pagerduty/go-vector-two-secrets-one-good", verify, {"X-PagerDuty-Signature": f"{bad},{good}"}, body,
+        "accept", source=src + " (one v1 per active secret)")
+    add("pagerduty/go-vector-missing", verify, {}, body, "refuse", "missing", source=src)
+
+
 # ------------------------------------------------------------------------- npm (node/cases.mjs)
 def node_cases():
     """Runs node/cases.mjs and merges its cases. Fails loudly when Node.js or npm is missing."""
@@ -440,7 +539,8 @@ def node_cases():
 
 def main():
     for make in (stripe_cases, standard_webhooks_cases, slack_cases, twilio_cases, paddle_cases,
-                 sendgrid_cases, discord_cases, github_cases, hubspot_cases, square_cases, node_cases):
+                 sendgrid_cases, discord_cases, github_cases, hubspot_cases, square_cases, mailgun_cases,
+                 twitter_cases, pagerduty_cases, node_cases):
         make()
     names = [c["name"] for c in CASES]
     assert len(names) == len(set(names)), "case names must be unique"
