@@ -196,7 +196,7 @@ enum Kind {
     Discord(discord::Discord),
     Sendgrid(sendgrid::Sendgrid),
     V1a(v1a::V1a),
-    Gitlab(gitlab::Gitlab),
+    Gitlab(Box<gitlab::Gitlab>),
 }
 
 /// Where the delivery id comes from.
@@ -488,7 +488,10 @@ impl Verifier {
                     }
                     Shape::Gitlab => {
                         refuse_fixed_keys(raw, &[])?;
-                        Kind::Gitlab(gitlab::Gitlab::compile(raw, &providers::GITLAB_SIGNING)?)
+                        Kind::Gitlab(Box::new(gitlab::Gitlab::compile(
+                            raw,
+                            &providers::GITLAB_SIGNING,
+                        )?))
                     }
                     Shape::BasicAuth => {
                         refuse_fixed_keys(raw, &[])?;
