@@ -1,6 +1,7 @@
 //! Fuzzes every signature-header parser through the public API: a `Verifier` built by
 //! `Verifier::from_raw` (each provider preset, or a fuzzed `verify:` block) checks a fuzzed
-//! request with `verify`, then `delivery_id` and `handshake_verified` run on it too.
+//! request with `verify`, then `delivery_id`, `unsigned_handshake` and `signed_handshake` run on
+//! it too.
 //!
 //! Checked beyond "never panics": whatever `Verifier::sign` produces for the fuzzed body must be
 //! accepted by `verify` of the same verifier at the same instant (what `hookgate sign` prints
@@ -268,8 +269,9 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     let _ = verifier.delivery_id(&signed);
+    let _ = verifier.unsigned_handshake(&signed);
     if let Ok(verified) = &result {
-        let _ = verifier.handshake_verified(&signed, verified);
+        let _ = verifier.signed_handshake(&signed, verified);
     }
     let _ = verifier.on_failure_status();
 

@@ -659,6 +659,12 @@ impl Verifier {
         now: SystemTime,
         public_url: Option<&str>,
     ) -> Result<Vec<(String, String)>, SignError> {
+        if !self.handshake.admits_body(&body.into()) {
+            return Err(SignError::Unsupported(format!(
+                "{} accepts only a JSON object as the body",
+                self.provider
+            )));
+        }
         match &self.kind {
             Kind::Hmac(s) => s.sign(body, now, public_url),
             Kind::Token(t) => t.sign(),
