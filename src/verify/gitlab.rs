@@ -87,17 +87,7 @@ impl Gitlab {
                 })
             }
             None => {
-                for (f, v) in [
-                    ("tolerance", &raw.tolerance),
-                    ("future_tolerance", &raw.future_tolerance),
-                ] {
-                    if v.is_some() {
-                        return Err(VerifyConfigError::new(
-                            f,
-                            "only signing tokens (whsec_...) carry a timestamp",
-                        ));
-                    }
-                }
+                super::refuse_windows(raw, "only signing tokens (whsec_...) carry a timestamp")?;
                 None
             }
         };

@@ -48,6 +48,15 @@ fn json_reply(value: serde_json::Value) -> Option<HandshakeReply> {
     })
 }
 
+/// An echoed challenge.
+fn text_reply(body: Vec<u8>) -> HandshakeReply {
+    HandshakeReply {
+        status: 200,
+        content_type: Some("text/plain"),
+        body,
+    }
+}
+
 fn empty_reply(status: u16) -> HandshakeReply {
     HandshakeReply {
         status,
@@ -119,11 +128,7 @@ impl Handshake {
         match self {
             Handshake::Dropbox if method == "GET" => {
                 let challenge = query_param(req.query, "challenge")?;
-                Some(HandshakeReply {
-                    status: 200,
-                    content_type: Some("text/plain"),
-                    body: challenge.into_bytes(),
-                })
+                Some(text_reply(challenge.into_bytes()))
             }
             Handshake::Twitter if method == "GET" => {
                 let token = query_param(req.query, "crc_token").filter(|t| is_crc_token(t))?;
@@ -184,11 +189,7 @@ impl Handshake {
                 }
                 let v: serde_json::Value = serde_json::from_slice(&req.body.joined()).ok()?;
                 let challenge = v.get("challenge")?.as_str()?;
-                Some(HandshakeReply {
-                    status: 200,
-                    content_type: Some("text/plain"),
-                    body: challenge.as_bytes().to_vec(),
-                })
+                Some(text_reply(challenge.as_bytes().to_vec()))
             }
             Handshake::Discord => discord_ping(req),
             _ => None,

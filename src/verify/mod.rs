@@ -266,6 +266,19 @@ fn refuse_fixed_keys(raw: &RawVerify, allowed: &[&str]) -> Result<(), VerifyConf
     Ok(())
 }
 
+/// Refuses `tolerance` / `future_tolerance` where no timestamp is signed, saying `why`.
+pub(crate) fn refuse_windows(raw: &RawVerify, why: &str) -> Result<(), VerifyConfigError> {
+    for (field, value) in [
+        ("tolerance", &raw.tolerance),
+        ("future_tolerance", &raw.future_tolerance),
+    ] {
+        if value.is_some() {
+            return Err(VerifyConfigError::new(field, why));
+        }
+    }
+    Ok(())
+}
+
 fn window_override(
     field: &str,
     value: &Option<String>,
@@ -313,17 +326,10 @@ pub(crate) fn spec_from_preset(
             )?,
         }),
         None => {
-            for (f, v) in [
-                ("tolerance", &raw.tolerance),
-                ("future_tolerance", &raw.future_tolerance),
-            ] {
-                if v.is_some() {
-                    return Err(VerifyConfigError::new(
-                        f,
-                        format!("provider `{}` signs no timestamp", raw.provider),
-                    ));
-                }
-            }
+            refuse_windows(
+                raw,
+                &format!("provider `{}` signs no timestamp", raw.provider),
+            )?;
             None
         }
     };
