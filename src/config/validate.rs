@@ -318,15 +318,19 @@ pub fn validate(
                 &r.path.referenced,
                 format!("routes[{i}].path"),
                 format!(
-                    "route {:?} can never match: the earlier route {:?} ({}) takes all of its requests",
+                    "route {:?} can never match: the earlier route {:?} ({}) takes all of its paths \
+                     (routes match by path first; a method it lacks gets 405 there)",
                     route.name, earlier.name, earlier.path
                 ),
             ));
         }
         match &route.path {
-            PathPattern::Exact(p) => exact_index.entry(p.clone()).or_default().push(routes.len()),
-            PathPattern::Prefix(p) => prefix_index
-                .entry(p.clone())
+            PathPattern::Exact(_) => exact_index
+                .entry(route.path.key())
+                .or_default()
+                .push(routes.len()),
+            PathPattern::Prefix(_) => prefix_index
+                .entry(route.path.key())
                 .or_default()
                 .push(routes.len()),
         }
@@ -360,30 +364,79 @@ pub fn validate(
     })
 }
 
-/// The first earlier route that takes every request `route` could match (its path covers this
-/// one's and its methods include all of this one's), if any.
+/// The first earlier route that takes every request `route` could match, if any. Routes match
+/// by path first, so the earlier route's methods do not matter: a method it lacks is 405 there.
 fn shadowing(
     routes: &[RouteConfig],
     exact: &HashMap<String, Vec<usize>>,
     prefix: &HashMap<String, Vec<usize>>,
     route: &RouteConfig,
 ) -> Option<usize> {
-    let (path, exact_hits) = match &route.path {
-        PathPattern::Exact(p) => (p.as_str(), exact.get(p)),
-        PathPattern::Prefix(p) => (p.as_str(), None),
+    let key = route.path.key();
+    let exact_hits = match &route.path {
+        PathPattern::Exact(_) => {
+            let trimmed = key.strip_suffix('/').filter(|k| !k.is_empty());
+            [exact.get(&key), trimmed.and_then(|t| exact.get(t))]
+        }
+        PathPattern::Prefix(_) => [None, None],
     };
-    let prefix_hits = super::prefix_candidates(path).filter_map(|c| prefix.get(c));
+    let prefix_hits = super::prefix_candidates(&key).filter_map(|c| prefix.get(c));
     exact_hits
         .into_iter()
+        .flatten()
         .chain(prefix_hits)
         .flatten()
         .copied()
-        .filter(|&i| {
-            routes[i].path.covers(&route.path)
-                && route.methods.iter().all(|m| routes[i].methods.contains(m))
-        })
+        .filter(|&i| routes[i].path.covers(&route.path))
         .min()
 }
+
+/// Routes that lose some of their paths to an earlier route with other methods: a request
+/// there for a method only the later route allows gets 405, as routes match by path first.
+/// Not an error (the later route still serves its other paths); `hookgate check` prints them.
+pub fn shadow_warnings(config: &Config) -> Vec<String> {
+    let mut prefix: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, r) in config.routes.iter().enumerate() {
+        if let PathPattern::Prefix(_) = r.path {
+            prefix.entry(r.path.key()).or_default().push(i);
+        }
+    }
+    let mut warnings = Vec::new();
+    for (i, earlier) in config.routes.iter().enumerate() {
+        let key = earlier.path.key();
+        let later = super::prefix_candidates(&key)
+            .filter_map(|c| prefix.get(c))
+            .flatten()
+            .copied()
+            .filter(|&j| j > i);
+        for j in later {
+            let wider = &config.routes[j];
+            let lost: Vec<&str> = wider
+                .methods
+                .iter()
+                .filter(|m| !earlier.methods.contains(m))
+                .map(Method::as_str)
+                .collect();
+            if lost.is_empty() {
+                continue;
+            }
+            warnings.push(format!(
+                "routes[{j}] {:?} ({}) does not serve {} {}: the earlier route {:?} takes that path \
+                 and answers {} with 405",
+                wider.name,
+                wider.path,
+                lost.join(", "),
+                earlier.path,
+                earlier.name,
+                lost.join(", "),
+            ));
+        }
+    }
+    warnings
+}
+
+/// Open connections to one upstream, over all worker threads, when `max_connections` is unset.
+const DEFAULT_UPSTREAM_CONNECTIONS: u64 = 256;
 
 const NAME_RULE: &str = "names are 1-64 characters of a-z, A-Z, 0-9, '_' and '-'";
 
@@ -584,6 +637,12 @@ fn upstream(ctx: &Ctx, name: &str, raw: &RawUpstream) -> Result<UpstreamConfig, 
             Duration::from_secs(5),
         )?,
         max_response: ctx.size(&raw.max_response, &format!("{field}.max_response"), 1 << 20)?,
+        max_connections: ctx.count(
+            &raw.max_connections,
+            &format!("{field}.max_connections"),
+            DEFAULT_UPSTREAM_CONNECTIONS,
+            1 << 20,
+        )? as usize,
         ca,
     })
 }

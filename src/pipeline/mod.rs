@@ -111,8 +111,10 @@ async fn serve<'r>(
     route::check_path(request.uri().path())?;
     let route = runtime
         .routes
-        .find(request.method(), request.uri().path())?;
+        .find_path(request.uri().path())
+        .ok_or(Reject::NoRoute)?;
     entry.route = Some(Arc::clone(&route.name));
+    route::check_method(route, request.method())?;
 
     // 3. client ip: the peer, or what trusted proxies say it is
     let trust = &runtime.client_ip;

