@@ -25,6 +25,9 @@ pub struct Runtime {
     /// Every URL-fed IP set, for readiness and to hand over on reload.
     pub live_sets: Vec<Arc<LiveIpSet>>,
     pub upstreams: Vec<Arc<Upstream>>,
+    /// `limits.max_headers`, which the pipeline applies to HTTP/2 heads (hyper applies it to
+    /// HTTP/1.1 ones).
+    pub max_headers: usize,
 }
 
 pub struct Route {
@@ -149,6 +152,7 @@ impl Runtime {
             global_limit,
             live_sets,
             upstreams,
+            max_headers: config.limits.max_headers,
         })
     }
 

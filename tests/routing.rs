@@ -22,6 +22,9 @@ upstreams:
   backend:
     url: http://{upstream}
     timeout: 3s
+  slowpoke:
+    url: http://{upstream}
+    timeout: 300ms
 routes:
   - name: x
     path: /hooks/x
@@ -40,6 +43,9 @@ routes:
     methods: [POST]
     upstream: backend
     rate_limit: { per_minute: 1, burst: 1, key: route }
+  - name: slow
+    path: /slow/*
+    upstream: slowpoke
   - name: catch-all
     path: /hooks/*
     methods: [GET, POST]
@@ -174,4 +180,113 @@ fn check_warns_about_a_route_partly_shadowed_by_an_earlier_one() {
     assert!(!ok);
     assert!(stderr.contains("routes[1].path"), "{stderr}");
     assert!(stderr.contains("can never match"), "{stderr}");
+}
+
+/// `limits.max_headers` holds over HTTP/2 as over HTTP/1.1 (431), `cookie` crumbs reach the
+/// backend as one line, and an h2 `host` that names another host than `:authority` is 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_heads_are_held_to_the_http1_rules() {
+    let gw = TestGateway::start(ROUTES).await;
+    let h2 = h2_client(&gw.certs);
+    let url = gw.https_url("/hooks/anything");
+
+    let names: Vec<String> = (0..150).map(|i| format!("x-filler-{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    for (proto, client) in [("HTTP/1.1", &h1_client(&gw.certs)), ("HTTP/2", &h2)] {
+        let (status, _, _) = send(client, "POST", &url, &many, "x").await.unwrap();
+        assert_eq!(status, 431, "150 headers over {proto}");
+    }
+    let line = gw.log_line(1).await;
+    assert_eq!(line["proto"], "HTTP/2");
+    assert_eq!(line["status"], 431);
+    assert_eq!(line["reason"], "too_many_headers");
+
+    let crumbs: Vec<String> = (0..200).map(|i| format!("c{i}={i}")).collect();
+    let cookies: Vec<(&str, &str)> = crumbs.iter().map(|c| ("cookie", c.as_str())).collect();
+    let (status, _, _) = send(&h2, "POST", &url, &cookies, "x").await.unwrap();
+    assert_eq!(
+        status, 200,
+        "200 cookie crumbs are one cookie header, well under the limit"
+    );
+    let seen = gw.upstream.seen();
+    let cookie: Vec<_> = seen[0].headers.get_all("cookie").iter().collect();
+    assert_eq!(cookie.len(), 1, "one Cookie line: {cookie:?}");
+    assert_eq!(cookie[0].to_str().unwrap(), crumbs.join("; "));
+
+    let (status, _, _) = send(&h2, "POST", &url, &[("host", "evil.example")], "x")
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "h2 host differing from :authority");
+    let line = gw.log_line(3).await;
+    assert_eq!(line["reason"], "host");
+    assert_eq!(gw.upstream.seen().len(), 1);
+    gw.shutdown().await;
+}
+
+/// A `Host` that is not a plain `host[:port]` never reaches the backend as X-Forwarded-Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_host_is_400() {
+    let gw = TestGateway::start(ROUTES).await;
+    for (i, host) in ["a b/c", "user@evil.example", "", "evil.example/x"]
+        .iter()
+        .enumerate()
+    {
+        let request =
+            format!("POST /hooks/any HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1\r\n\r\nx");
+        let answer =
+            raw_exchange(gw.plain_addr(), request.as_bytes(), Duration::from_secs(2)).await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{host:?}: {answer}");
+        let line = gw.log_line(i + 1).await;
+        assert_eq!(line["reason"], "host", "{host:?}");
+    }
+    assert!(gw.upstream.seen().is_empty(), "{:?}", gw.upstream.seen());
+    gw.shutdown().await;
+}
+
+/// `Expect: 100-continue` on a signed route without its signature header: 401 `missing` at
+/// once, no `100 Continue`, no body read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_continue_without_signature_header_is_refused_before_the_body() {
+    let gw = TestGateway::start(ROUTES).await;
+    let request = "POST /hooks/github HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\
+                   Expect: 100-continue\r\nContent-Type: application/json\r\n\r\n";
+    let answer = raw_exchange(
+        gw.plain_addr(),
+        request.as_bytes(),
+        Duration::from_millis(1500),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    let line = gw.log_line(1).await;
+    assert_eq!(line["outcome"], "signature_invalid");
+    assert_eq!(line["reason"], "missing");
+    assert_eq!(line["provider"], "github");
+    assert_eq!(line["bytes_in"], 0);
+    // With the header present the body is invited as usual (and then checked).
+    let request = "POST /hooks/github HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\
+                   Expect: 100-continue\r\nX-Hub-Signature-256: sha256=00\r\n\r\n";
+    let answer = raw_exchange(
+        gw.plain_addr(),
+        request.as_bytes(),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 100 Continue"), "{answer}");
+    assert!(gw.upstream.seen().is_empty());
+    gw.shutdown().await;
+}
+
+/// A 504 says why in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_timeout_is_logged_with_a_reason() {
+    let gw = TestGateway::start(ROUTES).await;
+    let (status, _, _) = send(&plain_client(), "POST", &gw.http_url("/slow/x"), &[], "x")
+        .await
+        .unwrap();
+    assert_eq!(status, 504);
+    let line = gw.log_line(1).await;
+    assert_eq!(line["outcome"], "upstream_timeout");
+    assert_eq!(line["reason"], "timeout");
+    gw.shutdown().await;
 }

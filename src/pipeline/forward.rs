@@ -226,14 +226,29 @@ fn upstream_target(
 /// names) and [`REPLACED`]; then the gateway's own.
 fn forwarded_headers(head: &mut RequestHead, headers: &HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) {
     let connection_named = connection_named(headers);
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    let several_cookies = cookies.nth(1).is_some();
     for (name, value) in headers {
         let passes = !HOP_BY_HOP.contains(name)
             && !REPLACED.contains(name)
             && !name.as_str().starts_with("x-hookgate-")
-            && !connection_named.contains(name);
+            && !connection_named.contains(name)
+            && !(several_cookies && name == header::COOKIE);
         if passes {
             head.header(name, value);
         }
+    }
+    if several_cookies && !connection_named.contains(&header::COOKIE) {
+        // HTTP/2 splits `cookie` into crumbs; an HTTP/1.1 backend gets them joined with "; "
+        // into the one line it expects (RFC 9113 section 8.2.3).
+        head.header_with(&header::COOKIE, |out| {
+            for (i, crumb) in headers.get_all(header::COOKIE).iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b"; ");
+                }
+                out.extend_from_slice(crumb.as_bytes());
+            }
+        });
     }
     if let Some(host) = headers.get(header::HOST) {
         head.header(&X_FORWARDED_HOST, host);
@@ -334,6 +349,21 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn cookie_crumbs_are_joined_into_one_line() {
+        let mut crumbs = headers(&[("cookie", "a=1")]);
+        crumbs.append("cookie", HeaderValue::from_static("b=2"));
+        crumbs.append("cookie", HeaderValue::from_static("c=3"));
+        let out = forwarded(crumbs);
+        let all: Vec<_> = out.get_all("cookie").iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+        let one = forwarded(headers(&[("cookie", "a=1; b=2")]));
+        assert_eq!(
+            one.get_all("cookie").iter().collect::<Vec<_>>(),
+            ["a=1; b=2"]
+        );
     }
 
     #[test]

@@ -41,6 +41,69 @@ pub fn check_framing(version: http::Version, headers: &http::HeaderMap) -> Resul
     Ok(())
 }
 
+/// Refuses a `Host` or `:authority` that is not a plain `host[:port]` (empty, with userinfo,
+/// spaces or a path: it reaches the backend as `X-Forwarded-Host`), and a request carrying both
+/// that name different hosts (RFC 9113 section 8.3.1 calls such an HTTP/2 request malformed).
+pub fn check_host(uri: &http::Uri, headers: &http::HeaderMap) -> Result<(), Reject> {
+    const BAD_HOST: Reject = Reject::BadRequest { reason: "host" };
+    let host = headers.get(http::header::HOST).map(|h| h.as_bytes());
+    let authority = uri.authority().map(|a| a.as_str().as_bytes());
+    for name in host.iter().chain(authority.iter()) {
+        if !is_host_and_port(name) {
+            return Err(BAD_HOST);
+        }
+    }
+    if let (Some(host), Some(authority)) = (host, authority) {
+        if !host.eq_ignore_ascii_case(authority) {
+            return Err(BAD_HOST);
+        }
+    }
+    Ok(())
+}
+
+/// `host[:port]` with a DNS name, an IPv4 address or a bracketed IPv6 address, and no userinfo.
+fn is_host_and_port(value: &[u8]) -> bool {
+    let (host, port) = match value.iter().rposition(|&b| b == b':') {
+        Some(i) if !value.ends_with(b"]") => (&value[..i], Some(&value[i + 1..])),
+        _ => (value, None),
+    };
+    let port_ok =
+        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.iter().all(u8::is_ascii_digit));
+    let host_ok = match host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")) {
+        Some(v6) => {
+            !v6.is_empty()
+                && v6
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        }
+        None => {
+            (1..=253).contains(&host.len())
+                && host
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        }
+    };
+    port_ok && host_ok
+}
+
+/// Holds an HTTP/2 head to `limits.max_headers`, as hyper holds an HTTP/1.1 head (431). The
+/// `cookie` crumbs of RFC 9113 section 8.2.3 count as one field, as the one line they are
+/// joined into for the backend.
+pub fn check_header_count(
+    version: http::Version,
+    headers: &http::HeaderMap,
+    max: usize,
+) -> Result<(), Reject> {
+    if version != http::Version::HTTP_2 {
+        return Ok(());
+    }
+    let crumbs = headers.get_all(http::header::COOKIE).iter().count();
+    if headers.len() - crumbs.saturating_sub(1) > max {
+        return Err(Reject::TooManyHeaders);
+    }
+    Ok(())
+}
+
 /// Refuses paths whose meaning could change after our match (README "Path policy"): dot
 /// segments, empty segments, `\`, path parameters (`;`), bytes outside printable ASCII, and
 /// `%` escapes that are broken or that a backend could decode into something our match did not
@@ -226,6 +289,69 @@ mod tests {
         ] {
             assert_eq!(check_path(bad), Err(BAD_PATH), "{bad}");
         }
+    }
+
+    #[test]
+    fn host_must_be_a_plain_host_and_port_and_agree_with_the_authority() {
+        let host = |v: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("host", http::HeaderValue::from_static(v));
+            h
+        };
+        let origin = http::Uri::from_static("/hooks");
+        for good in [
+            "hooks.example.com",
+            "hooks.example.com:8443",
+            "127.0.0.1:80",
+            "[::1]:8443",
+            "[2001:db8::1]",
+            "localhost",
+        ] {
+            assert_eq!(check_host(&origin, &host(good)), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "a b/c",
+            "user@evil.example",
+            "a/b",
+            "a:",
+            "a:123456",
+            "a:x",
+            "::1",
+            "[]",
+            "a;b",
+            "a%20b",
+            "[::1]x",
+        ] {
+            assert!(check_host(&origin, &host(bad)).is_err(), "{bad:?}");
+        }
+        let h2 = http::Uri::from_static("https://hooks.example.com:8443/hooks");
+        assert_eq!(check_host(&h2, &http::HeaderMap::new()), Ok(()));
+        assert_eq!(check_host(&h2, &host("Hooks.Example.com:8443")), Ok(()));
+        assert!(check_host(&h2, &host("other.example:8443")).is_err());
+        assert!(check_host(&h2, &host("hooks.example.com")).is_err());
+        let userinfo = http::Uri::from_static("https://user@evil.example/hooks");
+        assert!(check_host(&userinfo, &http::HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn h2_heads_are_held_to_max_headers_with_cookie_crumbs_as_one() {
+        let mut h = http::HeaderMap::new();
+        for i in 0..5 {
+            h.append(
+                http::HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap(),
+                http::HeaderValue::from_static("v"),
+            );
+        }
+        for _ in 0..50 {
+            h.append("cookie", http::HeaderValue::from_static("a=b"));
+        }
+        assert_eq!(check_header_count(http::Version::HTTP_2, &h, 6), Ok(()));
+        assert_eq!(
+            check_header_count(http::Version::HTTP_2, &h, 5),
+            Err(Reject::TooManyHeaders)
+        );
+        assert_eq!(check_header_count(http::Version::HTTP_11, &h, 5), Ok(()));
     }
 
     /// The path policy, one row per kind of near miss (README "Path policy").
