@@ -67,7 +67,12 @@ impl Runtime {
         let upstreams = config
             .upstreams
             .iter()
-            .map(|u| Upstream::new(u, config.limits.worker_threads).map(Arc::new))
+            .map(|u| {
+                let old = previous
+                    .and_then(|p| p.upstreams.iter().find(|o| *o.name == u.name))
+                    .map(Arc::as_ref);
+                Upstream::new(u, config.limits.worker_threads, metrics, old).map(Arc::new)
+            })
             .collect::<Result<Vec<_>, _>>()?;
 
         // Each ip_set as either a fixed table or a live feed, by index.

@@ -17,14 +17,18 @@ use rustls::pki_types::ServerName;
 use super::body::Frames;
 use super::reject::Reject;
 use super::upstream_http1::{self, ExchangeError, RequestHead};
-use super::upstream_pool::{Pool, SendError, Target};
+use super::upstream_pool::{ConnectionCap, Pool, SendError, Target};
 use crate::config::{UpstreamConfig, UpstreamScheme};
+use crate::observe::metrics::{Metrics, UpstreamLabels};
 
 /// Idle pooled connections are closed after this; below common backend keep-alive timeouts
 /// (nginx 75 s, Node 5 s is the outlier) so we rarely reuse a socket the backend just closed.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Idle connections kept per upstream and worker thread.
 const POOL_MAX_IDLE: usize = 256;
+/// The longest a request waits for a connection when the upstream's `max_connections` are all
+/// busy (at most half the upstream's timeout), before 503.
+const CONNECTION_WAIT: Duration = Duration::from_secs(1);
 
 // The headers the gateway sets.
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -76,8 +80,15 @@ pub struct UpstreamBuildError {
 }
 
 impl Upstream {
-    /// An upstream with an idle-connection list for each of `workers` threads.
-    pub fn new(config: &UpstreamConfig, workers: usize) -> Result<Upstream, UpstreamBuildError> {
+    /// An upstream with an idle-connection list for each of `workers` threads. `previous` is
+    /// the same upstream in the config being replaced: with an unchanged `max_connections`
+    /// its cap carries over, so connections of both configs together stay under it.
+    pub fn new(
+        config: &UpstreamConfig,
+        workers: usize,
+        metrics: &Metrics,
+        previous: Option<&Upstream>,
+    ) -> Result<Upstream, UpstreamBuildError> {
         let authority = &config.authority;
         // `[::1]` in an authority is the address `::1`.
         let host = authority
@@ -99,13 +110,34 @@ impl Upstream {
             tls,
             connect_timeout: config.connect_timeout,
         };
+        let name: Arc<str> = config.name.as_str().into();
+        let labels = UpstreamLabels {
+            upstream: Arc::clone(&name),
+        };
+        let permits = match previous.map(|p| p.pool.cap()) {
+            Some((permits, max)) if max == config.max_connections => Arc::clone(permits),
+            _ => Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+        };
+        let cap = ConnectionCap {
+            permits,
+            max: config.max_connections,
+            wait: CONNECTION_WAIT.min(config.timeout / 2),
+            waits: metrics
+                .upstream_connection_waits
+                .get_or_create(&labels)
+                .clone(),
+            refused: metrics
+                .upstream_connections_refused
+                .get_or_create(&labels)
+                .clone(),
+        };
         Ok(Upstream {
-            name: config.name.as_str().into(),
+            name,
             host: HeaderValue::from_str(authority.as_str()).map_err(|e| build_error(config, e))?,
             base_path: config.base_path.clone(),
             timeout: config.timeout,
             max_response: usize::try_from(config.max_response).unwrap_or(usize::MAX),
-            pool: Pool::new(target, workers, POOL_MAX_IDLE, POOL_IDLE_TIMEOUT),
+            pool: Pool::new(target, workers, POOL_MAX_IDLE, POOL_IDLE_TIMEOUT, cap),
         })
     }
 
@@ -185,6 +217,7 @@ pub async fn send(
         .map_err(|_| Reject::UpstreamTimeout)?
         .map_err(|e| match e {
             SendError::Connect => Reject::UpstreamConnect,
+            SendError::Busy => Reject::UpstreamBusy,
             SendError::Exchange(ExchangeError::Broken) => Reject::Upstream { reason: "reset" },
             SendError::Exchange(ExchangeError::Malformed) => Reject::Upstream {
                 reason: "malformed_response",
