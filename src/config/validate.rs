@@ -35,6 +35,7 @@ pub fn parse_and_validate(
 ) -> Result<Config, ConfigError> {
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
+    options.budget = Some(yaml_budget());
     let yaml_error = |field: String, e: &serde_saphyr::Error| {
         let (line, column) = e
             .location()
@@ -45,7 +46,8 @@ pub fn parse_and_validate(
             line,
             column,
             field,
-            message: strip_location(&e.to_string()),
+            message: budget_message(&e.to_string())
+                .unwrap_or_else(|| strip_location(&e.to_string())),
         }
     };
     // serde_path_to_error adds the field path (`routes[2].methods`) that serde errors lack.
@@ -65,6 +67,37 @@ pub fn parse_and_validate(
         yaml_error(field, &e)
     })?;
     validate(raw, source, &env)
+}
+
+/// The YAML parser's limits. Its default node budget (250 000) stopped configs of about 16 000
+/// routes; these let a config as large as the 16 MiB file cap allows for real configs (some
+/// 100 000 routes) load, and still stop alias bombs, which the anchor and alias limits catch.
+const YAML_MAX_NODES: usize = 4_000_000;
+const YAML_MAX_EVENTS: usize = 8_000_000;
+
+fn yaml_budget() -> serde_saphyr::budget::Budget {
+    let mut budget = serde_saphyr::budget::Budget::default();
+    budget.max_nodes = YAML_MAX_NODES;
+    budget.max_events = YAML_MAX_EVENTS;
+    budget
+}
+
+/// A breached parser budget, said in the config's terms ("budget breached: Nodes { .. }" tells
+/// an operator nothing).
+fn budget_message(message: &str) -> Option<String> {
+    if !message.contains("budget breached") {
+        return None;
+    }
+    let what = message
+        .split("budget breached: ")
+        .nth(1)
+        .and_then(|rest| rest.split([' ', '{']).next())
+        .unwrap_or("a limit");
+    Some(format!(
+        "the YAML is larger than hookgate parses ({what} over its limit: {YAML_MAX_NODES} nodes, \
+         {YAML_MAX_EVENTS} events, 50 000 anchors or aliases); use fewer anchors and aliases, \
+         or split the routes over several gateways"
+    ))
 }
 
 /// serde-saphyr's messages end with their own "at line L, column C"; we print ours up front.
@@ -1074,6 +1107,14 @@ fn path_pattern(text: &str) -> Result<PathPattern, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_breached_yaml_budget_says_what_to_do() {
+        let m = budget_message("budget breached: Nodes { nodes: 4000001 }").unwrap();
+        assert!(m.contains("Nodes over its limit"), "{m}");
+        assert!(m.contains("split the routes"), "{m}");
+        assert_eq!(budget_message("invalid type: map"), None);
+    }
 
     #[test]
     fn route_paths_are_exact_or_trailing_prefix() {
