@@ -266,7 +266,7 @@ fn forwarded_headers(head: &mut RequestHead, headers: &HeaderMap, uri: &Uri, fwd
             && !REPLACED.contains(name)
             && !name.as_str().starts_with("x-hookgate-")
             && !connection_named.contains(name)
-            && !(several_cookies && name == header::COOKIE);
+            && (!several_cookies || name != header::COOKIE);
         if passes {
             head.header(name, value);
         }
