@@ -94,6 +94,7 @@ async fn near_miss_paths_never_bypass_the_verified_route() {
         ("/hooks/GitHub", 401, "signature_invalid"),
         ("/HOOKS/GITHUB/", 401, "signature_invalid"),
         ("/hooks/github;x", 400, "bad_request"),
+        ("/hooks/github.", 400, "bad_request"),
         ("/hooks/github;", 400, "bad_request"),
         ("/hooks/github%20", 400, "bad_request"),
         ("/hooks/git%68ub", 400, "bad_request"),

@@ -105,16 +105,19 @@ pub fn check_header_count(
 }
 
 /// Refuses paths whose meaning could change after our match (README "Path policy"): dot
-/// segments, empty segments, `\`, path parameters (`;`), bytes outside printable ASCII, and
-/// `%` escapes that are broken or that a backend could decode into something our match did not
-/// see: unreserved characters (`%68` for `h`), separators (`/`, `\`, `;`, `?`, `#`, `.`), `%`
-/// itself (double encoding), whitespace, control and non-ASCII bytes. Case and one trailing `/`
-/// are not refused: [`RouteTable::find`] matches them to the route a backend would read them as.
+/// segments and segments ending in `.`, empty segments, `\`, path parameters (`;`), bytes
+/// outside printable ASCII, and `%` escapes that are broken or that a backend could decode into
+/// something our match did not see: unreserved characters (`%68` for `h`), separators (`/`,
+/// `\`, `;`, `?`, `#`, `.`), `%` itself (double encoding), whitespace, control and non-ASCII
+/// bytes. Case and one trailing `/` are not refused: [`RouteTable::find_path`] matches them to
+/// the route a backend would read them as.
 pub fn check_path(path: &str) -> Result<(), Reject> {
     if !path.starts_with('/') || path.contains("//") {
         return Err(BAD_PATH);
     }
-    if path.split('/').any(|s| s == "." || s == "..") {
+    // Dot segments, and segments ending in a dot: Windows servers (IIS, Kestrel on Windows)
+    // drop trailing dots, so `/hooks/github.` would be `/hooks/github` to them.
+    if path.split('/').any(|s| s.ends_with('.')) {
         return Err(BAD_PATH);
     }
     let bytes = path.as_bytes();
@@ -361,6 +364,12 @@ mod tests {
             ("/", true, "root"),
             ("/hooks/github", true, "plain"),
             ("/hooks/a.b/c", true, "dot inside a segment"),
+            (
+                "/hooks/github.",
+                false,
+                "trailing dot (dropped by Windows servers)",
+            ),
+            ("/hooks/github./x", false, "segment ending in a dot"),
             (
                 "/hooks/GitHub",
                 true,
