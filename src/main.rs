@@ -87,6 +87,10 @@ fn main() -> ExitCode {
 
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = config::load(path)?;
+    // Partly shadowed routes still serve; the operator should know which requests get 405.
+    for warning in config::shadow_warnings(&config) {
+        println!("{}: warning: {warning}", path.display());
+    }
     println!(
         "{}: ok ({} listeners, {} upstreams, {} routes)",
         path.display(),
@@ -164,6 +168,13 @@ fn demo(path: &Path, echo: SocketAddr) -> anyhow::Result<()> {
 
 fn serve(path: &Path, echo: Option<SocketAddr>) -> anyhow::Result<()> {
     let config = config::load(path)?;
+    for warning in config::shadow_warnings(&config) {
+        event(
+            "warn",
+            "route partly shadowed",
+            serde_json::json!({"detail": warning}),
+        );
+    }
     // This thread accepts connections and runs the admin endpoint, reloads and IP feeds; the
     // requests themselves run on the gateway's worker threads (`server::workers`).
     let runtime = tokio::runtime::Builder::new_current_thread()

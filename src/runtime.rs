@@ -25,6 +25,9 @@ pub struct Runtime {
     /// Every URL-fed IP set, for readiness and to hand over on reload.
     pub live_sets: Vec<Arc<LiveIpSet>>,
     pub upstreams: Vec<Arc<Upstream>>,
+    /// `limits.max_headers`, which the pipeline applies to HTTP/2 heads (hyper applies it to
+    /// HTTP/1.1 ones).
+    pub max_headers: usize,
 }
 
 pub struct Route {
@@ -64,7 +67,12 @@ impl Runtime {
         let upstreams = config
             .upstreams
             .iter()
-            .map(|u| Upstream::new(u, config.limits.worker_threads).map(Arc::new))
+            .map(|u| {
+                let old = previous
+                    .and_then(|p| p.upstreams.iter().find(|o| *o.name == u.name))
+                    .map(Arc::as_ref);
+                Upstream::new(u, config.limits.worker_threads, metrics, old).map(Arc::new)
+            })
             .collect::<Result<Vec<_>, _>>()?;
 
         // Each ip_set as either a fixed table or a live feed, by index.
@@ -149,6 +157,7 @@ impl Runtime {
             global_limit,
             live_sets,
             upstreams,
+            max_headers: config.limits.max_headers,
         })
     }
 

@@ -83,7 +83,7 @@ async fn refuses_wrong_method_with_405_and_allow() {
     assert_eq!(status, 405);
     assert_eq!(headers["allow"], "PUT");
     assert_eq!(gw.log_line(1).await["outcome"], "method_not_allowed");
-    assert_eq!(count(&gw, "", "method_not_allowed", 405).await, 1.0);
+    assert_eq!(count(&gw, "only-put", "method_not_allowed", 405).await, 1.0);
     assert!(gw.upstream.seen().is_empty());
     gw.shutdown().await;
 }

@@ -18,7 +18,7 @@ use crate::ipset::{Cidr, IpTable};
 use crate::pipeline::client_ip::ForwardedHeader;
 use crate::pipeline::rate_limit::RateLimitSettings;
 
-pub use validate::{parse_and_validate, validate};
+pub use validate::{parse_and_validate, shadow_warnings, validate};
 
 /// Largest config file we will parse: a gateway.yaml is a few KiB; a 16 MiB one is a mistake
 /// or an attack, and the YAML parser's own budget guards against alias bombs inside that.
@@ -170,6 +170,9 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub max_response: u64,
+    /// The most connections open to this upstream at once, over all worker threads; a request
+    /// that finds them all busy waits briefly for one, then gets 503.
+    pub max_connections: usize,
     /// Extra trust roots for an `https://` upstream signed by a private CA.
     pub ca: Vec<CertificateDer<'static>>,
 }
@@ -207,23 +210,43 @@ pub enum PathPattern {
 }
 
 impl PathPattern {
+    /// Whether a request for `path` matches, as the route table decides (README "Path policy"):
+    /// ASCII case does not count, and an exact path also matches with one trailing `/`.
     pub fn matches(&self, path: &str) -> bool {
+        let starts = |p: &str| {
+            path.as_bytes()
+                .get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes()))
+        };
         match self {
-            PathPattern::Exact(exact) => path == exact,
-            PathPattern::Prefix(prefix) => match path.strip_prefix(prefix.as_str()) {
-                Some(rest) => rest.is_empty() || rest.starts_with('/'),
-                None => false,
-            },
+            PathPattern::Exact(exact) => {
+                starts(exact)
+                    && matches!(&path.as_bytes()[exact.len()..], b"" | b"/")
+                    && !(exact.ends_with('/') && path.len() > exact.len())
+            }
+            PathPattern::Prefix(prefix) => {
+                starts(prefix)
+                    && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
+            }
         }
     }
 
     /// True when every path `other` matches is also matched by `self`.
     pub fn covers(&self, other: &PathPattern) -> bool {
         match (self, other) {
-            (PathPattern::Exact(a), PathPattern::Exact(b)) => a == b,
-            (PathPattern::Prefix(_), PathPattern::Exact(b)) => self.matches(b),
+            (_, PathPattern::Exact(b)) => {
+                // `/a/` is one of the paths `/a` matches, so it covers them both.
+                self.matches(b) && (b.ends_with('/') || self.matches(&format!("{b}/")))
+            }
             (PathPattern::Prefix(_), PathPattern::Prefix(b)) => self.matches(b),
             (PathPattern::Exact(_), PathPattern::Prefix(_)) => false,
+        }
+    }
+
+    /// The path as the route table indexes it (lowercase).
+    pub fn key(&self) -> String {
+        match self {
+            PathPattern::Exact(p) | PathPattern::Prefix(p) => p.to_ascii_lowercase(),
         }
     }
 }
@@ -317,5 +340,13 @@ mod tests {
         assert!(!PathPattern::Prefix("/hooks/x".into()).covers(&prefix));
         assert!(exact.covers(&exact.clone()));
         assert!(!exact.covers(&PathPattern::Exact("/hooks/gitlab".into())));
+        // Matching ignores ASCII case and one trailing slash after an exact path.
+        assert!(exact.covers(&PathPattern::Exact("/Hooks/GitHub".into())));
+        assert!(exact.covers(&PathPattern::Exact("/hooks/github/".into())));
+        assert!(!PathPattern::Exact("/hooks/github/".into()).covers(&exact));
+        assert!(exact.matches("/HOOKS/github/"));
+        assert!(!exact.matches("/hooks/github//"));
+        assert!(!exact.matches("/hooks/githu"));
+        assert!(PathPattern::Prefix("/Hooks".into()).covers(&exact));
     }
 }

@@ -110,6 +110,8 @@ pub struct RawUpstream {
     pub connect_timeout: Option<Text>,
     pub ca: Option<Text>,
     pub max_response: Option<Spanned<RawSize>>,
+    /// Open connections to this upstream, over all worker threads.
+    pub max_connections: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -35,6 +35,7 @@ pub fn parse_and_validate(
 ) -> Result<Config, ConfigError> {
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
+    options.budget = Some(yaml_budget());
     let yaml_error = |field: String, e: &serde_saphyr::Error| {
         let (line, column) = e
             .location()
@@ -45,7 +46,8 @@ pub fn parse_and_validate(
             line,
             column,
             field,
-            message: strip_location(&e.to_string()),
+            message: budget_message(&e.to_string())
+                .unwrap_or_else(|| strip_location(&e.to_string())),
         }
     };
     // serde_path_to_error adds the field path (`routes[2].methods`) that serde errors lack.
@@ -65,6 +67,37 @@ pub fn parse_and_validate(
         yaml_error(field, &e)
     })?;
     validate(raw, source, &env)
+}
+
+/// The YAML parser's limits. Its default node budget (250 000) stopped configs of about 16 000
+/// routes; these let a config as large as the 16 MiB file cap allows for real configs (some
+/// 100 000 routes) load, and still stop alias bombs, which the anchor and alias limits catch.
+const YAML_MAX_NODES: usize = 4_000_000;
+const YAML_MAX_EVENTS: usize = 8_000_000;
+
+fn yaml_budget() -> serde_saphyr::budget::Budget {
+    let mut budget = serde_saphyr::budget::Budget::default();
+    budget.max_nodes = YAML_MAX_NODES;
+    budget.max_events = YAML_MAX_EVENTS;
+    budget
+}
+
+/// A breached parser budget, said in the config's terms ("budget breached: Nodes { .. }" tells
+/// an operator nothing).
+fn budget_message(message: &str) -> Option<String> {
+    if !message.contains("budget breached") {
+        return None;
+    }
+    let what = message
+        .split("budget breached: ")
+        .nth(1)
+        .and_then(|rest| rest.split([' ', '{']).next())
+        .unwrap_or("a limit");
+    Some(format!(
+        "the YAML is larger than hookgate parses ({what} over its limit: {YAML_MAX_NODES} nodes, \
+         {YAML_MAX_EVENTS} events, 50 000 anchors or aliases); use fewer anchors and aliases, \
+         or split the routes over several gateways"
+    ))
 }
 
 /// serde-saphyr's messages end with their own "at line L, column C"; we print ours up front.
@@ -318,15 +351,19 @@ pub fn validate(
                 &r.path.referenced,
                 format!("routes[{i}].path"),
                 format!(
-                    "route {:?} can never match: the earlier route {:?} ({}) takes all of its requests",
+                    "route {:?} can never match: the earlier route {:?} ({}) takes all of its paths \
+                     (routes match by path first; a method it lacks gets 405 there)",
                     route.name, earlier.name, earlier.path
                 ),
             ));
         }
         match &route.path {
-            PathPattern::Exact(p) => exact_index.entry(p.clone()).or_default().push(routes.len()),
-            PathPattern::Prefix(p) => prefix_index
-                .entry(p.clone())
+            PathPattern::Exact(_) => exact_index
+                .entry(route.path.key())
+                .or_default()
+                .push(routes.len()),
+            PathPattern::Prefix(_) => prefix_index
+                .entry(route.path.key())
                 .or_default()
                 .push(routes.len()),
         }
@@ -360,30 +397,79 @@ pub fn validate(
     })
 }
 
-/// The first earlier route that takes every request `route` could match (its path covers this
-/// one's and its methods include all of this one's), if any.
+/// The first earlier route that takes every request `route` could match, if any. Routes match
+/// by path first, so the earlier route's methods do not matter: a method it lacks is 405 there.
 fn shadowing(
     routes: &[RouteConfig],
     exact: &HashMap<String, Vec<usize>>,
     prefix: &HashMap<String, Vec<usize>>,
     route: &RouteConfig,
 ) -> Option<usize> {
-    let (path, exact_hits) = match &route.path {
-        PathPattern::Exact(p) => (p.as_str(), exact.get(p)),
-        PathPattern::Prefix(p) => (p.as_str(), None),
+    let key = route.path.key();
+    let exact_hits = match &route.path {
+        PathPattern::Exact(_) => {
+            let trimmed = key.strip_suffix('/').filter(|k| !k.is_empty());
+            [exact.get(&key), trimmed.and_then(|t| exact.get(t))]
+        }
+        PathPattern::Prefix(_) => [None, None],
     };
-    let prefix_hits = super::prefix_candidates(path).filter_map(|c| prefix.get(c));
+    let prefix_hits = super::prefix_candidates(&key).filter_map(|c| prefix.get(c));
     exact_hits
         .into_iter()
+        .flatten()
         .chain(prefix_hits)
         .flatten()
         .copied()
-        .filter(|&i| {
-            routes[i].path.covers(&route.path)
-                && route.methods.iter().all(|m| routes[i].methods.contains(m))
-        })
+        .filter(|&i| routes[i].path.covers(&route.path))
         .min()
 }
+
+/// Routes that lose some of their paths to an earlier route with other methods: a request
+/// there for a method only the later route allows gets 405, as routes match by path first.
+/// Not an error (the later route still serves its other paths); `hookgate check` prints them.
+pub fn shadow_warnings(config: &Config) -> Vec<String> {
+    let mut prefix: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, r) in config.routes.iter().enumerate() {
+        if let PathPattern::Prefix(_) = r.path {
+            prefix.entry(r.path.key()).or_default().push(i);
+        }
+    }
+    let mut warnings = Vec::new();
+    for (i, earlier) in config.routes.iter().enumerate() {
+        let key = earlier.path.key();
+        let later = super::prefix_candidates(&key)
+            .filter_map(|c| prefix.get(c))
+            .flatten()
+            .copied()
+            .filter(|&j| j > i);
+        for j in later {
+            let wider = &config.routes[j];
+            let lost: Vec<&str> = wider
+                .methods
+                .iter()
+                .filter(|m| !earlier.methods.contains(m))
+                .map(Method::as_str)
+                .collect();
+            if lost.is_empty() {
+                continue;
+            }
+            warnings.push(format!(
+                "routes[{j}] {:?} ({}) does not serve {} {}: the earlier route {:?} takes that path \
+                 and answers {} with 405",
+                wider.name,
+                wider.path,
+                lost.join(", "),
+                earlier.path,
+                earlier.name,
+                lost.join(", "),
+            ));
+        }
+    }
+    warnings
+}
+
+/// Open connections to one upstream, over all worker threads, when `max_connections` is unset.
+const DEFAULT_UPSTREAM_CONNECTIONS: u64 = 256;
 
 const NAME_RULE: &str = "names are 1-64 characters of a-z, A-Z, 0-9, '_' and '-'";
 
@@ -584,6 +670,12 @@ fn upstream(ctx: &Ctx, name: &str, raw: &RawUpstream) -> Result<UpstreamConfig, 
             Duration::from_secs(5),
         )?,
         max_response: ctx.size(&raw.max_response, &format!("{field}.max_response"), 1 << 20)?,
+        max_connections: ctx.count(
+            &raw.max_connections,
+            &format!("{field}.max_connections"),
+            DEFAULT_UPSTREAM_CONNECTIONS,
+            1 << 20,
+        )? as usize,
         ca,
     })
 }
@@ -1024,6 +1116,14 @@ fn path_pattern(text: &str) -> Result<PathPattern, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_breached_yaml_budget_says_what_to_do() {
+        let m = budget_message("budget breached: Nodes { nodes: 4000001 }").unwrap();
+        assert!(m.contains("Nodes over its limit"), "{m}");
+        assert!(m.contains("split the routes"), "{m}");
+        assert_eq!(budget_message("invalid type: map"), None);
+    }
 
     #[test]
     fn route_paths_are_exact_or_trailing_prefix() {

@@ -156,6 +156,10 @@ pub struct Metrics {
     pub ip_set_entries: Family<IpSetLabels, Gauge>,
     pub ip_set_last_success: Family<IpSetLabels, Gauge<f64, AtomicU64>>,
     pub ip_set_refreshes: Family<IpSetResultLabels, Counter>,
+    /// Requests that found all of an upstream's `max_connections` busy and waited.
+    pub upstream_connection_waits: Family<UpstreamLabels, Counter>,
+    /// Requests that waited in vain and got 503.
+    pub upstream_connections_refused: Family<UpstreamLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -235,6 +239,8 @@ impl Metrics {
             ip_set_entries: Family::default(),
             ip_set_last_success: Family::default(),
             ip_set_refreshes: Family::default(),
+            upstream_connection_waits: Family::default(),
+            upstream_connections_refused: Family::default(),
         };
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
@@ -310,6 +316,16 @@ impl Metrics {
             "ip_set_refreshes",
             "IP set fetches by set and result",
             m.ip_set_refreshes.clone(),
+        );
+        r.register(
+            "upstream_connection_waits",
+            "Requests that found all of an upstream's max_connections busy and waited for one, by upstream",
+            m.upstream_connection_waits.clone(),
+        );
+        r.register(
+            "upstream_connections_refused",
+            "Requests answered 503 because no connection to the upstream came free in time, by upstream",
+            m.upstream_connections_refused.clone(),
         );
         r.register(
             "build_info",

@@ -17,14 +17,18 @@ use rustls::pki_types::ServerName;
 use super::body::Frames;
 use super::reject::Reject;
 use super::upstream_http1::{self, ExchangeError, RequestHead};
-use super::upstream_pool::{Pool, SendError, Target};
+use super::upstream_pool::{ConnectionCap, Pool, SendError, Target};
 use crate::config::{UpstreamConfig, UpstreamScheme};
+use crate::observe::metrics::{Metrics, UpstreamLabels};
 
 /// Idle pooled connections are closed after this; below common backend keep-alive timeouts
 /// (nginx 75 s, Node 5 s is the outlier) so we rarely reuse a socket the backend just closed.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Idle connections kept per upstream and worker thread.
 const POOL_MAX_IDLE: usize = 256;
+/// The longest a request waits for a connection when the upstream's `max_connections` are all
+/// busy (at most half the upstream's timeout), before 503.
+const CONNECTION_WAIT: Duration = Duration::from_secs(1);
 
 // The headers the gateway sets.
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -76,8 +80,15 @@ pub struct UpstreamBuildError {
 }
 
 impl Upstream {
-    /// An upstream with an idle-connection list for each of `workers` threads.
-    pub fn new(config: &UpstreamConfig, workers: usize) -> Result<Upstream, UpstreamBuildError> {
+    /// An upstream with an idle-connection list for each of `workers` threads. `previous` is
+    /// the same upstream in the config being replaced: with an unchanged `max_connections`
+    /// its cap carries over, so connections of both configs together stay under it.
+    pub fn new(
+        config: &UpstreamConfig,
+        workers: usize,
+        metrics: &Metrics,
+        previous: Option<&Upstream>,
+    ) -> Result<Upstream, UpstreamBuildError> {
         let authority = &config.authority;
         // `[::1]` in an authority is the address `::1`.
         let host = authority
@@ -99,13 +110,34 @@ impl Upstream {
             tls,
             connect_timeout: config.connect_timeout,
         };
+        let name: Arc<str> = config.name.as_str().into();
+        let labels = UpstreamLabels {
+            upstream: Arc::clone(&name),
+        };
+        let permits = match previous.map(|p| p.pool.cap()) {
+            Some((permits, max)) if max == config.max_connections => Arc::clone(permits),
+            _ => Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+        };
+        let cap = ConnectionCap {
+            permits,
+            max: config.max_connections,
+            wait: CONNECTION_WAIT.min(config.timeout / 2),
+            waits: metrics
+                .upstream_connection_waits
+                .get_or_create(&labels)
+                .clone(),
+            refused: metrics
+                .upstream_connections_refused
+                .get_or_create(&labels)
+                .clone(),
+        };
         Ok(Upstream {
-            name: config.name.as_str().into(),
+            name,
             host: HeaderValue::from_str(authority.as_str()).map_err(|e| build_error(config, e))?,
             base_path: config.base_path.clone(),
             timeout: config.timeout,
             max_response: usize::try_from(config.max_response).unwrap_or(usize::MAX),
-            pool: Pool::new(target, workers, POOL_MAX_IDLE, POOL_IDLE_TIMEOUT),
+            pool: Pool::new(target, workers, POOL_MAX_IDLE, POOL_IDLE_TIMEOUT, cap),
         })
     }
 
@@ -185,6 +217,7 @@ pub async fn send(
         .map_err(|_| Reject::UpstreamTimeout)?
         .map_err(|e| match e {
             SendError::Connect => Reject::UpstreamConnect,
+            SendError::Busy => Reject::UpstreamBusy,
             SendError::Exchange(ExchangeError::Broken) => Reject::Upstream { reason: "reset" },
             SendError::Exchange(ExchangeError::Malformed) => Reject::Upstream {
                 reason: "malformed_response",
@@ -226,14 +259,29 @@ fn upstream_target(
 /// names) and [`REPLACED`]; then the gateway's own.
 fn forwarded_headers(head: &mut RequestHead, headers: &HeaderMap, uri: &Uri, fwd: &Forwarding<'_>) {
     let connection_named = connection_named(headers);
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    let several_cookies = cookies.nth(1).is_some();
     for (name, value) in headers {
         let passes = !HOP_BY_HOP.contains(name)
             && !REPLACED.contains(name)
             && !name.as_str().starts_with("x-hookgate-")
-            && !connection_named.contains(name);
+            && !connection_named.contains(name)
+            && (!several_cookies || name != header::COOKIE);
         if passes {
             head.header(name, value);
         }
+    }
+    if several_cookies && !connection_named.contains(&header::COOKIE) {
+        // HTTP/2 splits `cookie` into crumbs; an HTTP/1.1 backend gets them joined with "; "
+        // into the one line it expects (RFC 9113 section 8.2.3).
+        head.header_with(&header::COOKIE, |out| {
+            for (i, crumb) in headers.get_all(header::COOKIE).iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b"; ");
+                }
+                out.extend_from_slice(crumb.as_bytes());
+            }
+        });
     }
     if let Some(host) = headers.get(header::HOST) {
         head.header(&X_FORWARDED_HOST, host);
@@ -334,6 +382,21 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn cookie_crumbs_are_joined_into_one_line() {
+        let mut crumbs = headers(&[("cookie", "a=1")]);
+        crumbs.append("cookie", HeaderValue::from_static("b=2"));
+        crumbs.append("cookie", HeaderValue::from_static("c=3"));
+        let out = forwarded(crumbs);
+        let all: Vec<_> = out.get_all("cookie").iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+        let one = forwarded(headers(&[("cookie", "a=1; b=2")]));
+        assert_eq!(
+            one.get_all("cookie").iter().collect::<Vec<_>>(),
+            ["a=1; b=2"]
+        );
     }
 
     #[test]

@@ -106,36 +106,18 @@ async fn serve<'r>(
     shared: &Shared,
     entry: &mut Entry<'r>,
 ) -> Result<Response<Full<Bytes>>, Reject> {
-    // 2. route, for a request whose framing and path mean the same to us and to the backend
-    route::check_framing(request.version(), request.headers())?;
-    route::check_path(request.uri().path())?;
-    let route = runtime
-        .routes
-        .find(request.method(), request.uri().path())?;
-    entry.route = Some(Arc::clone(&route.name));
-
-    // 3. client ip: the peer, or what trusted proxies say it is
-    let trust = &runtime.client_ip;
-    let client_ip = client_ip::resolve_client_ip_with(
-        conn.peer.ip(),
-        request.headers(),
-        &trust.trusted_proxies,
-        trust.header,
-    );
-    entry.client_ip = client_ip;
-
-    // 4. allowlist
-    if let Some(allowlist) = &route.allowlist {
-        allowlist.check(client_ip).map_err(|_| Reject::IpDenied)?;
-    }
-
-    // 5. rate limits, the gateway's then the route's, before a byte of the body is read
-    if let Some(limiter) = &runtime.global_limit {
-        rate_limit::check(limiter, client_ip, request.headers(), "global")?;
-    }
-    if let Some(limiter) = &route.limiter {
-        rate_limit::check(limiter, client_ip, request.headers(), "route")?;
-    }
+    let (route, client_ip) = match admit(&request, conn, runtime, shared, entry) {
+        Ok(admitted) => admitted,
+        Err(reject) => {
+            // A refusal before the body: the small body a client is already sending is read
+            // and dropped first, so the answer is not cut short by a reset (issue 14, item 8).
+            if reject.allows_discarding_body() {
+                let (parts, body) = request.into_parts();
+                body::discard(body, &parts.headers).await;
+            }
+            return Err(reject);
+        }
+    };
 
     // 6. body
     let (parts, body) = request.into_parts();
@@ -220,6 +202,70 @@ async fn serve<'r>(
         .observe(answer.upstream_ms / 1000.0);
     entry.outcome = Outcome::Forwarded.as_str();
     Ok(answer.response)
+}
+
+/// Stages 2-5, which read nothing of the body: the route, the client address, the allowlist
+/// and the rate limits; and, for `Expect: 100-continue`, a signature header that is certainly
+/// missing, so the body is never invited only to be refused.
+fn admit<'r>(
+    request: &Request<Incoming>,
+    conn: &ConnInfo,
+    runtime: &'r Runtime,
+    shared: &Shared,
+    entry: &mut Entry<'r>,
+) -> Result<(&'r Route, std::net::IpAddr), Reject> {
+    // 2. route, for a request whose framing, host and path mean the same to us and to the
+    // backend, and whose HTTP/2 head is held to the limits an HTTP/1.1 head is
+    route::check_framing(request.version(), request.headers())?;
+    route::check_host(request.uri(), request.headers())?;
+    route::check_header_count(request.version(), request.headers(), runtime.max_headers)?;
+    route::check_path(request.uri().path())?;
+    let route = runtime
+        .routes
+        .find_path(request.uri().path())
+        .ok_or(Reject::NoRoute)?;
+    entry.route = Some(Arc::clone(&route.name));
+    route::check_method(route, request.method())?;
+
+    // 3. client ip: the peer, or what trusted proxies say it is
+    let trust = &runtime.client_ip;
+    let client_ip = client_ip::resolve_client_ip_with(
+        conn.peer.ip(),
+        request.headers(),
+        &trust.trusted_proxies,
+        trust.header,
+    );
+    entry.client_ip = client_ip;
+
+    // 4. allowlist
+    if let Some(allowlist) = &route.allowlist {
+        allowlist.check(client_ip).map_err(|_| Reject::IpDenied)?;
+    }
+
+    // 5. rate limits, the gateway's then the route's, before a byte of the body is read
+    if let Some(limiter) = &runtime.global_limit {
+        rate_limit::check(limiter, client_ip, request.headers(), "global")?;
+    }
+    if let Some(limiter) = &route.limiter {
+        rate_limit::check(limiter, client_ip, request.headers(), "route")?;
+    }
+
+    // 7, early: a client waiting for 100 Continue is refused before it sends a body that
+    // could not pass anyway (reading the body would send the 100).
+    if let Some(verifier) = &route.verifier {
+        if body::expects_continue(request.headers())
+            && verifier.required_header_missing(request.headers())
+        {
+            entry.provider = Some(verifier.provider());
+            let missing = Err(Failure::from(crate::verify::Reason::Missing));
+            count_signature_check(&shared.metrics, route, verifier, &missing);
+            return Err(Reject::SignatureInvalid {
+                reason: crate::verify::Reason::Missing.as_str(),
+                status: verifier.on_failure_status(),
+            });
+        }
+    }
+    Ok((route, client_ip))
 }
 
 fn count_signature_check(

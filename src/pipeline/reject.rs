@@ -26,6 +26,8 @@ pub enum Outcome {
     UpstreamConnectError,
     UpstreamTimeout,
     UpstreamError,
+    /// Every connection the upstream may have is busy and none freed up in time.
+    UpstreamBusy,
     Internal,
 }
 
@@ -47,6 +49,7 @@ impl Outcome {
             Outcome::UpstreamConnectError => "upstream_connect_error",
             Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::UpstreamError => "upstream_error",
+            Outcome::UpstreamBusy => "upstream_busy",
             Outcome::Internal => "internal_error",
         }
     }
@@ -64,6 +67,9 @@ pub enum Reject {
     },
     /// A transfer coding other than `chunked`: we cannot forward what we cannot decode.
     UnsupportedTransferCoding,
+    /// An HTTP/2 head with more header fields than `limits.max_headers` (hyper refuses such
+    /// an HTTP/1.1 head itself).
+    TooManyHeaders,
     NoRoute,
     MethodNotAllowed {
         allow: String,
@@ -94,6 +100,8 @@ pub enum Reject {
     ClientAbort,
     UpstreamConnect,
     UpstreamTimeout,
+    /// The upstream's `max_connections` are all busy and none came free within the wait.
+    UpstreamBusy,
     /// The upstream answered something we cannot pass on (reset, oversized response).
     Upstream {
         reason: &'static str,
@@ -107,6 +115,7 @@ impl Reject {
         match self {
             Reject::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Reject::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
+            Reject::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reject::NoRoute => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Reject::IpDenied => StatusCode::FORBIDDEN,
@@ -122,13 +131,16 @@ impl Reject {
             Reject::ClientAbort => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             Reject::UpstreamConnect | Reject::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Reject::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
             Reject::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     pub fn outcome(&self) -> Outcome {
         match self {
-            Reject::BadRequest { .. } | Reject::UnsupportedTransferCoding => Outcome::BadRequest,
+            Reject::BadRequest { .. }
+            | Reject::UnsupportedTransferCoding
+            | Reject::TooManyHeaders => Outcome::BadRequest,
             Reject::NoRoute => Outcome::NoRoute,
             Reject::MethodNotAllowed { .. } => Outcome::MethodNotAllowed,
             Reject::IpDenied => Outcome::IpDenied,
@@ -140,6 +152,7 @@ impl Reject {
             Reject::ClientAbort => Outcome::ClientAbort,
             Reject::UpstreamConnect => Outcome::UpstreamConnectError,
             Reject::UpstreamTimeout => Outcome::UpstreamTimeout,
+            Reject::UpstreamBusy => Outcome::UpstreamBusy,
             Reject::Upstream { .. } => Outcome::UpstreamError,
             Reject::Internal => Outcome::Internal,
         }
@@ -149,12 +162,31 @@ impl Reject {
         match self {
             Reject::BadRequest { reason } => Some(reason),
             Reject::UnsupportedTransferCoding => Some("transfer_encoding"),
+            Reject::TooManyHeaders => Some("too_many_headers"),
+            Reject::UpstreamConnect => Some("connect"),
+            Reject::UpstreamTimeout => Some("timeout"),
+            Reject::UpstreamBusy => Some("max_connections"),
             Reject::BodyTimeout => Some("body"),
             Reject::DuplicateInFlight => Some("in_flight"),
             Reject::RateLimited { scope, .. } => Some(scope),
             Reject::SignatureInvalid { reason, .. } => Some(reason),
             Reject::Upstream { reason } => Some(reason),
             _ => None,
+        }
+    }
+
+    /// Whether a refusal made before the body was read may first read and drop a small body
+    /// (`body::discard`): not when the framing itself is in doubt.
+    pub fn allows_discarding_body(&self) -> bool {
+        match self {
+            Reject::BadRequest { reason } => *reason != "framing",
+            Reject::TooManyHeaders
+            | Reject::NoRoute
+            | Reject::MethodNotAllowed { .. }
+            | Reject::IpDenied
+            | Reject::RateLimited { .. }
+            | Reject::SignatureInvalid { .. } => true,
+            _ => false,
         }
     }
 
@@ -190,7 +222,7 @@ impl Reject {
                     }
                 }
             }
-            Reject::DuplicateInFlight => {
+            Reject::DuplicateInFlight | Reject::UpstreamBusy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Reject::BodyTimeout

@@ -3,14 +3,22 @@
 //! recently used idle connection, or opens one (TCP, then TLS for https), makes its exchange on
 //! it (`upstream_http1`) and gives it back once the whole response is read. A connection that
 //! fails, or is abandoned mid-exchange (timeout, client gone), is closed and never reused.
+//!
+//! The connections open to one upstream, idle or busy, on all workers together, are capped
+//! (`max_connections`): each holds a permit of one semaphore. A request that needs a new
+//! connection when none is left first closes an idle one of another worker, else waits briefly
+//! for a permit, else gives up with [`SendError::Busy`] (503). It never opens one more.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Response};
+use prometheus_client::metrics::counter::Counter;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 
 use super::upstream_http1::{Connection, ExchangeError};
@@ -22,6 +30,23 @@ pub enum SendError {
     Connect,
     /// The request was written, or begun, and the exchange failed.
     Exchange(ExchangeError),
+    /// Every connection the cap allows is busy, and none came free within the wait.
+    Busy,
+}
+
+/// The cap on an upstream's open connections and what it counts.
+pub struct ConnectionCap {
+    /// One permit per connection that may be open; shared with the next config's pool when a
+    /// reload keeps the same cap, so old and new connections together stay under it.
+    pub permits: Arc<Semaphore>,
+    /// The most permits there are.
+    pub max: usize,
+    /// How long a request waits for a permit before [`SendError::Busy`].
+    pub wait: Duration,
+    /// `hookgate_upstream_connection_waits_total{upstream}`
+    pub waits: Counter,
+    /// `hookgate_upstream_connections_refused_total{upstream}`
+    pub refused: Counter,
 }
 
 /// Where and how to open a connection.
@@ -40,23 +65,41 @@ pub struct Pool {
     max_idle: usize,
     /// One list per worker, and a last one for any other thread. Newest at the end.
     idle: Box<[Mutex<Vec<Idle>>]>,
+    cap: ConnectionCap,
+    /// Requests waiting for a permit now: while there are any, a finished connection is
+    /// closed rather than kept idle, so its permit goes to them.
+    waiting: AtomicUsize,
 }
 
 struct Idle {
     connection: Connection,
     since: Instant,
+    permit: OwnedSemaphorePermit,
 }
 
 impl Pool {
     /// A pool for `workers` worker threads; each keeps at most `max_idle` idle connections,
     /// none older than `idle_timeout`.
-    pub fn new(target: Target, workers: usize, max_idle: usize, idle_timeout: Duration) -> Pool {
+    pub fn new(
+        target: Target,
+        workers: usize,
+        max_idle: usize,
+        idle_timeout: Duration,
+        cap: ConnectionCap,
+    ) -> Pool {
         Pool {
             target,
             idle_timeout,
             max_idle,
             idle: (0..=workers).map(|_| Mutex::new(Vec::new())).collect(),
+            cap,
+            waiting: AtomicUsize::new(0),
         }
+    }
+
+    /// The semaphore of the connection cap, for the next config's pool.
+    pub fn cap(&self) -> (&Arc<Semaphore>, usize) {
+        (&self.cap.permits, self.cap.max)
     }
 
     /// Sends a request (a head from `upstream_http1::RequestHead`, then `body`) and reads the
@@ -70,16 +113,19 @@ impl Pool {
     ) -> Result<Response<Bytes>, SendError> {
         // An idle connection the upstream has closed in the meantime is dropped before a byte
         // is written; the request then goes out on the next one, or on a new one.
-        let mut connection = loop {
+        let (mut connection, permit) = loop {
             match self.take_idle() {
-                Some(mut idle) => {
+                Some((mut idle, permit)) => {
                     if idle.is_open() {
-                        break idle;
+                        break (idle, permit);
                     }
                 }
                 // Boxed: opening a connection (TLS state included) is the rare path, and inline
                 // it would make every request's future kilobytes larger, copied at each move.
-                None => break Box::pin(self.connect()).await?,
+                None => {
+                    let permit = Box::pin(self.permit()).await?;
+                    break (Box::pin(self.connect()).await?, permit);
+                }
             }
         };
         let answer = connection
@@ -87,18 +133,60 @@ impl Pool {
             .await
             .map_err(SendError::Exchange)?;
         if answer.reusable {
-            self.release(connection);
+            self.release(connection, permit);
         }
         Ok(answer.response)
     }
 
-    /// Gives back a connection whose response has been read to the end.
-    fn release(&self, connection: Connection) {
+    /// A permit to open one more connection: at once when the cap allows, else by closing an
+    /// idle connection of another worker, else after waiting up to the cap's wait.
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, SendError> {
+        if let Ok(permit) = Arc::clone(&self.cap.permits).try_acquire_owned() {
+            return Ok(permit);
+        }
+        if self.close_one_idle() {
+            if let Ok(permit) = Arc::clone(&self.cap.permits).try_acquire_owned() {
+                return Ok(permit);
+            }
+        }
+        self.cap.waits.inc();
+        let waited = {
+            let _waiting = Waiting::enter(&self.waiting);
+            tokio::time::timeout(self.cap.wait, Arc::clone(&self.cap.permits).acquire_owned()).await
+        };
+        match waited {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                self.cap.refused.inc();
+                Err(SendError::Busy)
+            }
+        }
+    }
+
+    /// Closes the oldest idle connection of any worker, freeing its permit; false if none.
+    fn close_one_idle(&self) -> bool {
+        self.idle.iter().any(|list| {
+            let mut list = lock(list);
+            if list.is_empty() {
+                return false;
+            }
+            drop(list.remove(0));
+            true
+        })
+    }
+
+    /// Gives back a connection whose response has been read to the end (or closes it, when
+    /// requests wait for its permit).
+    fn release(&self, connection: Connection, permit: OwnedSemaphorePermit) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            return;
+        }
         let mut idle = self.local();
         if idle.len() < self.max_idle {
             idle.push(Idle {
                 connection,
                 since: Instant::now(),
+                permit,
             });
         }
     }
@@ -112,7 +200,7 @@ impl Pool {
         }
     }
 
-    fn take_idle(&self) -> Option<Connection> {
+    fn take_idle(&self) -> Option<(Connection, OwnedSemaphorePermit)> {
         let mut idle = self.local();
         let newest = idle.pop()?;
         if newest.since.elapsed() >= self.idle_timeout {
@@ -120,7 +208,7 @@ impl Pool {
             idle.clear();
             return None;
         }
-        Some(newest.connection)
+        Some((newest.connection, newest.permit))
     }
 
     fn local(&self) -> MutexGuard<'_, Vec<Idle>> {
@@ -148,6 +236,22 @@ impl Pool {
         tokio::time::timeout(target.connect_timeout, opened)
             .await
             .map_err(|_| SendError::Connect)?
+    }
+}
+
+/// Counts a request in [`Pool::waiting`] for as long as it waits, cancelled or not.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -683,4 +683,15 @@ impl Verifier {
             }
         }
     }
+
+    /// True only when `verify` is certain to fail with `missing` whatever the body: an HMAC
+    /// scheme whose signature header is absent, for a provider with no unsigned handshake.
+    /// Lets the pipeline refuse an `Expect: 100-continue` request before inviting its body.
+    pub fn required_header_missing(&self, headers: &HeaderMap) -> bool {
+        match (&self.kind, self.handshake) {
+            (_, Handshake::Dropbox | Handshake::Twitter) => false,
+            (Kind::Hmac(s), _) => !headers.contains_key(&s.spec.header),
+            _ => false,
+        }
+    }
 }
