@@ -336,11 +336,19 @@ async fn shopify_deliveries_without_x_prefix_are_verified_and_deduplicated() {
     assert_eq!(line["event_id"], "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043");
     let (_, _, _, line) = s.send("POST", "/hooks/shopify", &h, body).await;
     assert_eq!(line["outcome"], "duplicate");
+    // With Expect: 100-continue the unprefixed signature header counts as present too.
+    let expecting = [
+        ("shopify-hmac-sha256", sig.as_str()),
+        ("shopify-webhook-id", "c0ffee00-bdd9-4b37-8a5f-bf7d70bcd043"),
+        ("expect", "100-continue"),
+    ];
+    let (status, _, _, line) = s.send("POST", "/hooks/shopify", &expecting, body).await;
+    assert_eq!((status, line["outcome"].as_str()), (200, Some("forwarded")));
     let (status, _, _, line) = s
         .send("POST", "/hooks/shopify", &h, &body.replace("jon", "eve"))
         .await;
     assert_eq!((status, line["reason"].as_str()), (401, Some("mismatch")));
-    assert_eq!(s.forwarded(), 1);
+    assert_eq!(s.forwarded(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,6 +107,14 @@ impl Handshake {
         }
     }
 
+    /// Whether this provider sends a handshake without a signature (see `unsigned_reply`).
+    pub fn has_unsigned(self) -> bool {
+        matches!(
+            self,
+            Handshake::Dropbox | Handshake::Twitter | Handshake::Woocommerce | Handshake::Intercom
+        )
+    }
+
     /// Whether a signed request with this body may be accepted at all. X signs POST bodies with
     /// the same HMAC its CRC reply computes, so a POST body must be a JSON object (as every
     /// Account Activity event is), which a CRC token (see `is_crc_token`) can never be.

@@ -688,9 +688,9 @@ impl Verifier {
     /// scheme whose signature header is absent, for a provider with no unsigned handshake.
     /// Lets the pipeline refuse an `Expect: 100-continue` request before inviting its body.
     pub fn required_header_missing(&self, headers: &HeaderMap) -> bool {
-        match (&self.kind, self.handshake) {
-            (_, Handshake::Dropbox | Handshake::Twitter) => false,
-            (Kind::Hmac(s), _) => !headers.contains_key(&s.spec.header),
+        match &self.kind {
+            _ if self.handshake.has_unsigned() => false,
+            Kind::Hmac(s) => s.signature_absent(headers),
             _ => false,
         }
     }

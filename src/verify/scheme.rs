@@ -567,6 +567,11 @@ impl Scheme {
         }
     }
 
+    /// Whether the request carries no signature header at all (under either name).
+    pub fn signature_absent(&self, headers: &http::HeaderMap) -> bool {
+        !headers.contains_key(self.signature_header(headers))
+    }
+
     fn parse_header<'h>(&self, req: &'h SignedRequest<'_>) -> Result<Parsed<'h>, Reason> {
         let name = self.signature_header(req.headers);
         let mut values = req.headers.get_all(name).iter().peekable();
