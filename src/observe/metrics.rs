@@ -42,6 +42,13 @@ pub struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionClosedLabels {
+    pub listener: String,
+    /// `first_byte_timeout`, `idle_timeout`, `send_timeout` or `unsent_limit`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabels {
     pub listener: String,
     /// The SNI name the certificate is served for; empty for the listener's default (and, for
@@ -148,6 +155,7 @@ pub struct Metrics {
     pub connections_refused: Family<ListenerLabels, Counter>,
     pub tls_handshake_failures: Family<ListenerLabels, Counter>,
     pub protocol_errors: Family<ListenerLabels, Counter>,
+    pub connections_closed: Family<ConnectionClosedLabels, Counter>,
     pub tls_cert_not_after: Family<CertLabels, Gauge>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_last_reload_success: Gauge<f64, AtomicU64>,
@@ -227,6 +235,7 @@ impl Metrics {
             connections_refused: Family::default(),
             tls_handshake_failures: Family::default(),
             protocol_errors: Family::default(),
+            connections_closed: Family::default(),
             tls_cert_not_after: Family::default(),
             config_reloads: Family::default(),
             config_last_reload_success: Gauge::default(),
@@ -283,6 +292,11 @@ impl Metrics {
             "protocol_errors",
             "Connections closed for an HTTP protocol violation (HTTP/2 GOAWAY: rapid resets, endless header blocks), by listener",
             m.protocol_errors.clone(),
+        );
+        r.register(
+            "connections_closed",
+            "Connections the gateway closed at a deadline or limit, by listener and reason (first_byte_timeout, idle_timeout, send_timeout, unsent_limit)",
+            m.connections_closed.clone(),
         );
         r.register(
             "config_reloads",

@@ -2,6 +2,7 @@
 //! loops, applies reloads and drains on shutdown. The request path itself lives in `pipeline`.
 
 pub mod config_watch;
+pub mod deadlines;
 pub mod http;
 pub mod listener;
 pub mod proxy_protocol;
