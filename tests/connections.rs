@@ -46,10 +46,7 @@ const MID: usize = 64 << 10;
 async fn big_upstream() -> SocketAddr {
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
-    let (large, mid) = (
-        Bytes::from(vec![b'x'; LARGE]),
-        Bytes::from(vec![b'y'; MID]),
-    );
+    let (large, mid) = (Bytes::from(vec![b'x'; LARGE]), Bytes::from(vec![b'y'; MID]));
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = socket.accept().await else {
@@ -96,9 +93,8 @@ async fn closed_within(stream: &mut (impl AsyncReadExt + Unpin), wait: Duration)
 }
 
 async fn closed_count(gw: &TestGateway, listener: &str, reason: &str) -> f64 {
-    let key = format!(
-        r#"hookgate_connections_closed_total{{listener="{listener}",reason="{reason}"}}"#
-    );
+    let key =
+        format!(r#"hookgate_connections_closed_total{{listener="{listener}",reason="{reason}"}}"#);
     for _ in 0..40 {
         if let Some(value) = gw.metrics().await.get(&key) {
             return *value;
@@ -147,7 +143,10 @@ async fn silent_connections_are_closed_at_the_first_byte_deadline_and_free_their
     // the whole preface but no request.
     let mut silent = TcpStream::connect(gw.plain_addr()).await.unwrap();
     let mut partial_preface = TcpStream::connect(gw.plain_addr()).await.unwrap();
-    partial_preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    partial_preface
+        .write_all(b"PRI * HTTP/2.0\r\n")
+        .await
+        .unwrap();
     let mut one_byte = TcpStream::connect(gw.plain_addr()).await.unwrap();
     one_byte.write_all(b"G").await.unwrap();
     let mut preface_only = raw_h2::connect(gw.plain_addr()).await;
@@ -198,7 +197,10 @@ async fn sockets_that_never_send_a_request_do_not_lock_senders_out() {
             break;
         }
     }
-    assert!(served, "a sender got through while the silent sockets were still open");
+    assert!(
+        served,
+        "a sender got through while the silent sockets were still open"
+    );
     drop(held);
     gw.shutdown().await;
 }
@@ -206,7 +208,11 @@ async fn sockets_that_never_send_a_request_do_not_lock_senders_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_that_answers_pings_is_closed_with_goaway() {
     // Pings every second (keep_alive_timeout / 2), answered; idle after its one request.
-    let gw = start(&CONFIG.replace("  idle_timeout: 1s\n", "  idle_timeout: 1s\n  keep_alive_timeout: 2s\n")).await;
+    let gw = start(&CONFIG.replace(
+        "  idle_timeout: 1s\n",
+        "  idle_timeout: 1s\n  keep_alive_timeout: 2s\n",
+    ))
+    .await;
     let mut tcp = raw_h2::connect(gw.plain_addr()).await;
     tcp.write_all(&raw_h2::request(1, "/hooks/idle"))
         .await
@@ -228,7 +234,10 @@ async fn an_idle_http1_connection_is_closed_at_the_idle_deadline_not_the_header_
         .unwrap();
     let (closed, read) = closed_within(&mut tcp, Duration::from_secs(5)).await;
     assert!(read > 0, "answered");
-    assert!(closed, "closed at the idle deadline (1s), not the header one (10s)");
+    assert!(
+        closed,
+        "closed at the idle deadline (1s), not the header one (10s)"
+    );
     gw.shutdown().await;
 }
 
@@ -245,7 +254,10 @@ async fn an_http1_client_that_does_not_read_its_response_is_cut_off_at_the_send_
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (closed, read) = closed_within(&mut tcp, Duration::from_secs(5)).await;
     assert!(closed);
-    assert!(read < LARGE, "the response was dropped: {read} bytes arrived");
+    assert!(
+        read < LARGE,
+        "the response was dropped: {read} bytes arrived"
+    );
     assert_eq!(closed_count(&gw, "plain", "send_timeout").await, 1.0);
     healthy(&gw).await;
     gw.shutdown().await;
@@ -255,7 +267,9 @@ async fn an_http1_client_that_does_not_read_its_response_is_cut_off_at_the_send_
 async fn an_http2_client_with_a_zero_window_is_cut_off_at_the_send_deadline() {
     let gw = start(CONFIG).await;
     let mut tcp = raw_h2::connect_with_window(gw.plain_addr(), 0).await;
-    tcp.write_all(&raw_h2::request(1, "/big/mid")).await.unwrap();
+    tcp.write_all(&raw_h2::request(1, "/big/mid"))
+        .await
+        .unwrap();
     let reaction = raw_h2::read_until_close(&mut tcp, Duration::from_secs(5)).await;
     assert!(reaction.closed, "{reaction:?}");
     assert_eq!(closed_count(&gw, "plain", "send_timeout").await, 1.0);
@@ -281,7 +295,10 @@ async fn unread_responses_past_max_unsent_close_the_connection_at_once() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let reaction = raw_h2::read_until_close(&mut tcp, Duration::from_secs(5)).await;
-    assert!(reaction.closed, "closed long before the send deadline: {reaction:?}");
+    assert!(
+        reaction.closed,
+        "closed long before the send deadline: {reaction:?}"
+    );
     assert_eq!(closed_count(&gw, "plain", "unsent_limit").await, 1.0);
     healthy(&gw).await;
     gw.shutdown().await;
@@ -323,7 +340,8 @@ async fn the_start_is_no_reload_and_a_removed_route_takes_its_series_along() {
         .await
         .unwrap();
     assert_eq!(status, 200);
-    let series = r#"hookgate_requests_total{listener="plain",route="big",outcome="forwarded",code="200"}"#;
+    let series =
+        r#"hookgate_requests_total{listener="plain",route="big",outcome="forwarded",code="200"}"#;
     let duration = r#"hookgate_request_duration_seconds_count{route="big",outcome="forwarded"}"#;
     let _ = gw.log_lines(2).await;
     let metrics = gw.metrics().await;
@@ -336,9 +354,14 @@ async fn the_start_is_no_reload_and_a_removed_route_takes_its_series_along() {
     });
     gw.reload().unwrap();
     let metrics = gw.metrics().await;
-    assert_eq!(metrics.get(series), None, "the removed route's series are gone");
+    assert_eq!(
+        metrics.get(series),
+        None,
+        "the removed route's series are gone"
+    );
     assert_eq!(metrics.get(duration), None);
-    let kept = r#"hookgate_requests_total{listener="plain",route="hooks",outcome="forwarded",code="200"}"#;
+    let kept =
+        r#"hookgate_requests_total{listener="plain",route="hooks",outcome="forwarded",code="200"}"#;
     assert_eq!(metrics.get(kept), Some(&1.0), "the others stay");
     assert_eq!(
         metrics.get(r#"hookgate_config_reloads_total{result="success"}"#),

@@ -113,7 +113,9 @@ impl Tracker {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // The books stay consistent between statements; a panic elsewhere cannot tear them.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A request reached the service; it is open until the returned guard is dropped.
@@ -381,13 +383,18 @@ mod tests {
             Verdict::Close(FIRST_BYTE_TIMEOUT)
         );
         let open = tracker.open_request();
-        assert_eq!(tracker.check(start + Duration::from_secs(100)), Verdict::Wait(None));
+        assert_eq!(
+            tracker.check(start + Duration::from_secs(100)),
+            Verdict::Wait(None)
+        );
         drop(open);
         let idle_from = Instant::now();
         let Verdict::Wait(Some(due)) = tracker.check(idle_from) else {
             panic!("an idle deadline");
         };
-        assert!(due > start + Duration::from_secs(59) && due <= idle_from + Duration::from_secs(60));
+        assert!(
+            due > start + Duration::from_secs(59) && due <= idle_from + Duration::from_secs(60)
+        );
         assert_eq!(
             tracker.check(idle_from + Duration::from_secs(60)),
             Verdict::Close(IDLE_TIMEOUT)
@@ -439,7 +446,11 @@ mod tests {
             let mut io = Watched::new(sent, Arc::clone(&tracker));
             let mut buf = [0u8; 64];
             while io.read(&mut buf).await.unwrap_or(0) > 0 {}
-            assert_eq!(tracker.protocol.load(Ordering::Relaxed), protocol, "{sent:?}");
+            assert_eq!(
+                tracker.protocol.load(Ordering::Relaxed),
+                protocol,
+                "{sent:?}"
+            );
         }
     }
 }

@@ -13,8 +13,8 @@ use hyper::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
-use crate::config::Limits;
 use super::deadlines::{self, Deadlines, ResponseBody, Tracker, Verdict, Watched};
+use crate::config::Limits;
 use crate::observe::metrics::{ConnectionClosedLabels, ListenerLabels};
 use crate::pipeline::{self, ConnInfo, Shared};
 
@@ -103,7 +103,10 @@ pub async fn serve<I>(
             Ok::<_, Infallible>(Response::from_parts(parts, ResponseBody::new(data, open)))
         }
     });
-    let connection = builder.serve_connection(TokioIo::new(Watched::new(io, Arc::clone(&tracker))), service);
+    let connection = builder.serve_connection(
+        TokioIo::new(Watched::new(io, Arc::clone(&tracker))),
+        service,
+    );
     tokio::pin!(connection);
     let wake = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(wake);

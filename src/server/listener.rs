@@ -206,13 +206,13 @@ async fn serve_connection(
         answers: Default::default(),
     });
     super::http::serve(
-            builder,
-            stream,
-            conn,
-            Arc::clone(shared),
-            shutdown,
-            drain,
-            deadlines,
-        )
-        .await;
+        builder,
+        stream,
+        conn,
+        Arc::clone(shared),
+        shutdown,
+        drain,
+        deadlines,
+    )
+    .await;
 }
