@@ -91,6 +91,9 @@ struct State {
     next_id: u64,
     unsent: u64,
     over_limit: bool,
+    /// The instant the last [`Tracker::check`] said to look again: a change needs to wake the
+    /// connection only when it brings a deadline before this.
+    armed: Option<Instant>,
 }
 
 impl Tracker {
@@ -106,6 +109,7 @@ impl Tracker {
                 next_id: 0,
                 unsent: 0,
                 over_limit: false,
+                armed: None,
             }),
             changed: Notify::new(),
         })
@@ -136,7 +140,16 @@ impl Tracker {
 
     /// What is due at `now`.
     pub fn check(&self, now: Instant) -> Verdict {
-        let state = self.lock();
+        let mut state = self.lock();
+        let verdict = self.due(&state, now);
+        state.armed = match verdict {
+            Verdict::Wait(due) => due,
+            _ => None,
+        };
+        verdict
+    }
+
+    fn due(&self, state: &State, now: Instant) -> Verdict {
         if state.over_limit {
             return Verdict::Abort(UNSENT_LIMIT);
         }
@@ -184,15 +197,18 @@ impl Open {
         let mut state = tracker.lock();
         let id = state.next_id;
         state.next_id += 1;
-        state.sending.insert(id, Instant::now());
+        let now = Instant::now();
+        state.sending.insert(id, now);
         state.unsent = state.unsent.saturating_add(bytes);
         // One response, whatever its size, may always be sent.
         let over = state.unsent > tracker.deadlines.max_unsent && state.sending.len() > 1;
         state.over_limit |= over;
-        let first = state.sending.len() == 1;
+        let sooner = state
+            .armed
+            .is_none_or(|at| at > now + tracker.deadlines.send);
         drop(state);
         self.sending = Some((id, bytes));
-        if first || over {
+        if sooner || over {
             tracker.changed.notify_one();
         }
     }
@@ -207,12 +223,16 @@ impl Drop for Open {
             state.sending.remove(&id);
             state.unsent = state.unsent.saturating_sub(bytes);
         }
-        let idle = state.open == 0;
-        if idle {
-            state.idle_since = Instant::now();
+        let mut sooner = false;
+        if state.open == 0 {
+            let now = Instant::now();
+            state.idle_since = now;
+            sooner = state
+                .armed
+                .is_none_or(|at| at > now + tracker.deadlines.idle);
         }
         drop(state);
-        if idle {
+        if sooner {
             tracker.changed.notify_one();
         }
     }

@@ -141,7 +141,7 @@ pub async fn serve<I>(
             }
             due = Some(due.map_or(hard, |d| d.min(hard)));
         }
-        if let Some(at) = due {
+        if let Some(at) = due.filter(|at| *at != wake.deadline()) {
             wake.as_mut().reset(at);
         }
         tokio::select! {
