@@ -473,3 +473,34 @@ mod raw_h2 {
         }
     }
 }
+
+#[test]
+fn bad_connection_limits_are_config_errors_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for (limits, field, why) in [
+        (
+            "  send_timeout: 0s\n",
+            "limits.send_timeout",
+            "greater than zero",
+        ),
+        (
+            "  idle_timeout: soon\n",
+            "limits.idle_timeout",
+            "not a duration",
+        ),
+        (
+            "  max_unsent: 1KiB\n",
+            "limits.max_unsent",
+            "at least 16KiB",
+        ),
+    ] {
+        let path = dir.path().join("gateway.yaml");
+        let yaml = format!(
+            "listeners:\n  - name: plain\n    bind: 127.0.0.1:0\nlimits:\n  header_timeout: 1s\n{limits}upstreams:\n  b:\n    url: http://127.0.0.1:9\nroutes:\n  - name: r\n    path: /r\n    upstream: b\n"
+        );
+        std::fs::write(&path, yaml).unwrap();
+        let error = hookgate::config::load(&path).unwrap_err().to_string();
+        assert!(error.contains("gateway.yaml:6:"), "{error}");
+        assert!(error.contains(field) && error.contains(why), "{error}");
+    }
+}
