@@ -126,6 +126,14 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     pub keep_alive_timeout: Duration,
     pub drain_timeout: Duration,
+    /// A connection with no open request for this long is closed (HTTP/2: GOAWAY).
+    pub idle_timeout: Duration,
+    /// A response must be handed to the client's connection within this, or the connection is
+    /// closed and the response dropped.
+    pub send_timeout: Duration,
+    /// Response bytes one connection may hold unsent; past it (beyond a single response) the
+    /// connection is closed.
+    pub max_unsent: u64,
     pub max_connections: usize,
     pub max_headers: usize,
     pub max_header_size: usize,
@@ -143,6 +151,9 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+            max_unsent: 4 << 20,
             max_connections: 10_000,
             max_headers: 100,
             max_header_size: 64 << 10,

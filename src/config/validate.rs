@@ -502,6 +502,21 @@ fn limits(ctx: &Ctx, raw: &RawLimits) -> Result<Limits, ConfigError> {
             d.keep_alive_timeout,
         )?,
         drain_timeout: ctx.duration(&raw.drain_timeout, "limits.drain_timeout", d.drain_timeout)?,
+        idle_timeout: ctx.duration(&raw.idle_timeout, "limits.idle_timeout", d.idle_timeout)?,
+        send_timeout: ctx.duration(&raw.send_timeout, "limits.send_timeout", d.send_timeout)?,
+        max_unsent: {
+            let size = ctx.size(&raw.max_unsent, "limits.max_unsent", d.max_unsent)?;
+            match &raw.max_unsent {
+                Some(value) if size < (16 << 10) => {
+                    return Err(ctx.err(
+                        &value.referenced,
+                        "limits.max_unsent",
+                        "must be at least 16KiB",
+                    ));
+                }
+                _ => size,
+            }
+        },
         max_connections: ctx.count(
             &raw.max_connections,
             "limits.max_connections",

@@ -2,8 +2,9 @@
 //! bounded: route, listener and upstream are configured names, outcome and code come from fixed
 //! sets. No label ever carries a path, an IP, a header value or a secret.
 
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -39,6 +40,13 @@ pub struct UpstreamLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
     pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionClosedLabels {
+    pub listener: String,
+    /// `first_byte_timeout`, `idle_timeout`, `send_timeout` or `unsent_limit`.
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,7 +125,13 @@ impl RouteSeries {
         valid_secret: Option<usize>,
         labels: impl FnOnce() -> SignatureLabels,
     ) {
-        let resolve = || metrics.signature_checks.get_or_create(&labels()).clone();
+        let resolve = || {
+            let labels = labels();
+            metrics.remember(&labels.route, |keys| {
+                keys.signatures.insert(labels.clone());
+            });
+            metrics.signature_checks.get_or_create(&labels).clone()
+        };
         match valid_secret.and_then(|i| self.valid_signatures.get(i)) {
             Some(series) => series.get_or_init(resolve).inc(),
             None => resolve().inc(),
@@ -131,6 +145,9 @@ impl RouteSeries {
 /// hashed, a lock taken) was the dearest part of counting one.
 pub struct AnswerSeries {
     labels: RequestLabels,
+    /// [`Metrics::forget_routes`] count when resolved: a series resolved before routes were
+    /// forgotten may have been removed from its family, and is looked up again.
+    generation: u64,
     requests: Counter,
     duration: Histogram,
 }
@@ -148,6 +165,7 @@ pub struct Metrics {
     pub connections_refused: Family<ListenerLabels, Counter>,
     pub tls_handshake_failures: Family<ListenerLabels, Counter>,
     pub protocol_errors: Family<ListenerLabels, Counter>,
+    pub connections_closed: Family<ConnectionClosedLabels, Counter>,
     pub tls_cert_not_after: Family<CertLabels, Gauge>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_last_reload_success: Gauge<f64, AtomicU64>,
@@ -160,6 +178,16 @@ pub struct Metrics {
     pub upstream_connection_waits: Family<UpstreamLabels, Counter>,
     /// Requests that waited in vain and got 503.
     pub upstream_connections_refused: Family<UpstreamLabels, Counter>,
+    /// The label sets created per route in the families above, so that a route a reload
+    /// removes can take its series along ([`Metrics::forget_routes`]).
+    route_keys: Mutex<HashMap<Arc<str>, RouteKeys>>,
+    generation: AtomicU64,
+}
+
+#[derive(Default)]
+struct RouteKeys {
+    requests: HashSet<RequestLabels>,
+    signatures: HashSet<SignatureLabels>,
 }
 
 impl Default for Metrics {
@@ -177,8 +205,15 @@ impl Metrics {
         labels: RequestLabels,
         seconds: f64,
     ) {
+        let generation = self.generation.load(Ordering::Acquire);
         let resolve = |labels: RequestLabels| AnswerSeries {
-            requests: self.requests.get_or_create(&labels).clone(),
+            requests: {
+                self.remember(&labels.route, |keys| {
+                    keys.requests.insert(labels.clone());
+                });
+                self.requests.get_or_create(&labels).clone()
+            },
+            generation,
             duration: self
                 .request_duration
                 .get_or_create(&RouteOutcomeLabels {
@@ -190,7 +225,7 @@ impl Metrics {
         };
         // By value, not by pointer: a reload's routes have new names of the same text.
         let series = match cached.get() {
-            Some(series) if series.labels == labels => series,
+            Some(series) if series.labels == labels && series.generation == generation => series,
             Some(_) => &resolve(labels),
             None => cached.get_or_init(|| resolve(labels)),
         };
@@ -198,9 +233,18 @@ impl Metrics {
         series.duration.observe(seconds);
     }
 
-    /// Counts a config load (the first one at start, then every reload) and, when it took,
-    /// stamps the time.
-    pub fn count_config_load(&self, success: bool) {
+    /// The config loaded at start: no reload, so both reload counts start at 0, but the time
+    /// of the last config that took is stamped.
+    pub fn config_loaded_at_start(&self) {
+        for result in ["success", "error"] {
+            let _ = self.config_reloads.get_or_create(&ResultLabels { result });
+        }
+        self.config_last_reload_success
+            .set(crate::observe::unix_now());
+    }
+
+    /// Counts a reload and, when it took, stamps the time.
+    pub fn count_config_reload(&self, success: bool) {
         let result = if success { "success" } else { "error" };
         self.config_reloads
             .get_or_create(&ResultLabels { result })
@@ -209,6 +253,49 @@ impl Metrics {
             self.config_last_reload_success
                 .set(crate::observe::unix_now());
         }
+    }
+
+    /// Notes a label set created for `route`.
+    fn remember(&self, route: &Arc<str>, note: impl FnOnce(&mut RouteKeys)) {
+        let mut keys = self
+            .route_keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match keys.get_mut(route) {
+            Some(entry) => note(entry),
+            None => note(keys.entry(Arc::clone(route)).or_default()),
+        }
+    }
+
+    /// Removes every series of `routes` (routes a reload removed): request counts and
+    /// durations, signature checks, rate-limit keys. A request of such a route still running
+    /// on the old config when this runs may bring one back until the next reload.
+    pub fn forget_routes(&self, routes: &[&str]) {
+        if routes.is_empty() {
+            return;
+        }
+        let mut keys = self
+            .route_keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for route in routes {
+            if let Some(created) = keys.remove(*route) {
+                for labels in created.requests {
+                    self.requests.remove(&labels);
+                    self.request_duration.remove(&RouteOutcomeLabels {
+                        route: Arc::clone(&labels.route),
+                        outcome: labels.outcome,
+                    });
+                }
+                for labels in created.signatures {
+                    self.signature_checks.remove(&labels);
+                }
+            }
+            self.rate_limit_keys.remove(&RouteLabels {
+                route: route.to_string(),
+            });
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Records when the certificate `listener` now serves expires, in Unix seconds.
@@ -231,6 +318,7 @@ impl Metrics {
             connections_refused: Family::default(),
             tls_handshake_failures: Family::default(),
             protocol_errors: Family::default(),
+            connections_closed: Family::default(),
             tls_cert_not_after: Family::default(),
             config_reloads: Family::default(),
             config_last_reload_success: Gauge::default(),
@@ -241,6 +329,8 @@ impl Metrics {
             ip_set_refreshes: Family::default(),
             upstream_connection_waits: Family::default(),
             upstream_connections_refused: Family::default(),
+            route_keys: Mutex::default(),
+            generation: AtomicU64::new(0),
         };
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
@@ -291,8 +381,13 @@ impl Metrics {
             m.protocol_errors.clone(),
         );
         r.register(
+            "connections_closed",
+            "Connections the gateway closed at a deadline or limit, by listener and reason (first_byte_timeout, idle_timeout, send_timeout, unsent_limit)",
+            m.connections_closed.clone(),
+        );
+        r.register(
             "config_reloads",
-            "Config reloads by result (success, error)",
+            "Config reloads by result (success, error); the load at start is not one",
             m.config_reloads.clone(),
         );
         r.register(

@@ -126,6 +126,7 @@ async fn serve_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     let drain = setup.limits.drain_timeout;
+    let deadlines = super::deadlines::Deadlines::from_limits(&setup.limits);
     if setup.proxy_protocol {
         // Only a trusted proxy may say where a connection came from.
         if !shared
@@ -166,7 +167,16 @@ async fn serve_connection(
             requests: Default::default(),
             answers: Default::default(),
         });
-        super::http::serve(builder, stream, conn, Arc::clone(shared), shutdown, drain).await;
+        super::http::serve(
+            builder,
+            stream,
+            conn,
+            Arc::clone(shared),
+            shutdown,
+            drain,
+            deadlines,
+        )
+        .await;
         return;
     };
     let handshake = tokio::time::timeout(
@@ -195,5 +205,14 @@ async fn serve_connection(
         requests: Default::default(),
         answers: Default::default(),
     });
-    super::http::serve(builder, stream, conn, Arc::clone(shared), shutdown, drain).await;
+    super::http::serve(
+        builder,
+        stream,
+        conn,
+        Arc::clone(shared),
+        shutdown,
+        drain,
+        deadlines,
+    )
+    .await;
 }

@@ -2,6 +2,7 @@
 //! loops, applies reloads and drains on shutdown. The request path itself lives in `pipeline`.
 
 pub mod config_watch;
+pub mod deadlines;
 pub mod http;
 pub mod listener;
 pub mod proxy_protocol;
@@ -75,7 +76,7 @@ impl Gateway {
         let (access_log, log_writer) = AccessLog::start(&config.access_log)
             .await
             .map_err(StartError::AccessLog)?;
-        metrics.count_config_load(true);
+        metrics.config_loaded_at_start();
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
@@ -212,7 +213,7 @@ impl Gateway {
         let metrics = &self.shared.metrics;
         match &result {
             Ok(_) => {
-                metrics.count_config_load(true);
+                metrics.count_config_reload(true);
                 event(
                     "info",
                     "config reloaded",
@@ -220,7 +221,7 @@ impl Gateway {
                 );
             }
             Err(why) => {
-                metrics.count_config_load(false);
+                metrics.count_config_reload(false);
                 event(
                     "error",
                     "config reload failed; keeping the running config",
@@ -267,7 +268,15 @@ impl Gateway {
             slot.store(tls);
             record_cert_expiry(&self.shared.metrics, listener, material);
         }
+        let removed: Vec<Arc<str>> = previous
+            .routes
+            .iter()
+            .filter(|old| !runtime.routes.iter().any(|new| new.name == old.name))
+            .map(|old| Arc::clone(&old.name))
+            .collect();
         self.shared.runtime.store(Arc::new(runtime));
+        let removed: Vec<&str> = removed.iter().map(|name| &**name).collect();
+        self.shared.metrics.forget_routes(&removed);
         Ok(())
     }
 
