@@ -46,23 +46,8 @@ pub struct Shared {
     pub draining: std::sync::atomic::AtomicBool,
     /// Requests between [`handle`]'s start and its end, whether or not their client is still
     /// there: shutdown waits for them (within the drain timeout) before it stops the workers.
+    /// Counted by the server (`server::InFlight`).
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-/// Counts one request in [`Shared::in_flight`] for as long as it lives, panics included.
-pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
-
-impl InFlight {
-    pub fn enter(counter: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
-        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        InFlight(Arc::clone(counter))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
 }
 
 /// Facts about the connection a request came in on.

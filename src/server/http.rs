@@ -82,7 +82,7 @@ pub async fn serve<I>(
         // is kilobytes, and tokio moves a task's future (and its output slot of the same size)
         // several times. `handle` is called inside the boxed block, so its future is built in
         // place there rather than on the stack and copied in.
-        let in_flight = pipeline::InFlight::enter(&shared.in_flight);
+        let in_flight = super::InFlight::enter(&shared.in_flight);
         let (task_conn, task_shared) = (Arc::clone(&conn), Arc::clone(&shared));
         let task = tokio::spawn(Box::pin(async move {
             let _in_flight = in_flight;
