@@ -402,6 +402,7 @@ pub fn check(
 mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
+    use std::num::NonZeroUsize;
     use http::HeaderValue;
 
     fn ip(s: &str) -> IpAddr {
