@@ -402,8 +402,8 @@ pub fn check(
 mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
-    use std::num::NonZeroUsize;
     use http::HeaderValue;
+    use std::num::NonZeroUsize;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
