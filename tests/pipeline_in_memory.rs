@@ -4,8 +4,10 @@
 //! tests do. (Behaviour over real sockets stays pinned by the other test files.)
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,9 +21,15 @@ use hookgate::pipeline::{handle, ConnInfo, Shared};
 use hookgate::runtime::Runtime;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use ring::hmac;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// No upstream listens here: these tests end before stage 9, and must.
+/// No upstream listens on `backend`: those tests end before stage 9, and must. `recorder` is a
+/// real (in-process) upstream for the tests that forward.
 const CONFIG: &str = r#"
 listeners:
   - name: mem
@@ -29,7 +37,13 @@ listeners:
 upstreams:
   backend:
     url: http://127.0.0.1:9
+  recorder:
+    url: http://{recorder}
 routes:
+  - name: delivered
+    path: /hooks/delivered
+    upstream: recorder
+    verify: { provider: github, secrets: ["github-secret"] }
   - name: small
     path: /hooks/small
     upstream: backend
@@ -55,9 +69,14 @@ struct InMemory {
 
 impl InMemory {
     async fn new() -> InMemory {
+        InMemory::forwarding_to("127.0.0.1:9".parse().unwrap()).await
+    }
+
+    async fn forwarding_to(recorder: SocketAddr) -> InMemory {
         let dir = tempfile::tempdir().unwrap();
+        let yaml = CONFIG.replace("{recorder}", &recorder.to_string());
         let config =
-            parse_and_validate(CONFIG, &dir.path().join("gateway.yaml"), HashMap::new()).unwrap();
+            parse_and_validate(&yaml, &dir.path().join("gateway.yaml"), HashMap::new()).unwrap();
         let metrics = Metrics::new();
         let runtime = Runtime::build(&config, None, &metrics).unwrap();
         let log = dir.path().join("access.log");
@@ -244,4 +263,68 @@ async fn answers_a_dropbox_challenge_itself_as_a_handshake() {
     assert_eq!(lines[0]["provider"], "dropbox");
     assert_eq!(lines[0]["bytes_out"], 6);
     assert!(lines[0].get("upstream").is_none(), "never forwarded");
+}
+
+/// A real upstream in this process: answers 200 to everything and counts what it received.
+async fn recorder() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&received);
+    tokio::spawn(async move {
+        while let Ok((io, _)) = listener.accept().await {
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let counter = Arc::clone(&counter);
+                    async move {
+                        let _ = request.into_body().collect().await;
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(io), service)
+                    .await;
+            });
+        }
+    });
+    (addr, received)
+}
+
+fn github_signature(body: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, b"github-secret");
+    let tag = hmac::sign(&key, body.as_bytes());
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_a_verified_event_once_and_answers_its_retry_as_a_duplicate() {
+    let (addr, received) = recorder().await;
+    let gw = InMemory::forwarding_to(addr).await;
+    let body = r#"{"action":"opened"}"#;
+    let signature = github_signature(body);
+    let headers = [
+        ("x-hub-signature-256", signature.as_str()),
+        ("x-github-delivery", "d-1"),
+    ];
+    let (response, answer) = gw.call(post("/hooks/delivered", &headers, body)).await;
+    assert_eq!((response.status().as_u16(), answer.as_str()), (200, "ok"));
+    let (response, answer) = gw.call(post("/hooks/delivered", &headers, body)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(answer, "duplicate: already delivered\n");
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        1,
+        "the retry is not forwarded"
+    );
+    let lines = gw.log_lines().await;
+    let outcomes: Vec<_> = lines.iter().map(|l| l["outcome"].clone()).collect();
+    assert_eq!(outcomes, ["forwarded", "duplicate"]);
+    assert!(lines.iter().all(|l| l["event_id"] == "d-1"));
+    assert!(lines.iter().all(|l| l["secret_index"] == 0));
+    assert_eq!(lines[0]["upstream"], "recorder");
+    assert_eq!(lines[0]["upstream_status"], 200);
+    assert!(lines[1].get("upstream").is_none(), "never forwarded");
 }
