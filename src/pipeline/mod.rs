@@ -1,7 +1,7 @@
-//! The request path, top to bottom in [`serve`]: each stage of DESIGN.md section 1 is one call
+//! The request path, top to bottom in `serve`: each stage of DESIGN.md section 1 is one call
 //! that either passes or ends the request with a [`GatewayAnswer`] (a refusal, a handshake, a
 //! duplicate). What the stages learn goes into the request's [`RequestCtx`]; whatever happens,
-//! the request ends in [`finish`], which builds the one access-log [`Entry`] from that context
+//! the request ends in `finish`, which builds the one access-log [`Entry`] from that context
 //! and counts the one metric. Stages take only what they need; none of them writes to the log
 //! or metrics itself.
 
@@ -62,7 +62,7 @@ pub struct ConnInfo {
 }
 
 /// What the pipeline knows about one request (pingora's per-request CTX): the facts of its head,
-/// then what each stage learns. [`finish`] turns it into the access-log [`Entry`] by moving its
+/// then what each stage learns. `finish` turns it into the access-log [`Entry`] by moving its
 /// fields; nothing else writes the log.
 pub struct RequestCtx<'r> {
     /// The request's arrival: the log's `ts`, and the "now" a signature's timestamp is judged
