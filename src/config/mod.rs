@@ -2,6 +2,7 @@
 //! it names (certificates, CA bundles), so a config that loads is a config that can serve. It never
 //! binds a socket or starts a task, and its errors never contain a secret's value.
 
+pub mod rate_limit;
 mod raw;
 pub mod secrets;
 pub mod units;
@@ -15,8 +16,7 @@ use http::Method;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::ipset::{Cidr, IpTable};
-use crate::pipeline::client_ip::ForwardedHeader;
-use crate::pipeline::rate_limit::RateLimitSettings;
+use rate_limit::RateLimitSettings;
 
 pub use validate::{parse_and_validate, shadow_warnings, validate};
 
@@ -61,6 +61,16 @@ pub struct ListenerConfig {
     pub tls: Option<TlsMaterial>,
     /// Expect a PROXY protocol (v1 or v2) header first; accepted from trusted proxies only.
     pub proxy_protocol: bool,
+}
+
+/// The forwarding header the trusted proxies append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for="[2001:db8::1]:4711"`.
+    Forwarded,
 }
 
 /// Who may tell us the client's address (stage 3).

@@ -13,19 +13,19 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_saphyr::{Location, Spanned};
 
+use super::rate_limit::{LimitKey, Rate, RateLimitSettings};
 use super::raw::{
     RawClientIp, RawConfig, RawIpSet, RawLimits, RawRateLimit, RawRoute, RawSize, RawUpstream, Text,
 };
 use super::secrets::{expand_env, referenced_names, scrub};
 use super::units::{parse_duration, parse_size};
+use super::ForwardedHeader;
 use super::{
     AllowIps, ClientIpConfig, Config, ConfigError, IpSetConfig, IpSetSource, Limits,
     ListenerConfig, LogTarget, PathPattern, RouteConfig, TlsMaterial, UpstreamConfig,
     UpstreamScheme,
 };
 use crate::ipset::{parse_cidr, parse_cidr_list, Cidr, IpTable};
-use crate::pipeline::client_ip::ForwardedHeader;
-use crate::pipeline::rate_limit::{LimitKey, Rate, RateLimitSettings};
 
 /// Parses YAML text and validates it. `env` supplies `${NAME}` values (tests pass their own).
 pub fn parse_and_validate(

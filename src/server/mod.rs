@@ -46,6 +46,22 @@ pub enum StartError {
     Workers(std::io::Error),
 }
 
+/// Counts one request in [`Shared::in_flight`](crate::pipeline::Shared::in_flight) for as long as it lives, panics included.
+pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    pub fn enter(counter: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(Arc::clone(counter))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// A running gateway.
 pub struct Gateway {
     listeners: Vec<Running>,
