@@ -14,7 +14,7 @@ use crate::ip_feeds::{FeedSource, LiveIpSet};
 use crate::ipset::IpTable;
 use crate::observe::metrics::{Metrics, RouteSeries};
 use crate::pipeline::allowlist::{Allowlist, RouteAllowlist};
-use crate::pipeline::forward::{Upstream, UpstreamBuildError};
+use crate::upstream::{Upstream, UpstreamBuildError};
 use crate::pipeline::rate_limit::{RateLimitSettings, RouteLimiter};
 use crate::pipeline::route::RouteTable;
 

@@ -11,8 +11,6 @@ pub mod rate_limit;
 pub mod reject;
 pub mod replay;
 pub mod route;
-pub mod upstream_http1;
-pub mod upstream_pool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
