@@ -28,6 +28,9 @@
 pub mod http1;
 pub mod pool;
 
+#[cfg(test)]
+mod differential_tests;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,8 +42,8 @@ use rustls::pki_types::ServerName;
 use crate::config::{UpstreamConfig, UpstreamScheme};
 use crate::observe::metrics::{Metrics, UpstreamLabels};
 pub use http1::{ExchangeError, RequestHead};
-use pool::{ConnectionCap, Pool, Target};
 pub use pool::bind_worker;
+use pool::{ConnectionCap, Pool, Target};
 
 /// Idle pooled connections are closed after this; below common backend keep-alive timeouts
 /// (nginx 75 s, Node 5 s is the outlier) so we rarely reuse a socket the backend just closed.
