@@ -113,7 +113,10 @@ async fn each_upstream_failure_is_502_or_504_with_a_reason_naming_its_cause() {
             format!("https://localhost:{}", untrusted.addr.port()),
         ),
         // TCP is accepted, the TLS handshake never answered: the connect deadline.
-        ("handshake_silent", format!("https://localhost:{}", silent.port())),
+        (
+            "handshake_silent",
+            format!("https://localhost:{}", silent.port()),
+        ),
         ("reset", format!("http://{reset}")),
         ("silent", format!("http://{silent}")),
         ("garbage", format!("http://{garbage}")),
@@ -123,7 +126,12 @@ async fn each_upstream_failure_is_502_or_504_with_a_reason_naming_its_cause() {
     let cases = [
         ("refused", 502, "upstream_connect_error", "connect_refused"),
         ("untrusted", 502, "upstream_connect_error", "tls"),
-        ("handshake_silent", 502, "upstream_connect_error", "connect_timeout"),
+        (
+            "handshake_silent",
+            502,
+            "upstream_connect_error",
+            "connect_timeout",
+        ),
         ("reset", 502, "upstream_error", "reset"),
         ("silent", 504, "upstream_timeout", "timeout"),
         ("garbage", 502, "upstream_error", "malformed_response"),
