@@ -13,8 +13,6 @@ pub mod rate_limit;
 pub mod reject;
 pub mod replay;
 pub mod route;
-pub mod upstream_http1;
-pub mod upstream_pool;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -137,7 +137,10 @@ pub enum Reject {
     DuplicateInFlight,
     /// The client went away or sent a broken body before it was complete.
     ClientAbort,
-    UpstreamConnect,
+    /// No connection could be opened; `reason` says why (`connect_refused`, `tls`, ...).
+    UpstreamConnect {
+        reason: &'static str,
+    },
     UpstreamTimeout,
     /// The upstream's `max_connections` are all busy and none came free within the wait.
     UpstreamBusy,
@@ -168,7 +171,7 @@ impl Reject {
             // but the log and metrics must not count it as a server error.
             Reject::DuplicateInFlight => StatusCode::CONFLICT,
             Reject::ClientAbort => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-            Reject::UpstreamConnect | Reject::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Reject::UpstreamConnect { .. } | Reject::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reject::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
             Reject::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -189,7 +192,7 @@ impl Reject {
             Reject::SignatureInvalid { .. } => Outcome::SignatureInvalid,
             Reject::DuplicateInFlight => Outcome::Duplicate,
             Reject::ClientAbort => Outcome::ClientAbort,
-            Reject::UpstreamConnect => Outcome::UpstreamConnectError,
+            Reject::UpstreamConnect { .. } => Outcome::UpstreamConnectError,
             Reject::UpstreamTimeout => Outcome::UpstreamTimeout,
             Reject::UpstreamBusy => Outcome::UpstreamBusy,
             Reject::Upstream { .. } => Outcome::UpstreamError,
@@ -202,7 +205,7 @@ impl Reject {
             Reject::BadRequest { reason } => Some(reason),
             Reject::UnsupportedTransferCoding => Some("transfer_encoding"),
             Reject::TooManyHeaders => Some("too_many_headers"),
-            Reject::UpstreamConnect => Some("connect"),
+            Reject::UpstreamConnect { reason } => Some(reason),
             Reject::UpstreamTimeout => Some("timeout"),
             Reject::UpstreamBusy => Some("max_connections"),
             Reject::BodyTimeout => Some("body"),

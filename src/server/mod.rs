@@ -39,7 +39,7 @@ pub enum StartError {
     #[error("listener {name}: TLS setup failed: {source}")]
     Tls { name: String, source: rustls::Error },
     #[error("{0}")]
-    Upstream(#[from] crate::pipeline::forward::UpstreamBuildError),
+    Upstream(#[from] crate::upstream::UpstreamBuildError),
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
     #[error("cannot start the worker threads: {0}")]
