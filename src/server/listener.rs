@@ -197,6 +197,10 @@ async fn serve_connection(
             return;
         }
     };
+    if stream.get_ref().1.alpn_protocol() == Some(super::tls::ACME_TLS_ALPN) {
+        // A TLS-ALPN-01 validation: the handshake was the whole answer (RFC 8737 section 3).
+        return;
+    }
     let tls_version = super::tls::version_name(stream.get_ref().1.protocol_version());
     let conn = Arc::new(ConnInfo {
         listener: setup.name,
