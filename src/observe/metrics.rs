@@ -327,8 +327,15 @@ impl Metrics {
                 });
             }
         }
+        // Twins for one name (ECDSA and RSA) share a series: the earlier expiry, the one to
+        // alert on.
+        let mut earliest: HashMap<&str, i64> = HashMap::new();
         for (sni, not_after) in certs {
-            self.set_cert_expiry(listener, sni, *not_after);
+            let entry = earliest.entry(sni.as_str()).or_insert(*not_after);
+            *entry = (*entry).min(*not_after);
+        }
+        for (sni, not_after) in earliest {
+            self.set_cert_expiry(listener, sni, not_after);
         }
         series.insert(listener.to_string(), new);
     }
