@@ -790,7 +790,8 @@ fn writable_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
-/// A DNS name of letters, digits and hyphens, at least two labels; `*.` first if `wildcard`.
+/// A DNS name of letters, digits and hyphens (`localhost` and other one-label names too, for
+/// private ACME servers); `*.` first if `wildcard`.
 pub(crate) fn is_dns_name(name: &str, wildcard: bool) -> bool {
     let name = match name.strip_prefix("*.") {
         Some(rest) if wildcard => rest,
@@ -800,14 +801,13 @@ pub(crate) fn is_dns_name(name: &str, wildcard: bool) -> bool {
         return false;
     }
     let labels: Vec<&str> = name.split('.').collect();
-    labels.len() >= 2
-        && labels.iter().all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+    labels.iter().all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    })
 }
 
 /// Reads a PEM bundle; an empty one is an error, not a listener that fails every handshake.

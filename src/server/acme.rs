@@ -350,7 +350,8 @@ fn certified_from_pem(chain: &str, key: &str) -> Result<CertifiedKey, String> {
     }
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
         .map_err(|_| "no usable private key".to_string())?;
-    CertifiedKey::from_der(chain, key, &super::tls::provider()).map_err(|e| e.to_string())
+    CertifiedKey::from_der(chain, key, &super::tls::provider())
+        .map_err(|e| format!("certificate and key: {e}"))
 }
 
 /// The self-signed certificate served for the domains until the first one is issued.
@@ -382,9 +383,15 @@ fn challenge_cert(name: &str, digest: &[u8]) -> Result<CertifiedKey, String> {
 }
 
 fn certified(cert: rcgen::Certificate, key: &rcgen::KeyPair) -> Result<CertifiedKey, String> {
+    // Not `CertifiedKey::from_der`: its consistency check parses the certificate with webpki,
+    // which refuses the challenge certificate's critical acmeIdentifier extension. We made the
+    // key and the certificate together here.
     let der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| e.to_string())?;
-    CertifiedKey::from_der(vec![cert.der().clone()], der, &super::tls::provider())
-        .map_err(|e| e.to_string())
+    let key = super::tls::provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| format!("key: {e}"))?;
+    Ok(CertifiedKey::new(vec![cert.der().clone()], key))
 }
 
 /// Creates the cache directory 0700 if it is missing.

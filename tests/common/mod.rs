@@ -643,3 +643,23 @@ pub async fn presented_for(
     let tls = connector.connect(name, tcp).await.unwrap();
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
+
+/// An HTTP/1.1 client trusting the roots in `ca_pem`; with `fresh`, every request opens a new
+/// connection (so a new handshake sees the certificate served now).
+pub fn client_trusting(ca_pem: &str, fresh: bool) -> TestClient {
+    let mut builder = Client::builder(TokioExecutor::new());
+    if fresh {
+        builder.pool_max_idle_per_host(0);
+    }
+    builder.build(tls_connector(ca_pem, false))
+}
+
+/// A port on 127.0.0.1 that was free a moment ago, for servers that must be told their port
+/// before they start.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
