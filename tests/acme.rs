@@ -3,7 +3,7 @@
 //! hookgate orders a certificate for `localhost` and proves it with TLS-ALPN-01 on its own
 //! listener (pebble's validation authority really connects to it: no always-valid shortcut);
 //! a client that trusts only pebble's root (fetched from the management endpoint) completes
-//! requests. Pebble issues 30-second certificates, so renewal at two thirds comes within the
+//! requests. Pebble issues 45-second certificates, so renewal at two thirds comes within the
 //! test: a new certificate is served while a stream of requests, each on a new connection, sees
 //! no failure. A restart serves the cached certificate at once.
 
@@ -33,7 +33,7 @@ const SIG: (&str, &str) = (
     "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
 );
 
-const VALIDITY_SECONDS: u64 = 30;
+const VALIDITY_SECONDS: u64 = 45;
 
 /// Pebble, killed when dropped.
 struct Pebble {
@@ -184,6 +184,16 @@ async fn issues_from_pebble_renews_without_a_dropped_request_and_restarts_from_t
     let root = pebble_root(&certs, &pebble).await;
     let gw = TestGateway::start_with_listeners(&listeners, ROUTES).await;
     let addr = gw.tls_addr();
+    // Handshakes never wait for the order: a placeholder (or the issued one) answers at once.
+    let early = tokio::time::timeout(
+        Duration::from_secs(2),
+        presented_for(addr, Some("localhost"), &[]),
+    )
+    .await;
+    assert!(
+        early.is_ok(),
+        "a handshake during the first order completes"
+    );
 
     // Issued at start, proven on the listener itself, trusted through pebble's root.
     let first = wait_for_trusted_leaf(addr, &root, None, Duration::from_secs(30)).await;
@@ -210,7 +220,7 @@ async fn issues_from_pebble_renews_without_a_dropped_request_and_restarts_from_t
     assert_eq!(mode(&cache.join("account.json")), 0o600);
     assert_eq!(mode(&cache.join("localhost.key")), 0o600);
 
-    // Renewal at two thirds of 30 s, under a stream of requests on new connections.
+    // Renewal at two thirds of 45 s, under a stream of requests on new connections.
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
     let sender = {
@@ -235,7 +245,7 @@ async fn issues_from_pebble_renews_without_a_dropped_request_and_restarts_from_t
             failures
         })
     };
-    let second = wait_for_trusted_leaf(addr, &root, Some(&first), Duration::from_secs(45)).await;
+    let second = wait_for_trusted_leaf(addr, &root, Some(&first), Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let failures = sender.await.unwrap();
@@ -246,6 +256,7 @@ async fn issues_from_pebble_renews_without_a_dropped_request_and_restarts_from_t
     assert!(metrics[r#"hookgate_acme_orders_total{result="ok"}"#] >= 2.0);
 
     // A restart serves the cached certificate from the first handshake, no order needed.
+    // (The new gateway's metrics start at zero.)
     let cached = std::fs::read(cache.join("localhost.crt")).unwrap();
     drop(gw.shutdown().await);
     let listeners = gateway_listeners(port, &pebble, &certs, cache.to_str().unwrap());
@@ -258,5 +269,21 @@ async fn issues_from_pebble_renews_without_a_dropped_request_and_restarts_from_t
         .unwrap()
         .unwrap();
     assert_eq!(leaf, cached_leaf.to_vec());
+
+    // At two thirds of the cached certificate's life the new gateway renews; with the ACME
+    // server gone, the order fails, is counted, and the cached certificate stays.
+    drop(pebble);
+    let deadline = Instant::now() + Duration::from_secs(VALIDITY_SECONDS * 2 / 3 + 10);
+    let errors = r#"hookgate_acme_orders_total{result="error"}"#;
+    while gw.metrics().await.get(errors).copied().unwrap_or(0.0) < 1.0 {
+        assert!(Instant::now() < deadline, "a failed order is counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leaf = trusted_leaf(gw.tls_addr(), &root).await;
+    assert_eq!(
+        leaf,
+        Some(cached_leaf.to_vec()),
+        "the old certificate stays"
+    );
     gw.shutdown().await;
 }
