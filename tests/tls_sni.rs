@@ -310,3 +310,67 @@ fn tls_block_errors_name_the_field() {
         "check creates no cache dir"
     );
 }
+
+/// sslyze's Mozilla "intermediate" check passes for each certificate of an SNI listener: an
+/// ECDSA one for a.test and an RSA one for b.test, scanned by name on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslyze_finds_every_sni_certificate_compliant_with_mozilla_intermediate() {
+    let certs = TestCerts::new();
+    let (a_crt, a_key, _) = write_named_leaf(&certs, "a", &["a.test"], false);
+    let (b_crt, b_key, _) = write_named_leaf(&certs, "b", &["b.test"], true);
+    let listeners = format!(
+        r#"
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ cert: "{}", key: "{}" }}
+        - {{ cert: "{}", key: "{}" }}
+  - name: plain
+    bind: 127.0.0.1:0
+admin:
+  bind: 127.0.0.1:0
+access_log: "{{log}}"
+"#,
+        a_crt.display(),
+        a_key.display(),
+        b_crt.display(),
+        b_key.display(),
+    );
+    let gw = TestGateway::start_with_listeners(&listeners, ROUTES).await;
+    let sslyze = sslyze_with_ca(&certs.ca_pem);
+    let port = gw.tls_addr().port();
+    let targets = [
+        format!("a.test:{port}{{127.0.0.1}}"),
+        format!("b.test:{port}{{127.0.0.1}}"),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(sslyze)
+            .arg("--mozilla_config=intermediate")
+            .args(&targets)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!report.contains("FAILED - Not compliant"), "{report}");
+    assert!(!report.contains("Not compliant"), "{report}");
+    for name in ["a.test", "b.test"] {
+        assert!(
+            report.contains(&format!("{name}:{port}: OK - Compliant")),
+            "{name} must be compliant:\n{report}"
+        );
+    }
+    // Each scan saw its own certificate.
+    assert!(
+        report.contains("Common Name:                       a.test"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Common Name:                       b.test"),
+        "{report}"
+    );
+    gw.shutdown().await;
+}

@@ -663,3 +663,34 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// sslyze (pinned, in `target/sslyze-venv`) with the test CA `ca_pem` added to its trust
+/// stores; returns the sslyze binary. The same as tests/tls_posture.rs does for itself.
+pub fn sslyze_with_ca(ca_pem: &str) -> PathBuf {
+    let venv = python_venv("sslyze-venv", "sslyze==6.3.1");
+    let stores = std::fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|python| {
+            python
+                .path()
+                .join("site-packages/sslyze/plugins/certificate_info/trust_stores/pem_files")
+        })
+        .find(|p| p.exists())
+        .expect("sslyze trust stores");
+    for store in std::fs::read_dir(stores)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+    {
+        if store.extension().is_some_and(|e| e == "pem") {
+            let shipped = store.with_extension("pem.shipped");
+            if !shipped.exists() {
+                std::fs::copy(&store, &shipped).unwrap();
+            }
+            let pem = std::fs::read_to_string(&shipped).unwrap();
+            std::fs::write(&store, format!("{pem}\n{ca_pem}")).unwrap();
+        }
+    }
+    venv.join("bin/sslyze")
+}
