@@ -252,8 +252,12 @@ async fn issues_from_pebble_renews_without_a_dropped_request_and_restarts_from_t
     assert!(failures.is_empty(), "dropped during renewal: {failures:?}");
     assert!(served.load(Ordering::Relaxed) > 10);
     assert_ne!(first, second);
-    let metrics = gw.metrics().await;
-    assert!(metrics[r#"hookgate_acme_orders_total{result="ok"}"#] >= 2.0);
+    let renewed = gw.metrics().await;
+    assert!(renewed[r#"hookgate_acme_orders_total{result="ok"}"#] >= 2.0);
+    assert!(
+        renewed[expiry] > metrics[expiry],
+        "the expiry series follows the renewed certificate"
+    );
 
     // A restart serves the cached certificate from the first handshake, no order needed.
     // (The new gateway's metrics start at zero.)
