@@ -18,6 +18,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use crate::ipset::{Cidr, IpTable};
 use rate_limit::RateLimitSettings;
 
+pub(crate) use validate::read_certificates;
 pub use validate::{parse_and_validate, shadow_warnings, validate};
 
 /// Largest config file we will parse: a gateway.yaml is a few KiB; a 16 MiB one is a mistake
@@ -58,7 +59,7 @@ pub struct Config {
 pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
-    pub tls: Option<TlsMaterial>,
+    pub tls: Option<TlsConfig>,
     /// Expect a PROXY protocol (v1 or v2) header first; accepted from trusted proxies only.
     pub proxy_protocol: bool,
 }
@@ -106,6 +107,32 @@ pub struct AllowIps {
     pub sets: Vec<usize>,
 }
 
+/// A TLS listener's certificates: files (`cert`/`key` or `certs:`), ACME, or both.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// In config order; the first is the default for clients without SNI (or with a name no
+    /// certificate has). Empty only when `acme` is set.
+    pub certs: Vec<TlsMaterial>,
+    /// `true` for the single-certificate form `tls: { cert, key }` (its expiry series keeps an
+    /// empty `sni` label).
+    pub single: bool,
+    pub acme: Option<AcmeConfig>,
+}
+
+/// `tls.acme`: certificates from an RFC 8555 server, TLS-ALPN-01 on the listener itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    pub directory: String,
+    /// Lower-case DNS names, the first one names the certificate.
+    pub domains: Vec<String>,
+    /// `mailto:` URLs.
+    pub contact: Vec<String>,
+    /// Account key and certificates (0700; keys 0600).
+    pub cache: PathBuf,
+    /// Trust roots (PEM) for the ACME server's own TLS; the public roots when absent.
+    pub ca: Option<PathBuf>,
+}
+
 /// A certificate chain and its key, already read and parsed from the files the config names.
 #[derive(Debug)]
 pub struct TlsMaterial {
@@ -113,6 +140,8 @@ pub struct TlsMaterial {
     pub key_path: PathBuf,
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
+    /// Configured `names:`, lower case; empty means the certificate's own DNS SANs.
+    pub names: Vec<String>,
 }
 
 impl Clone for TlsMaterial {
@@ -122,6 +151,7 @@ impl Clone for TlsMaterial {
             key_path: self.key_path.clone(),
             chain: self.chain.clone(),
             key: self.key.clone_key(),
+            names: self.names.clone(),
         }
     }
 }
