@@ -98,7 +98,16 @@ async fn file_descriptors_return_to_baseline_after_abuse() {
             .0,
         200
     );
-    let after = open_fds();
+    // Closed sockets are reaped by tasks on the workers; on a loaded machine give them up to
+    // 5 s more before calling it a leak.
+    let mut after = open_fds();
+    for _ in 0..50 {
+        if after <= baseline + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = open_fds();
+    }
     assert!(
         after <= baseline + 2,
         "file descriptors: {baseline} before, {after} after"
