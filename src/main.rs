@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use hookgate::config;
 use hookgate::observe::event;
 use hookgate::server::Gateway;
@@ -58,6 +58,16 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Print the JSON Schema of gateway.yaml (committed as gateway.schema.json), for editors:
+    /// `# yaml-language-server: $schema=./gateway.schema.json` on the config's first line.
+    Schema,
+    /// Print a shell completion script: `hookgate completions bash > /etc/bash_completion.d/hookgate`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `hookgate man > hookgate.1`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +78,17 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Check { config } => check(&config),
+        Command::Schema => schema(),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "hookgate",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => man(),
         Command::Run { config } => serve(&config, None),
         Command::Demo { config, echo } => demo(&config, echo),
         Command::Sign {
@@ -83,6 +104,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn schema() -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(&config::json_schema())?;
+    println!("{text}");
+    Ok(())
+}
+
+fn man() -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut out)
+        .context("cannot render the man page")?;
+    std::io::stdout()
+        .write_all(&out)
+        .context("cannot write the man page")
 }
 
 fn check(path: &Path) -> anyhow::Result<()> {
