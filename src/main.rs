@@ -17,7 +17,16 @@ use hookgate::server::Gateway;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "hookgate", version, about = "An inbound webhook gateway")]
+#[command(
+    name = "hookgate",
+    version,
+    about = "An inbound webhook gateway",
+    long_about = "An inbound webhook gateway: terminates TLS, routes each request by path to an \
+                  upstream named in the config (gateway.yaml), checks the sender's IP, rate and \
+                  signature, forwards the exact body, and writes a JSON access-log line and \
+                  Prometheus metrics for every request. Unknown config keys are errors; \
+                  `hookgate check` validates a config, `hookgate schema` prints its JSON Schema."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,8 +75,13 @@ enum Command {
         /// The shell to complete in.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff): `hookgate man > hookgate.1`.
-    Man,
+    /// Print the man page (roff): `hookgate man > hookgate.1`; with --dir, write it and one
+    /// page per subcommand (hookgate-run.1, ...) into that folder.
+    Man {
+        /// Write hookgate.1 and hookgate-SUBCOMMAND.1 here instead of printing hookgate.1.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,7 +102,7 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
-        Command::Man => man(),
+        Command::Man { dir } => man(dir.as_deref()),
         Command::Run { config } => serve(&config, None),
         Command::Demo { config, echo } => demo(&config, echo),
         Command::Sign {
@@ -112,10 +126,16 @@ fn schema() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn man() -> anyhow::Result<()> {
+fn man(dir: Option<&Path>) -> anyhow::Result<()> {
     use std::io::Write;
+    if let Some(dir) = dir {
+        return clap_mangen::generate_to(Cli::command(), dir)
+            .with_context(|| format!("cannot write the man pages into {}", dir.display()));
+    }
     let mut out = Vec::new();
-    clap_mangen::Man::new(Cli::command())
+    // As generate_to does: no page for `help`, so the SUBCOMMANDS section names only pages
+    // that --dir writes.
+    clap_mangen::Man::new(Cli::command().disable_help_subcommand(true))
         .render(&mut out)
         .context("cannot render the man page")?;
     std::io::stdout()
