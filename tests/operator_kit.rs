@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use common::*;
 
@@ -457,4 +458,200 @@ fn man_page_names_every_subcommand() {
         assert!(rendered.status.success(), "{}", text(&rendered));
         assert!(String::from_utf8_lossy(&rendered.stdout).contains("webhook"));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grafana dashboard
+
+/// Every PromQL expression in the dashboard (panel targets) and every query of its variables.
+fn dashboard_queries() -> (Vec<String>, Vec<String>) {
+    fn walk(v: &serde_json::Value, exprs: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("expr", serde_json::Value::String(e)) => exprs.push(e.clone()),
+                        _ => walk(v, exprs),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, exprs)),
+            _ => {}
+        }
+    }
+    let text = std::fs::read_to_string(repo().join("deploy/grafana/hookgate.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut exprs = Vec::new();
+    walk(&dashboard["panels"], &mut exprs);
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["type"] == "query")
+        .map(|v| v["query"]["query"].as_str().unwrap().to_string())
+        .collect();
+    (exprs, variables)
+}
+
+/// Grafana's variables replaced by what they stand for, so promtool can parse the query.
+fn without_grafana_variables(expr: &str) -> String {
+    let expr = expr
+        .replace("$__rate_interval", "5m")
+        .replace("$__range", "6h")
+        .replace("$instance", ".*")
+        .replace("$route", ".*");
+    assert!(!expr.contains('$'), "unknown Grafana variable in {expr}");
+    expr
+}
+
+/// The `hookgate_*` names a query mentions.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("hookgate_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// A gateway with one route of each kind, a URL-fed IP set, and small connection limits, so
+/// that one round of traffic touches every series the dashboard shows.
+const DASHBOARD_ROUTES: &str = r#"
+limits:
+  max_connections: 3
+  header_timeout: 1s
+ip_sets:
+  office: { cidrs: [192.0.2.0/24] }
+  feed: { url: "http://{upstream}/ips", refresh: 1h }
+rate_limit: { per_second: 1000, burst: 1000, key: route }
+upstreams:
+  backend:
+    url: http://{upstream}
+  dead:
+    url: http://{dead}
+routes:
+  - name: signed
+    path: /signed
+    upstream: backend
+    rate_limit: { per_minute: 1, burst: 2 }
+    verify: { provider: github, secrets: ["It's a Secret to Everybody"] }
+  - name: office
+    path: /office
+    upstream: backend
+    allow_ips: [office]
+  - name: gone
+    path: /gone
+    upstream: dead
+  - name: open
+    path: /open/*
+    upstream: backend
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_queries_parse_and_name_only_metrics_a_scrape_shows() {
+    let (exprs, variables) = dashboard_queries();
+    assert!(exprs.len() >= 15, "{exprs:#?}");
+    promtool_parses(
+        &exprs
+            .iter()
+            .map(|e| without_grafana_variables(e))
+            .collect::<Vec<_>>(),
+    );
+
+    let gw = TestGateway::start(DASHBOARD_ROUTES).await;
+    let client = h2_client(&gw.certs);
+    let sig = [(
+        "x-hub-signature-256",
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+    )];
+    let traffic: &[Probe] = &[
+        ("/signed", &sig, 200),
+        ("/signed", &[], 401),
+        ("/signed", &sig, 429),
+        ("/office", &[], 403),
+        ("/gone", &[], 502),
+        ("/open/a", &[], 200),
+        ("/nothing", &[], 404),
+    ];
+    for (path, headers, want) in traffic {
+        let (status, _, _) = send(
+            &client,
+            "POST",
+            &gw.https_url(path),
+            headers,
+            "Hello, World!",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, *want, "{path}");
+    }
+    // Not TLS on the TLS listener: a failed handshake.
+    raw_exchange(
+        gw.tls_addr(),
+        b"GET / HTTP/1.1\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    // Silent connections to the plain listener: with the h2 client's one, the cap is reached
+    // (the next is refused), and those that stay silent are closed at the first-byte deadline.
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(
+            tokio::net::TcpStream::connect(gw.plain_addr())
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(silent);
+    // An HTTP/2 connection whose first frame is not SETTINGS: a protocol error.
+    raw_exchange(
+        gw.plain_addr(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\0\0\0\0\0\0",
+        Duration::from_millis(500),
+    )
+    .await;
+    gw.log_lines(traffic.len()).await;
+
+    // Some series appear a moment later: rate-limit key counts with the housekeeping round
+    // (every 10 s), a protocol error when its connection's task ends.
+    let url = format!(
+        "http://{}/metrics",
+        gw.gateway.as_ref().unwrap().admin_addr().unwrap()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, _, body) = send(&plain_client(), "GET", &url, &[], "").await.unwrap();
+        let scrape = String::from_utf8(body.to_vec()).unwrap();
+        let scraped: BTreeSet<&str> = scrape
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let mut missing = BTreeSet::new();
+        for query in exprs.iter().chain(&variables) {
+            for name in metric_names(query) {
+                // A histogram may be named bare (histogram_count(x)) or by its series.
+                let known = scraped.contains(name.as_str())
+                    || scraped.contains(format!("{name}_bucket").as_str());
+                if !known {
+                    missing.insert(name);
+                }
+            }
+        }
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dashboard names metrics the gateway does not export: {missing:?}\n{scrape}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    gw.shutdown().await;
 }
