@@ -655,3 +655,77 @@ async fn dashboard_queries_parse_and_name_only_metrics_a_scrape_shows() {
     }
     gw.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// systemd
+
+/// `systemd-analyze` from PATH or /usr/bin; on CI `.ci/run` installs Debian's `systemd`.
+fn systemd_analyze() -> PathBuf {
+    let tool = PathBuf::from("/usr/bin/systemd-analyze");
+    assert!(
+        tool.exists(),
+        "systemd-analyze is missing (Debian: apt-get install systemd)"
+    );
+    tool
+}
+
+/// The unit as shipped, with ExecStart and friends pointing at the binary under test (verify
+/// checks that each command exists and is executable).
+fn unit_under_test(dir: &Path) -> PathBuf {
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/hookgate.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/hookgate run -c /etc/hookgate/gateway.yaml"));
+    for setting in [
+        "Type=exec",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "DynamicUser=yes",
+        "StateDirectory=hookgate",
+        "ProtectSystem=strict",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "SystemCallFilter=@system-service",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(
+            unit.lines().any(|l| l == setting),
+            "{setting} missing from the unit"
+        );
+    }
+    let path = dir.join("hookgate.service");
+    std::fs::write(&path, unit.replace("/usr/bin/hookgate", BIN)).unwrap();
+    path
+}
+
+#[test]
+fn systemd_unit_verifies_and_rates_ok_or_better() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_under_test(dir.path());
+    let verify = Command::new(systemd_analyze())
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    // Unknown or misspelt settings are only warnings: any output is a failure too.
+    assert!(
+        verify.status.success() && text(&verify).trim().is_empty(),
+        "systemd-analyze verify: {}",
+        text(&verify)
+    );
+    let security = Command::new(systemd_analyze())
+        .args(["security", "--offline=true", "--threshold=49", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let report = text(&security);
+    let overall = report
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for hookgate.service: "))
+        .map(|(_, rest)| rest.to_string())
+        .unwrap_or_else(|| panic!("no overall rating:\n{report}"));
+    let mut words = overall.split_whitespace();
+    let level: f64 = words.next().unwrap().parse().unwrap();
+    let grade = words.next().unwrap();
+    assert!(
+        security.status.success() && level <= 4.9 && ["OK", "SAFE"].contains(&grade),
+        "exposure {overall}; wanted OK (<= 4.9) or better:\n{report}"
+    );
+}
