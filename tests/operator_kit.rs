@@ -115,12 +115,16 @@ fn committed_schema_is_what_hookgate_schema_prints() {
     assert!(readme.contains("# yaml-language-server: $schema=./gateway.schema.json"));
 }
 
-/// Every config in the repository that is meant to load: gateway.yaml, the README's
+/// Every config in the repository that is meant to load: gateway.yaml, the packaged
+/// /etc/hookgate/gateway.yaml (deploy/debian/), the README's
 /// configuration example, the fuzz seeds (their shapes are right; one names a missing upstream,
 /// which only `hookgate check` can know) and the configs the integration tests start gateways
 /// with (`const NAME: &str = r#"..."#` holding `routes:`, after the harness's listeners).
 fn repository_configs(dir: &Path) -> Vec<PathBuf> {
-    let mut files = vec![repo().join("gateway.yaml")];
+    let mut files = vec![
+        repo().join("gateway.yaml"),
+        repo().join("deploy/debian/gateway.yaml"),
+    ];
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let block = readme
         .split("```yaml\n")
@@ -176,6 +180,27 @@ fn every_config_in_the_repository_validates_against_the_schema() {
     let files = repository_configs(dir.path());
     let (ok, out) = validate(&files);
     assert!(ok, "{files:#?}\n{out}");
+}
+
+/// The config the Debian package installs loads once its secret is in the environment (as the
+/// unit's EnvironmentFile provides), and not without it.
+#[test]
+fn packaged_config_passes_hookgate_check_with_its_secret() {
+    let config = repo().join("deploy/debian/gateway.yaml");
+    let check = |env: &[(&str, &str)]| {
+        Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(&config)
+            .env_remove("GITHUB_WEBHOOK_SECRET")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let ok = check(&[("GITHUB_WEBHOOK_SECRET", "from-hookgate.env")]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let missing = check(&[]);
+    assert!(!missing.status.success());
+    assert!(text(&missing).contains("GITHUB_WEBHOOK_SECRET is not set"));
 }
 
 /// A config that is fine but for one mistake; each mistake must fail both the schema and the
