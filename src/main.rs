@@ -93,15 +93,7 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => check(&config),
         Command::Schema => schema(),
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "hookgate",
-                &mut std::io::stdout(),
-            );
-            Ok(())
-        }
+        Command::Completions { shell } => completions(shell),
         Command::Man { dir } => man(dir.as_deref()),
         Command::Run { config } => serve(&config, None),
         Command::Demo { config, echo } => demo(&config, echo),
@@ -121,9 +113,22 @@ fn main() -> ExitCode {
 }
 
 fn schema() -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(&config::json_schema())?;
-    println!("{text}");
-    Ok(())
+    use std::io::Write;
+    let mut text = serde_json::to_string_pretty(&config::json_schema())?;
+    text.push('\n');
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("cannot write the schema")
+}
+
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use std::io::Write;
+    // Into memory first: clap_complete panics on a failed write (a closed pipe).
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "hookgate", &mut out);
+    std::io::stdout()
+        .write_all(&out)
+        .context("cannot write the completion script")
 }
 
 fn man(dir: Option<&Path>) -> anyhow::Result<()> {
