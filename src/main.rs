@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use hookgate::config;
 use hookgate::observe::event;
 use hookgate::server::Gateway;
@@ -17,7 +17,16 @@ use hookgate::server::Gateway;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "hookgate", version, about = "An inbound webhook gateway")]
+#[command(
+    name = "hookgate",
+    version,
+    about = "An inbound webhook gateway",
+    long_about = "An inbound webhook gateway: terminates TLS, routes each request by path to an \
+                  upstream named in the config (gateway.yaml), checks the sender's IP, rate and \
+                  signature, forwards the exact body, and writes a JSON access-log line and \
+                  Prometheus metrics for every request. Unknown config keys are errors; \
+                  `hookgate check` validates a config, `hookgate schema` prints its JSON Schema."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,6 +67,21 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Print the JSON Schema of gateway.yaml (committed as gateway.schema.json), for editors:
+    /// `# yaml-language-server: $schema=./gateway.schema.json` on the config's first line.
+    Schema,
+    /// Print a shell completion script: `hookgate completions bash > /etc/bash_completion.d/hookgate`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `hookgate man > hookgate.1`; with --dir, write it and one
+    /// page per subcommand (hookgate-run.1, ...) into that folder.
+    Man {
+        /// Write hookgate.1 and hookgate-SUBCOMMAND.1 here instead of printing hookgate.1.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +92,9 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Check { config } => check(&config),
+        Command::Schema => schema(),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { dir } => man(dir.as_deref()),
         Command::Run { config } => serve(&config, None),
         Command::Demo { config, echo } => demo(&config, echo),
         Command::Sign {
@@ -83,6 +110,42 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn schema() -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut text = serde_json::to_string_pretty(&config::json_schema())?;
+    text.push('\n');
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("cannot write the schema")
+}
+
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use std::io::Write;
+    // Into memory first: clap_complete panics on a failed write (a closed pipe).
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "hookgate", &mut out);
+    std::io::stdout()
+        .write_all(&out)
+        .context("cannot write the completion script")
+}
+
+fn man(dir: Option<&Path>) -> anyhow::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = dir {
+        return clap_mangen::generate_to(Cli::command(), dir)
+            .with_context(|| format!("cannot write the man pages into {}", dir.display()));
+    }
+    let mut out = Vec::new();
+    // As generate_to does: no page for `help`, so the SUBCOMMANDS section names only pages
+    // that --dir writes.
+    clap_mangen::Man::new(Cli::command().disable_help_subcommand(true))
+        .render(&mut out)
+        .context("cannot render the man page")?;
+    std::io::stdout()
+        .write_all(&out)
+        .context("cannot write the man page")
 }
 
 fn check(path: &Path) -> anyhow::Result<()> {

@@ -25,6 +25,14 @@ pub use validate::{parse_and_validate, shadow_warnings, validate};
 /// or an attack, and the YAML parser's own budget guards against alias bombs inside that.
 const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
+/// The JSON Schema of `gateway.yaml` (`hookgate schema`, committed as `gateway.schema.json`),
+/// derived from the raw config types so it cannot drift from what the loader accepts: the same
+/// keys, unknown ones refused, doc comments as descriptions. It checks shapes only; meaning
+/// (durations, CIDRs, names that must exist) stays with `hookgate check`.
+pub fn json_schema() -> serde_json::Value {
+    schemars::schema_for!(raw::RawConfig).to_value()
+}
+
 /// A config problem, located: `gateway.yaml:12:5: routes[2].upstream: no upstream named "ordrs"`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}:{column}: {field}: {message}")]

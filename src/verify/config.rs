@@ -6,11 +6,12 @@
 use std::fmt;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// A shared secret as written in the config (already `${ENV}`-interpolated by the YAML loader).
 /// Debug and Display never show the value.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -40,7 +41,7 @@ impl fmt::Display for Secret {
 
 /// The `verify:` block of a route (DESIGN.md section 4). Every field but `provider` and
 /// `secrets` is optional; presets fill in what their provider fixes.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawVerify {
     /// `github`, `stripe`, ... or the generic `hmac`, `token`, `basic-auth`.
