@@ -22,6 +22,8 @@ pub struct RawConfig {
     /// A limit over the whole gateway, checked before each route's own.
     pub rate_limit: Option<RawRateLimit>,
     pub access_log: Option<Text>,
+    /// Durable delivery's store, for routes with `delivery: queue`.
+    pub spool: Option<RawSpool>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub routes: Spanned<Vec<RawRoute>>,
@@ -76,6 +78,40 @@ pub struct RawTls {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub bind: Text,
+    /// Bearer token the admin listener asks of requests that read or change the queue.
+    pub token: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpool {
+    pub path: Text,
+    pub max_bytes: Option<Spanned<RawSize>>,
+    pub retention: Option<Text>,
+}
+
+/// `upstreams.NAME.delivery`: how queued events are delivered to this upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    pub max_attempts: Option<Spanned<u64>>,
+    pub max_age: Option<Text>,
+    pub backoff: Option<RawBackoff>,
+    pub concurrency: Option<Spanned<u64>>,
+    pub non_retryable: Option<Spanned<Vec<u16>>>,
+    /// Circuit breaker: open after this share of failed attempts (0-100) over `breaker_window`.
+    pub breaker_failure_percent: Option<Spanned<u64>>,
+    /// The most recent attempts the breaker judges (it needs at least half of them).
+    pub breaker_window: Option<Spanned<u64>>,
+    /// How long an open breaker waits before one probe attempt.
+    pub breaker_cooldown: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackoff {
+    pub initial: Option<Text>,
+    pub max: Option<Text>,
 }
 
 /// A size may be written as a number of bytes or as text with a unit.
@@ -115,6 +151,7 @@ pub struct RawUpstream {
     pub max_response: Option<Spanned<RawSize>>,
     /// Open connections to this upstream, over all worker threads.
     pub max_connections: Option<Spanned<u64>>,
+    pub delivery: Option<RawDelivery>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,4 +169,8 @@ pub struct RawRoute {
     pub verify: Option<Spanned<crate::verify::RawVerify>>,
     /// How long a delivered event id is remembered (`24h` default, `off` to disable).
     pub replay_window: Option<Text>,
+    /// `direct` (default) or `queue`.
+    pub delivery: Option<Text>,
+    /// The status a queued event is acknowledged with (default 200).
+    pub ack_status: Option<Spanned<u16>>,
 }

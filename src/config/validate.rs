@@ -13,6 +13,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_saphyr::{Location, Spanned};
 
+mod delivery;
+
 use super::raw::{
     RawClientIp, RawConfig, RawIpSet, RawLimits, RawRateLimit, RawRoute, RawSize, RawUpstream, Text,
 };
@@ -377,6 +379,8 @@ pub fn validate(
         ));
     }
 
+    let delivery = delivery::delivery(&ctx, &raw)?;
+
     let mut files = ctx.files.take();
     if let LogTarget::File(log) = &access_log {
         files.retain(|f| f != log);
@@ -394,6 +398,7 @@ pub fn validate(
         access_log,
         upstreams,
         routes,
+        delivery,
     })
 }
 

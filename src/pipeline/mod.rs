@@ -46,6 +46,8 @@ pub struct Shared {
     /// Requests between [`handle`]'s start and its end, whether or not their client is still
     /// there: shutdown waits for them (within the drain timeout) before it stops the workers.
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Durable delivery (issue 16), when the config has a `spool:`.
+    pub delivery: Option<Arc<crate::delivery::Delivery>>,
 }
 
 /// Counts one request in [`Shared::in_flight`] for as long as it lives, panics included.
@@ -175,6 +177,18 @@ async fn serve<'r>(
                 }
                 Claim::InFlight => return Err(Reject::DuplicateInFlight),
             }
+        }
+    }
+
+    // 9. queue (issue 16): a `delivery: queue` route answers once the event is durable in the
+    // spool; the delivery worker forwards it later (src/delivery/).
+    if let Some(delivery) = &shared.delivery {
+        if let Some(queue) = delivery.queue_route(&route.name) {
+            let tls = conn.tls_version.is_some();
+            return Ok(crate::delivery::intake::accept(
+                delivery, &queue, route, &parts, body, client_ip, tls, claim, entry,
+            )
+            .await);
         }
     }
 
