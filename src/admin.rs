@@ -82,6 +82,9 @@ fn answer(request: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>>
     }
     match request.uri().path() {
         "/metrics" => {
+            if let Some(delivery) = &shared.delivery {
+                delivery.refresh_gauges();
+            }
             // Prometheus asks for OpenMetrics in Accept; everything else gets the classic format.
             let wants_openmetrics = request
                 .headers()

@@ -606,6 +606,7 @@ impl Delivery {
         for task in self.lock_tasks().drain(..) {
             task.abort();
         }
+        self.spool.close();
     }
 
     /// Whether a commit failed (then nothing more is acknowledged).

@@ -237,12 +237,15 @@ pub trait Spool: Send + Sync {
     fn file_bytes(&self) -> u64;
     /// Gives the space of removed events back to the file system, where the store can.
     fn compact(&self) -> Result<bool, SpoolError>;
+    /// Closes the store (at shutdown): every later call fails with [`SpoolError::Stopped`].
+    fn close(&self);
 }
 
 /// The redb-backed spool.
 pub struct RedbSpool {
     /// Write-locked only to compact (redb needs `&mut` and no open transaction for it).
-    db: RwLock<redb::Database>,
+    /// `None` once closed.
+    db: RwLock<Option<redb::Database>>,
     file: PathBuf,
     live: AtomicU64,
 }
@@ -273,13 +276,13 @@ impl RedbSpool {
             }
         }
         Ok(RedbSpool {
-            db: RwLock::new(db),
+            db: RwLock::new(Some(db)),
             file,
             live: AtomicU64::new(live),
         })
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, redb::Database> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<redb::Database>> {
         self.db
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -299,7 +302,8 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 impl Spool for RedbSpool {
     fn commit(&self, ops: Vec<Op>, max_bytes: u64) -> Result<Vec<usize>, SpoolError> {
-        let db = self.read();
+        let guard = self.read();
+        let db = guard.as_ref().ok_or(SpoolError::Stopped)?;
         let tx = db.begin_write().map_err(store)?;
         let mut refused = Vec::new();
         let mut live = self.live.load(Ordering::SeqCst);
@@ -346,7 +350,8 @@ impl Spool for RedbSpool {
     }
 
     fn list(&self, filter: &Filter, limit: usize) -> Result<Vec<EventMeta>, SpoolError> {
-        let db = self.read();
+        let guard = self.read();
+        let db = guard.as_ref().ok_or(SpoolError::Stopped)?;
         let rx = db.begin_read().map_err(store)?;
         let table = rx.open_table(META).map_err(store)?;
         let mut out = Vec::new();
@@ -375,7 +380,8 @@ impl Spool for RedbSpool {
     }
 
     fn get(&self, id: &str) -> Result<Option<(EventMeta, Payload)>, SpoolError> {
-        let db = self.read();
+        let guard = self.read();
+        let db = guard.as_ref().ok_or(SpoolError::Stopped)?;
         let rx = db.begin_read().map_err(store)?;
         let meta = rx.open_table(META).map_err(store)?;
         let body = rx.open_table(BODY).map_err(store)?;
@@ -399,11 +405,21 @@ impl Spool for RedbSpool {
     }
 
     fn compact(&self) -> Result<bool, SpoolError> {
-        let mut db = self
+        let mut guard = self
             .db
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let db = guard.as_mut().ok_or(SpoolError::Stopped)?;
         db.compact().map_err(|e| SpoolError::Store(e.to_string()))
+    }
+
+    fn close(&self) {
+        // Waits for a commit under way; then the file and its lock are released.
+        let mut guard = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.take();
     }
 }
 
