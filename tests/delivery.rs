@@ -43,6 +43,11 @@ impl Backend {
     }
 
     async fn start_on(addr: SocketAddr, script: Script) -> Backend {
+        Self::start_slow(addr, script, Duration::ZERO).await
+    }
+
+    /// Like [`Backend::start_on`], each answer `delay` after the request arrived.
+    async fn start_slow(addr: SocketAddr, script: Script, delay: Duration) -> Backend {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
@@ -74,6 +79,9 @@ impl Backend {
                                 hits.len() - 1
                             };
                             let (status, headers) = script(n, &hit);
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
                             let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
                             *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
                             for (name, value) in headers {
@@ -583,4 +591,121 @@ fn delivery_config_mistakes_are_located() {
     ));
     assert!(e.contains("admin.token: must be at least 16"), "{e}");
     assert!(!e.contains("short"), "the token is never printed: {e}");
+}
+
+/// Starts the real binary on `config`; its stderr goes to `log`. Returns it and the address of
+/// its `plain` listener.
+async fn spawn_gateway(
+    config: &std::path::Path,
+    log: &std::path::Path,
+) -> (std::process::Child, SocketAddr) {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["run", "-c"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["msg"] == "listening" && v["listener"] == "plain" {
+                return (child, v["addr"].as_str().unwrap().parse().unwrap());
+            }
+        }
+        assert!(Instant::now() < until, "the gateway did not start: {text}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_intake_and_delivery_twenty_times_loses_no_acknowledged_event() {
+    // A slow backend, so kills land while attempts are under way too.
+    let backend = Backend::start_slow(
+        "127.0.0.1:0".parse().unwrap(),
+        always(200),
+        Duration::from_millis(15),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("gateway.yaml");
+    let yaml = format!(
+        "{LISTENER}limits: {{ worker_threads: 1 }}\naccess_log: off\nspool: {{ path: spool }}\n\
+         upstreams:\n  backend:\n    url: http://{}\n    delivery: {{ backoff: {{ initial: 10ms, max: 50ms }}, concurrency: 4 }}\n\
+         routes:\n  - name: queued\n    path: /hooks/queued\n    upstream: backend\n    delivery: queue\n",
+        backend.addr
+    );
+    std::fs::write(&config_path, yaml).unwrap();
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut errors = 0usize;
+    for round in 0..20u64 {
+        let log = dir.path().join(format!("stderr-{round}.log"));
+        let (mut child, addr) = spawn_gateway(&config_path, &log).await;
+        let stop_at = Instant::now() + Duration::from_millis(40 + (round * 37) % 90);
+        let mut tasks = Vec::new();
+        for t in 0..6 {
+            let acked = Arc::clone(&acked);
+            tasks.push(tokio::spawn(async move {
+                let client = plain_client();
+                let mut errors = 0;
+                let mut i = 0;
+                while Instant::now() < stop_at + Duration::from_millis(30) {
+                    let body = format!("r{round}-t{t}-{i}");
+                    i += 1;
+                    let url = format!("http://{addr}/hooks/queued");
+                    match send(&client, "POST", &url, &[], body.clone()).await {
+                        Ok((200, _, _)) => {
+                            acked.lock().unwrap().insert(body);
+                        }
+                        _ => {
+                            errors += 1;
+                            break;
+                        }
+                    }
+                }
+                errors
+            }));
+        }
+        tokio::time::sleep_until(stop_at.into()).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        for task in tasks {
+            errors += task.await.unwrap();
+        }
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 100,
+        "the loop acknowledged {} events",
+        acked.len()
+    );
+    assert!(errors > 0, "some requests were cut off by the kills");
+    let log = dir.path().join("stderr-final.log");
+    let (mut child, _) = spawn_gateway(&config_path, &log).await;
+    let hits = backend
+        .wait_for("every acknowledged event", |hits| {
+            let seen: HashSet<&[u8]> = hits.iter().map(|h| &h.body[..]).collect();
+            acked.iter().all(|b| seen.contains(b.as_bytes()))
+        })
+        .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // At least once: duplicates are allowed, and they carry the same key.
+    let mut keys: HashMap<Bytes, HashSet<String>> = HashMap::new();
+    for hit in &hits {
+        keys.entry(hit.body.clone())
+            .or_default()
+            .insert(header(hit, "idempotency-key").to_string());
+    }
+    assert!(keys.values().all(|k| k.len() == 1), "one key per event");
+    eprintln!(
+        "acknowledged {}, refused or cut off {errors}, attempts seen {}, distinct events {}",
+        acked.len(),
+        hits.len(),
+        keys.len()
+    );
 }
