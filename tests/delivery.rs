@@ -709,3 +709,22 @@ async fn kill_9_during_intake_and_delivery_twenty_times_loses_no_acknowledged_ev
         keys.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_events_make_room_in_a_full_spool_but_pending_ones_never_do() {
+    let backend = Backend::start(always(200)).await;
+    let gw = gateway(&config(backend.addr, "", "  max_bytes: 8KiB")).await;
+    // Four times what the spool holds, each delivered before the next arrives.
+    for i in 0..40 {
+        let (status, _) = post(&gw, "/hooks/queued", &format!("{i:0>600}"), &[]).await;
+        assert_eq!(status, 200, "event {i}: delivered events give way");
+        backend.wait_for("the event", |h| h.len() > i).await;
+        wait_state(&gw, "delivered", 1).await;
+    }
+    let (_, listed) = admin(&gw, "GET", "/queue/events?state=delivered").await;
+    let kept = listed["events"].as_array().map_or(0, Vec::len);
+    assert!(
+        kept > 0 && kept < 40,
+        "the oldest delivered went, some remain: {kept}"
+    );
+}

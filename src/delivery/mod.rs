@@ -50,6 +50,8 @@ pub struct Delivery {
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     failure_logged: AtomicBool,
+    /// Set while delivered events are being removed to make room.
+    evicting: AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +111,7 @@ impl Delivery {
             stop: watch::channel(false).0,
             tasks: Mutex::default(),
             failure_logged: AtomicBool::new(false),
+            evicting: AtomicBool::new(false),
         })))
     }
 
@@ -206,13 +209,19 @@ impl Delivery {
         meta: EventMeta,
         payload: Vec<u8>,
     ) -> Result<(), SpoolError> {
-        let result = self
-            .writer
-            .commit(vec![Op::Insert {
+        let payload = bytes::Bytes::from(payload);
+        let insert = |payload| {
+            vec![Op::Insert {
                 meta: meta.clone(),
                 payload,
-            }])
-            .await;
+            }]
+        };
+        let mut result = self.writer.commit(insert(payload.clone())).await;
+        // Delivered events are only kept for inspection: when they fill the spool, the oldest
+        // go before retention (never a pending or dead one), and the event is tried once more.
+        if result == Err(SpoolError::Full) && self.evict_delivered().await {
+            result = self.writer.commit(insert(payload)).await;
+        }
         match &result {
             Ok(()) => {
                 self.count(&meta.route, None, Some(State::Pending));
@@ -231,6 +240,38 @@ impl Delivery {
             }
         }
         result
+    }
+
+    /// Removes the oldest delivered events, a tenth of `max_bytes` of them, when no other
+    /// eviction is under way. Returns whether any went.
+    async fn evict_delivered(&self) -> bool {
+        if self.evicting.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        let max = self.config.load().spool.as_ref().map_or(0, |s| s.max_bytes);
+        let filter = Filter {
+            state: Some(State::Delivered),
+            ..Filter::default()
+        };
+        let mut freed = 0u64;
+        let chosen: Vec<EventMeta> = match self.spool.list(&filter, usize::MAX) {
+            Ok(delivered) => {
+                let mut delivered = delivered;
+                delivered.sort_by_key(|m| m.updated_ms);
+                delivered
+                    .into_iter()
+                    .take_while(|m| {
+                        let take = freed < max / 10;
+                        freed += m.stored_bytes;
+                        take
+                    })
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        let removed = !chosen.is_empty() && self.remove(chosen).await.is_ok();
+        self.evicting.store(false, Ordering::SeqCst);
+        removed
     }
 
     pub fn now_ms(&self) -> u64 {

@@ -197,7 +197,7 @@ pub enum Op {
     /// A new event: refused with [`SpoolError::Full`] when it would not fit.
     Insert {
         meta: EventMeta,
-        payload: Vec<u8>,
+        payload: bytes::Bytes,
     },
     /// New state for an existing event (ignored if the event was purged meanwhile).
     Update(EventMeta),
@@ -320,7 +320,7 @@ impl Spool for RedbSpool {
                         let json =
                             serde_json::to_vec(&m).map_err(|e| SpoolError::Store(e.to_string()))?;
                         meta.insert(m.id.as_str(), json.as_slice()).map_err(store)?;
-                        body.insert(m.id.as_str(), payload.as_slice())
+                        body.insert(m.id.as_str(), payload.as_ref())
                             .map_err(store)?;
                         live += m.stored_bytes;
                     }
@@ -625,7 +625,8 @@ mod tests {
                     headers: vec![],
                     body: b"x".to_vec(),
                 }
-                .encode(),
+                .encode()
+                .into(),
             },
             Op::Insert {
                 meta: meta("b", 60),
@@ -633,7 +634,8 @@ mod tests {
                     headers: vec![],
                     body: b"y".to_vec(),
                 }
-                .encode(),
+                .encode()
+                .into(),
             },
         ];
         assert_eq!(spool.commit(ops, 100).unwrap(), vec![1]);
