@@ -594,7 +594,8 @@ fn delivery_config_mistakes_are_located() {
 }
 
 /// Starts the real binary on `config`; its stderr goes to `log`. Returns it and the address of
-/// its `plain` listener.
+/// its `plain` listener. The caller kills and waits for it.
+#[allow(clippy::zombie_processes)]
 async fn spawn_gateway(
     config: &std::path::Path,
     log: &std::path::Path,

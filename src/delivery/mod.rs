@@ -52,7 +52,14 @@ pub struct Delivery {
     failure_logged: AtomicBool,
     /// Set while delivered events are being removed to make room.
     evicting: AtomicBool,
+    /// Events just spooled, with their payload, so the first attempt does not read them back
+    /// from disk; bounded by [`FRESH_BYTES`]. An event not here is read from the spool.
+    fresh: Mutex<HashMap<String, (EventMeta, bytes::Bytes)>>,
+    fresh_bytes: std::sync::atomic::AtomicU64,
 }
+
+/// Payload bytes [`Delivery::fresh`] may hold.
+const FRESH_BYTES: u64 = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 #[error("spool {path}: {error}")]
@@ -112,6 +119,8 @@ impl Delivery {
             tasks: Mutex::default(),
             failure_logged: AtomicBool::new(false),
             evicting: AtomicBool::new(false),
+            fresh: Mutex::default(),
+            fresh_bytes: Default::default(),
         })))
     }
 
@@ -210,6 +219,7 @@ impl Delivery {
         payload: Vec<u8>,
     ) -> Result<(), SpoolError> {
         let payload = bytes::Bytes::from(payload);
+        let payload_kept = payload.clone();
         let insert = |payload| {
             vec![Op::Insert {
                 meta: meta.clone(),
@@ -225,6 +235,7 @@ impl Delivery {
         match &result {
             Ok(()) => {
                 self.count(&meta.route, None, Some(State::Pending));
+                self.remember_fresh(&meta, &payload_kept);
                 self.queue(&meta.upstream)
                     .schedule(&meta, meta.next_attempt_ms, Trigger::Initial);
             }
@@ -272,6 +283,31 @@ impl Delivery {
         let removed = !chosen.is_empty() && self.remove(chosen).await.is_ok();
         self.evicting.store(false, Ordering::SeqCst);
         removed
+    }
+
+    fn remember_fresh(&self, meta: &EventMeta, payload: &bytes::Bytes) {
+        let size = payload.len() as u64;
+        if self.fresh_bytes.fetch_add(size, Ordering::SeqCst) + size > FRESH_BYTES {
+            self.fresh_bytes.fetch_sub(size, Ordering::SeqCst);
+            return;
+        }
+        self.fresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(meta.id.clone(), (meta.clone(), payload.clone()));
+    }
+
+    fn take_fresh(&self, id: &str) -> Option<(EventMeta, bytes::Bytes)> {
+        let taken = self
+            .fresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+        if let Some((_, payload)) = &taken {
+            self.fresh_bytes
+                .fetch_sub(payload.len() as u64, Ordering::SeqCst);
+        }
+        taken
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -338,7 +374,11 @@ impl Delivery {
         let Some(shared) = self.shared.get().and_then(Weak::upgrade) else {
             return;
         };
-        let (mut meta, payload) = match self.spool.get(id) {
+        let stored = match self.take_fresh(id) {
+            Some((meta, payload)) => spool::Payload::decode(&payload).map(|p| Some((meta, p))),
+            None => self.spool.get(id),
+        };
+        let (mut meta, payload) = match stored {
             Ok(Some(found)) if found.0.state == State::Pending => found,
             Ok(_) => {
                 queue.finish_id(id);
@@ -568,6 +608,7 @@ impl Delivery {
             let ops = chunk.iter().map(|m| Op::Remove(m.id.clone())).collect();
             self.writer.commit(ops).await?;
             for m in chunk {
+                self.take_fresh(&m.id);
                 self.count(&m.route, Some(m.state), None);
                 if let Some(q) = self
                     .queues
@@ -604,6 +645,7 @@ impl Delivery {
             .collect();
         let mut updated = Vec::with_capacity(chosen.len());
         for mut m in chosen {
+            self.take_fresh(&m.id);
             let from = m.state;
             ops::mark_replay(&mut m, now);
             updated.push((from, m));

@@ -595,12 +595,9 @@ impl Default for DeliveryMetrics {
             duration: Family::new_with_constructor(latency_histogram),
             spool_bytes: Gauge::default(),
             spool_file_bytes: Gauge::default(),
-            commit_duration: Histogram::new(
-                [
-                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-                ]
-                .into_iter(),
-            ),
+            commit_duration: Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
             commit_errors: Counter::default(),
             breaker_state: Family::default(),
         }
