@@ -729,3 +729,62 @@ async fn delivered_events_make_room_in_a_full_spool_but_pending_ones_never_do() 
         "the oldest delivered went, some remain: {kept}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_delivery_exits_within_the_drain_and_the_restart_delivers_the_rest() {
+    let backend = Backend::start_slow(
+        "127.0.0.1:0".parse().unwrap(),
+        always(200),
+        Duration::from_millis(300),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("gateway.yaml");
+    let yaml = format!(
+        "{LISTENER}limits: {{ worker_threads: 1, drain_timeout: 1s }}\naccess_log: off\nspool: {{ path: spool }}\n\
+         upstreams:\n  backend:\n    url: http://{}\n    delivery: {{ concurrency: 2 }}\n\
+         routes:\n  - name: queued\n    path: /hooks/queued\n    upstream: backend\n    delivery: queue\n",
+        backend.addr
+    );
+    std::fs::write(&config_path, yaml).unwrap();
+    let (mut child, addr) = spawn_gateway(&config_path, &dir.path().join("first.log")).await;
+    for i in 0..20 {
+        let url = format!("http://{addr}/hooks/queued");
+        let (status, _, _) = send(&plain_client(), "POST", &url, &[], format!("t{i}"))
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+    }
+    backend
+        .wait_for("the first attempts", |h| !h.is_empty())
+        .await;
+    let stopped_at = Instant::now();
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(5),
+        "exited within the drain"
+    );
+    assert!(
+        backend.hits().len() < 20,
+        "not everything was delivered before the stop"
+    );
+    let (mut child, _) = spawn_gateway(&config_path, &dir.path().join("second.log")).await;
+    backend
+        .wait_for("all 20 events", |hits| {
+            hits.iter()
+                .map(|h| h.body.clone())
+                .collect::<HashSet<_>>()
+                .len()
+                == 20
+        })
+        .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

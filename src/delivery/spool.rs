@@ -677,4 +677,63 @@ mod tests {
             Err(SpoolError::Locked)
         ));
     }
+
+    /// A store whose disk fails on the second commit, as a full or broken disk does.
+    struct FailingSpool(std::sync::atomic::AtomicUsize);
+
+    impl Spool for FailingSpool {
+        fn commit(&self, _: Vec<Op>, _: u64) -> Result<Vec<usize>, SpoolError> {
+            if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+                Ok(vec![])
+            } else {
+                Err(SpoolError::Store("fsync: Input/output error".into()))
+            }
+        }
+        fn list(&self, _: &Filter, _: usize) -> Result<Vec<EventMeta>, SpoolError> {
+            Ok(vec![])
+        }
+        fn get(&self, _: &str) -> Result<Option<(EventMeta, Payload)>, SpoolError> {
+            Ok(None)
+        }
+        fn live_bytes(&self) -> u64 {
+            0
+        }
+        fn file_bytes(&self) -> u64 {
+            0
+        }
+        fn compact(&self) -> Result<bool, SpoolError> {
+            Ok(false)
+        }
+        fn close(&self) {}
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_commit_nothing_more_is_acknowledged() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let (writer, _thread) = Writer::start(
+            Arc::new(FailingSpool(Default::default())),
+            u64::MAX,
+            Box::new(move |_, _, result| record.lock().unwrap().push(result.is_ok())),
+        )
+        .unwrap();
+        let insert = || {
+            vec![Op::Insert {
+                meta: meta("a", 1),
+                payload: bytes::Bytes::new(),
+            }]
+        };
+        assert_eq!(writer.commit(insert()).await, Ok(()));
+        assert!(matches!(
+            writer.commit(insert()).await,
+            Err(SpoolError::Failed(_))
+        ));
+        assert!(writer.has_failed());
+        // Even though the store might accept the next one, the writer no longer asks it.
+        assert!(matches!(
+            writer.commit(insert()).await,
+            Err(SpoolError::Failed(_))
+        ));
+        assert_eq!(*seen.lock().unwrap(), vec![true, false]);
+    }
 }
