@@ -430,10 +430,16 @@ impl Delivery {
         meta.last_status = code;
         meta.last_reason = reason.clone();
         meta.updated_ms = now;
+        let replay = queue.take_replay_request(&meta.id);
         let (result, next) = match &verdict {
             Verdict::Delivered => {
                 meta.state = State::Delivered;
                 ("delivered", None)
+            }
+            // A replay asked for during this attempt: it replaces what the attempt decided.
+            _ if replay => {
+                ops::mark_replay(&mut meta, now);
+                ("retry", Some((now, Trigger::Replay)))
             }
             Verdict::Dead { .. } => {
                 meta.state = State::Dead;

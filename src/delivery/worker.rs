@@ -246,6 +246,9 @@ pub struct Due {
     pub received_ms: u64,
     seq: u64,
     pub in_flight: bool,
+    /// A replay asked for while this event was being attempted: it applies when the attempt
+    /// ends, unless that attempt delivered it.
+    pub replay_requested: bool,
 }
 
 #[derive(Default)]
@@ -291,7 +294,8 @@ impl UpstreamQueue {
     /// being attempted right now (the attempt's own result decides what follows).
     pub fn schedule(&self, meta: &EventMeta, due_ms: u64, trigger: Trigger) -> bool {
         let mut inner = self.lock();
-        if inner.entries.get(&meta.id).is_some_and(|d| d.in_flight) {
+        if let Some(due) = inner.entries.get_mut(&meta.id).filter(|d| d.in_flight) {
+            due.replay_requested |= trigger == Trigger::Replay;
             return false;
         }
         inner.seq += 1;
@@ -305,6 +309,7 @@ impl UpstreamQueue {
                 received_ms: meta.received_ms,
                 seq,
                 in_flight: false,
+                replay_requested: false,
             },
         );
         inner.heap.push(Reverse((due_ms, seq, meta.id.clone())));
@@ -378,6 +383,14 @@ impl UpstreamQueue {
         if let Some((due, trigger)) = next {
             self.schedule(meta, due, trigger);
         }
+    }
+
+    /// Whether a replay was asked for while `id` was in flight (and forgets the request).
+    pub fn take_replay_request(&self, id: &str) -> bool {
+        self.lock()
+            .entries
+            .get_mut(id)
+            .is_some_and(|d| std::mem::take(&mut d.replay_requested))
     }
 
     /// Forgets an event (purged, or no longer pending). In-flight ones finish first.
@@ -603,6 +616,11 @@ mod tests {
             "the stale entry for a is skipped"
         );
         assert!(!q.schedule(&a, 0, Trigger::Replay), "in flight");
+        assert!(
+            q.take_replay_request("a"),
+            "the replay waits for the attempt's end"
+        );
+        assert!(!q.take_replay_request("a"));
         q.finish(&a, None);
         q.finish(&b, Some((2000, Trigger::Retry)));
         assert_eq!(q.len(), 1);
