@@ -2,6 +2,7 @@
 //! start and every `refresh`, swapped in whole when a fetch succeeds, kept as they were when a
 //! fetch fails or returns an empty list. A set that has never loaded matches nobody: an
 //! allowlist fails closed, never open. It never blocks a request; lookups read a snapshot.
+//! Fetches go through the gateway's one HTTP client (`upstream`), one kept-alive pool per set.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,20 +10,20 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::Method;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::config::{UpstreamConfig, UpstreamScheme};
 use crate::ipset::{cidrs_from_json, parse_cidr_list, IpTable};
 use crate::observe::event;
 use crate::observe::metrics::{IpSetLabels, IpSetResultLabels, Metrics};
+use crate::upstream::{RequestHead, Upstream};
 
 /// A feed list is a few KiB; 8 MiB is far beyond any real one and bounds a hostile answer.
 const MAX_FEED_BYTES: usize = 8 << 20;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// After a failed fetch, try again sooner than the normal refresh, but not in a tight loop.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
@@ -43,6 +44,8 @@ pub struct LiveIpSet {
     last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     ok: Counter,
     failed: Counter,
+    /// The feed's host as an upstream, or why its URL cannot be one.
+    client: Result<Upstream, String>,
 }
 
 impl LiveIpSet {
@@ -69,13 +72,14 @@ impl LiveIpSet {
             .clone();
         let set = Arc::new(LiveIpSet {
             name: name.to_string(),
-            source,
             table: ArcSwap::from_pointee(IpTable::empty()),
             loaded: AtomicBool::new(false),
             entries,
             last_success,
             ok,
             failed,
+            client: feed_upstream(name, &source.url),
+            source,
         });
         tokio::spawn(refresh_loop(Arc::downgrade(&set)));
         set
@@ -91,7 +95,8 @@ impl LiveIpSet {
     }
 
     async fn refresh(&self) -> Result<usize, String> {
-        let text = fetch(&self.source.url).await?;
+        let client = self.client.as_ref().map_err(Clone::clone)?;
+        let text = fetch(client, &self.source.url).await?;
         let cidrs = match &self.source.json_path {
             Some(path) => cidrs_from_json(&text, path).map_err(|e| e.to_string())?,
             None => parse_cidr_list(&text).map_err(|e| e.to_string())?,
@@ -134,30 +139,39 @@ async fn refresh_loop(set: Weak<LiveIpSet>) {
     }
 }
 
-async fn fetch(url: &http::Uri) -> Result<String, String> {
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-        .map_err(|e| e.to_string())?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let exchange = async {
-        let response = client
-            .get(url.clone())
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("status {}", response.status()));
-        }
-        let body = Limited::new(response.into_body(), MAX_FEED_BYTES)
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
-        String::from_utf8(body.to_vec()).map_err(|_| "not UTF-8".to_string())
+/// The feed URL's host as an upstream: GET only, the answer bounded by [`MAX_FEED_BYTES`].
+fn feed_upstream(name: &str, url: &http::Uri) -> Result<Upstream, String> {
+    let scheme = match url.scheme_str() {
+        Some("https") => UpstreamScheme::Https,
+        Some("http") => UpstreamScheme::Http,
+        other => return Err(format!("unsupported scheme {other:?}")),
     };
-    tokio::time::timeout(FETCH_TIMEOUT, exchange)
+    let authority = url.authority().cloned().ok_or("the URL has no host")?;
+    let config = UpstreamConfig {
+        name: format!("ip_set:{name}"),
+        scheme,
+        authority,
+        base_path: String::new(),
+        timeout: FETCH_TIMEOUT,
+        connect_timeout: CONNECT_TIMEOUT,
+        max_response: MAX_FEED_BYTES as u64,
+        max_connections: 2,
+        ca: Vec::new(),
+    };
+    Upstream::standalone(&config).map_err(|e| e.to_string())
+}
+
+async fn fetch(client: &Upstream, url: &http::Uri) -> Result<String, String> {
+    let target = url.path_and_query().map_or("/", |p| p.as_str());
+    let target = if target.is_empty() { "/" } else { target };
+    let head = RequestHead::new(&Method::GET, target, 0);
+    let answer = client
+        .send(head, &[], &Method::GET)
         .await
-        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| format!("request failed: {} ({e})", e.reason()))?;
+    let status = answer.response.status();
+    if !status.is_success() {
+        return Err(format!("status {status}"));
+    }
+    String::from_utf8(answer.response.into_body().to_vec()).map_err(|_| "not UTF-8".to_string())
 }

@@ -16,4 +16,5 @@ pub mod observe;
 pub mod pipeline;
 pub mod runtime;
 pub mod server;
+pub mod upstream;
 pub mod verify;

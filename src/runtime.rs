@@ -14,9 +14,9 @@ use crate::ip_feeds::{FeedSource, LiveIpSet};
 use crate::ipset::IpTable;
 use crate::observe::metrics::{Metrics, RouteSeries};
 use crate::pipeline::allowlist::{Allowlist, RouteAllowlist};
-use crate::pipeline::forward::{Upstream, UpstreamBuildError};
 use crate::pipeline::rate_limit::{RateLimitSettings, RouteLimiter};
 use crate::pipeline::route::RouteTable;
+use crate::upstream::{Upstream, UpstreamBuildError};
 
 pub struct Runtime {
     pub routes: RouteTable,

@@ -1,4 +1,4 @@
-//! Fuzzes the upstream response reader (`hookgate::pipeline::upstream_http1`): one exchange on a
+//! Fuzzes the upstream response reader (`hookgate::upstream::http1`): one exchange on a
 //! connection whose upstream answers with the input, handed over in pieces of a size the first
 //! byte picks (so heads, chunk-size lines and bodies arrive split at every place). The second
 //! byte picks the request method (HEAD or POST) and the response cap.
@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::{pin, Pin};
 use std::task::{Context, Poll, Waker};
 
-use hookgate::pipeline::upstream_http1::{Connection, RequestHead};
+use hookgate::upstream::http1::{Connection, RequestHead};
 use http::Method;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};

@@ -2,6 +2,7 @@
 //! it names (certificates, CA bundles), so a config that loads is a config that can serve. It never
 //! binds a socket or starts a task, and its errors never contain a secret's value.
 
+pub mod rate_limit;
 mod raw;
 pub mod secrets;
 pub mod units;
@@ -15,9 +16,9 @@ use http::Method;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::ipset::{Cidr, IpTable};
-use crate::pipeline::client_ip::ForwardedHeader;
-use crate::pipeline::rate_limit::RateLimitSettings;
+use rate_limit::RateLimitSettings;
 
+pub(crate) use validate::read_certificates;
 pub use validate::{parse_and_validate, shadow_warnings, validate};
 
 /// Largest config file we will parse: a gateway.yaml is a few KiB; a 16 MiB one is a mistake
@@ -129,9 +130,19 @@ impl std::fmt::Debug for AdminToken {
 pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
-    pub tls: Option<TlsMaterial>,
+    pub tls: Option<TlsConfig>,
     /// Expect a PROXY protocol (v1 or v2) header first; accepted from trusted proxies only.
     pub proxy_protocol: bool,
+}
+
+/// The forwarding header the trusted proxies append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for="[2001:db8::1]:4711"`.
+    Forwarded,
 }
 
 /// Who may tell us the client's address (stage 3).
@@ -167,6 +178,32 @@ pub struct AllowIps {
     pub sets: Vec<usize>,
 }
 
+/// A TLS listener's certificates: files (`cert`/`key` or `certs:`), ACME, or both.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// In config order; the first is the default for clients without SNI (or with a name no
+    /// certificate has). Empty only when `acme` is set.
+    pub certs: Vec<TlsMaterial>,
+    /// `true` for the single-certificate form `tls: { cert, key }` (its expiry series keeps an
+    /// empty `sni` label).
+    pub single: bool,
+    pub acme: Option<AcmeConfig>,
+}
+
+/// `tls.acme`: certificates from an RFC 8555 server, TLS-ALPN-01 on the listener itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    pub directory: String,
+    /// Lower-case DNS names, the first one names the certificate.
+    pub domains: Vec<String>,
+    /// `mailto:` URLs.
+    pub contact: Vec<String>,
+    /// Account key and certificates (0700; keys 0600).
+    pub cache: PathBuf,
+    /// Trust roots (PEM) for the ACME server's own TLS; the public roots when absent.
+    pub ca: Option<PathBuf>,
+}
+
 /// A certificate chain and its key, already read and parsed from the files the config names.
 #[derive(Debug)]
 pub struct TlsMaterial {
@@ -174,6 +211,8 @@ pub struct TlsMaterial {
     pub key_path: PathBuf,
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
+    /// Configured `names:`, lower case; empty means the certificate's own DNS SANs.
+    pub names: Vec<String>,
 }
 
 impl Clone for TlsMaterial {
@@ -183,6 +222,7 @@ impl Clone for TlsMaterial {
             key_path: self.key_path.clone(),
             chain: self.chain.clone(),
             key: self.key.clone_key(),
+            names: self.names.clone(),
         }
     }
 }

@@ -70,8 +70,31 @@ pub struct RawRateLimit {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
+    /// The single-certificate form, `tls: { cert, key }`.
+    pub cert: Option<Text>,
+    pub key: Option<Text>,
+    /// Several certificates chosen by SNI; the first is the default.
+    pub certs: Option<Spanned<Vec<RawCertEntry>>>,
+    pub acme: Option<Spanned<RawAcme>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertEntry {
     pub cert: Text,
     pub key: Text,
+    /// Names to serve this certificate for instead of its SANs.
+    pub names: Option<Spanned<Vec<Text>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub directory: Text,
+    pub domains: Spanned<Vec<Text>>,
+    pub contact: Option<Spanned<Vec<Text>>>,
+    pub cache: Text,
+    pub ca: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,19 +15,20 @@ use serde_saphyr::{Location, Spanned};
 
 mod delivery;
 
+use super::rate_limit::{LimitKey, Rate, RateLimitSettings};
 use super::raw::{
-    RawClientIp, RawConfig, RawIpSet, RawLimits, RawRateLimit, RawRoute, RawSize, RawUpstream, Text,
+    RawAcme, RawClientIp, RawConfig, RawIpSet, RawLimits, RawRateLimit, RawRoute, RawSize, RawTls,
+    RawUpstream, Text,
 };
 use super::secrets::{expand_env, referenced_names, scrub};
 use super::units::{parse_duration, parse_size};
+use super::ForwardedHeader;
 use super::{
-    AllowIps, ClientIpConfig, Config, ConfigError, IpSetConfig, IpSetSource, Limits,
-    ListenerConfig, LogTarget, PathPattern, RouteConfig, TlsMaterial, UpstreamConfig,
+    AcmeConfig, AllowIps, ClientIpConfig, Config, ConfigError, IpSetConfig, IpSetSource, Limits,
+    ListenerConfig, LogTarget, PathPattern, RouteConfig, TlsConfig, TlsMaterial, UpstreamConfig,
     UpstreamScheme,
 };
 use crate::ipset::{parse_cidr, parse_cidr_list, Cidr, IpTable};
-use crate::pipeline::client_ip::ForwardedHeader;
-use crate::pipeline::rate_limit::{LimitKey, Rate, RateLimitSettings};
 
 /// Parses YAML text and validates it. `env` supplies `${NAME}` values (tests pass their own).
 pub fn parse_and_validate(
@@ -269,12 +270,7 @@ pub fn validate(
         let bind = socket_addr(&ctx, &l.bind, &format!("{field}.bind"))?;
         let tls = match &l.tls {
             None => None,
-            Some(tls) => Some(tls_material(
-                &ctx,
-                &tls.cert,
-                &tls.key,
-                &format!("{field}.tls"),
-            )?),
+            Some(tls) => Some(tls_config(&ctx, tls, &l.name, &format!("{field}.tls"))?),
         };
         let proxy_protocol = l.proxy_protocol.as_ref().is_some_and(|p| p.value);
         listeners.push(ListenerConfig {
@@ -606,6 +602,216 @@ fn tls_material(
         key_path,
         chain,
         key: key_der,
+        names: Vec::new(),
+    })
+}
+
+/// `tls:` is `{ cert, key }`, `{ certs: [...] }`, `{ acme: {...} }` or `certs` with `acme`.
+fn tls_config(
+    ctx: &Ctx,
+    raw: &RawTls,
+    listener: &Text,
+    field: &str,
+) -> Result<TlsConfig, ConfigError> {
+    let mut certs = Vec::new();
+    let mut single = false;
+    match (&raw.cert, &raw.key, &raw.certs) {
+        (Some(cert), Some(key), None) => {
+            certs.push(tls_material(ctx, cert, key, field)?);
+            single = true;
+        }
+        (None, None, Some(list)) => {
+            if list.value.is_empty() {
+                return Err(ctx.err(
+                    &list.referenced,
+                    format!("{field}.certs"),
+                    "needs at least one { cert, key }",
+                ));
+            }
+            for (j, entry) in list.value.iter().enumerate() {
+                let entry_field = format!("{field}.certs[{j}]");
+                let mut material = tls_material(ctx, &entry.cert, &entry.key, &entry_field)?;
+                if let Some(names) = &entry.names {
+                    let names_field = format!("{entry_field}.names");
+                    if names.value.is_empty() {
+                        return Err(ctx.err(&names.referenced, &names_field, "must not be empty"));
+                    }
+                    for name in &names.value {
+                        let text = ctx.text(name, &names_field)?.to_ascii_lowercase();
+                        if !is_dns_name(&text, true) {
+                            return Err(ctx.err(
+                                &name.referenced,
+                                &names_field,
+                                format!("{text:?} is not a DNS name (a leading \"*.\" is allowed)"),
+                            ));
+                        }
+                        material.names.push(text);
+                    }
+                }
+                certs.push(material);
+            }
+        }
+        (None, None, None) => {}
+        (Some(cert), None, _) => {
+            return Err(ctx.err(&cert.referenced, format!("{field}.key"), "cert needs a key"))
+        }
+        (None, Some(key), _) => {
+            return Err(ctx.err(&key.referenced, format!("{field}.cert"), "key needs a cert"))
+        }
+        (Some(cert), Some(_), Some(_)) => {
+            return Err(ctx.err(
+                &cert.referenced,
+                format!("{field}.certs"),
+                "use either cert/key or certs, not both",
+            ))
+        }
+    }
+    let acme = match &raw.acme {
+        None => None,
+        Some(acme) => Some(acme_config(ctx, &acme.value, &format!("{field}.acme"))?),
+    };
+    if certs.is_empty() && acme.is_none() {
+        return Err(ctx.err(
+            &listener.referenced,
+            field,
+            "needs cert and key, certs, or acme",
+        ));
+    }
+    Ok(TlsConfig {
+        certs,
+        single,
+        acme,
+    })
+}
+
+fn acme_config(ctx: &Ctx, raw: &RawAcme, field: &str) -> Result<AcmeConfig, ConfigError> {
+    let directory_field = format!("{field}.directory");
+    let directory = ctx.text(&raw.directory, &directory_field)?;
+    match directory.parse::<http::Uri>() {
+        Ok(uri) if uri.scheme_str() == Some("https") && uri.host().is_some() => {}
+        _ => {
+            return Err(ctx.err(
+                &raw.directory.referenced,
+                &directory_field,
+                format!("{directory:?} is not an https:// URL"),
+            ))
+        }
+    }
+    let domains_field = format!("{field}.domains");
+    if raw.domains.value.is_empty() {
+        return Err(ctx.err(
+            &raw.domains.referenced,
+            &domains_field,
+            "needs at least one name",
+        ));
+    }
+    let mut domains = Vec::new();
+    for domain in &raw.domains.value {
+        let text = ctx.text(domain, &domains_field)?.to_ascii_lowercase();
+        // TLS-ALPN-01 cannot prove a wildcard (RFC 8737 section 3), so no "*." here.
+        if !is_dns_name(&text, false) {
+            return Err(ctx.err(
+                &domain.referenced,
+                &domains_field,
+                format!("{text:?} is not a DNS name (no wildcards: TLS-ALPN-01 cannot prove them)"),
+            ));
+        }
+        if !domains.contains(&text) {
+            domains.push(text);
+        }
+    }
+    let contact_field = format!("{field}.contact");
+    let mut contact = Vec::new();
+    for c in raw.contact.iter().flat_map(|c| c.value.iter()) {
+        let text = ctx.text(c, &contact_field)?;
+        let address = text.strip_prefix("mailto:").unwrap_or("");
+        let valid = address
+            .split_once('@')
+            .is_some_and(|(user, host)| !user.is_empty() && is_dns_name(host, false));
+        if !valid {
+            return Err(ctx.err(
+                &c.referenced,
+                &contact_field,
+                format!("{text:?} is not a mailto: address such as mailto:ops@example.com"),
+            ));
+        }
+        contact.push(text);
+    }
+    let cache_field = format!("{field}.cache");
+    let cache_text = ctx.text(&raw.cache, &cache_field)?;
+    if cache_text.is_empty() {
+        return Err(ctx.err(&raw.cache.referenced, &cache_field, "must not be empty"));
+    }
+    // Not a watched file: the gateway writes there itself.
+    let cache = ctx.dir.join(cache_text);
+    if let Err(why) = writable_dir(&cache) {
+        return Err(ctx.err(&raw.cache.referenced, &cache_field, why));
+    }
+    let ca = match &raw.ca {
+        None => None,
+        Some(ca) => {
+            let ca_field = format!("{field}.ca");
+            let path = ctx.path(ca, &ca_field)?;
+            read_certificates(&path).map_err(|m| ctx.err(&ca.referenced, &ca_field, m))?;
+            Some(path)
+        }
+    };
+    Ok(AcmeConfig {
+        directory,
+        domains,
+        contact,
+        cache,
+        ca,
+    })
+}
+
+/// A directory the gateway can create files in, or one it can create (its nearest existing
+/// parent is writable). Probes by creating and removing a file; never makes the directory.
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        return Err(format!("{}: not a directory", existing.display()));
+    }
+    let probe = existing.join(format!(".hookgate-write-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!("{}: not writable ({e})", existing.display())),
+    }
+}
+
+/// A DNS name of letters, digits and hyphens (`localhost` and other one-label names too, for
+/// private ACME servers); `*.` first if `wildcard`.
+pub(crate) fn is_dns_name(name: &str, wildcard: bool) -> bool {
+    let name = match name.strip_prefix("*.") {
+        Some(rest) if wildcard => rest,
+        _ => name,
+    };
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    labels.iter().all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     })
 }
 

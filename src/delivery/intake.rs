@@ -3,39 +3,34 @@
 //! 503 with `Retry-After`, a failed one 503: the sender keeps the event and retries. Nothing is
 //! acknowledged that is not on disk, and nothing here reaches the upstream.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, request, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
+use http::{request, StatusCode};
 
 use super::spool::{EventMeta, Payload, SpoolError, State, Trigger};
 use super::Delivery;
 use crate::config::QueueRoute;
-use crate::observe::access_log::Entry;
 use crate::pipeline::body::Frames;
+use crate::pipeline::reject::{GatewayAnswer, Reject};
 use crate::pipeline::replay::ClaimGuard;
+use crate::pipeline::RequestCtx;
 use crate::runtime::Route;
 
-/// `Retry-After` seconds on a 503 from a full spool.
-const FULL_RETRY_AFTER: &str = "30";
-
-/// Spools the request and answers. Fills the log entry (`outcome: queued`, or `spool_full` /
-/// `spool_error` with 503). On success the delivery id is remembered as delivered (stage 8), so
-/// a provider's retry of a spooled event is answered 2xx and not spooled again.
+/// Spools the request and says how to answer: [`GatewayAnswer::Queued`] (`outcome: queued`,
+/// the route's `ack_status`), or 503 ([`Reject::SpoolFull`] with `Retry-After`,
+/// [`Reject::SpoolFailed`]). On success the delivery id is remembered as delivered (stage 8),
+/// so a provider's retry of a spooled event is answered 2xx and not spooled again.
 #[allow(clippy::too_many_arguments)]
-pub async fn accept(
+pub async fn accept<'r>(
     delivery: &Arc<Delivery>,
     queue: &QueueRoute,
-    route: &Route,
+    route: &'r Route,
     parts: &request::Parts,
     body: Frames,
-    client_ip: IpAddr,
     tls: bool,
     claim: Option<ClaimGuard>,
-    entry: &mut Entry<'_>,
-) -> Response<Full<Bytes>> {
+    ctx: &mut RequestCtx<'r>,
+) -> GatewayAnswer {
     let now = delivery.now_ms();
     let id = uuid::Uuid::now_v7().simple().to_string();
     let mut bytes = Vec::with_capacity(body.len() as usize);
@@ -52,15 +47,15 @@ pub async fn accept(
     }
     .encode();
     let mut meta = EventMeta {
-        idempotency_key: entry.event_id.clone().unwrap_or_else(|| id.clone()),
+        idempotency_key: ctx.event_id.clone().unwrap_or_else(|| id.clone()),
         id,
         route: route.name.to_string(),
         upstream: queue.upstream.clone(),
         method: parts.method.as_str().to_string(),
         uri: parts.uri.to_string(),
-        provider: entry.provider.map(str::to_string),
-        client_ip: client_ip.to_string(),
-        request_id: entry.request_id.to_str().unwrap_or("-").to_string(),
+        provider: ctx.provider.map(str::to_string),
+        client_ip: ctx.client_ip.to_string(),
+        request_id: ctx.request_id.to_str().unwrap_or("-").to_string(),
         tls,
         received_ms: now,
         state: State::Pending,
@@ -76,52 +71,17 @@ pub async fn accept(
     };
     // What counts against max_bytes: the payload plus about what the metadata takes.
     meta.stored_bytes = payload.len() as u64 + 512;
-    entry.upstream = Some(Arc::clone(&route.upstream.name));
+    ctx.upstream = Some(&route.upstream.name);
     match delivery.enqueue(meta, payload).await {
         Ok(()) => {
             if let (Some(claim), Some(window)) = (claim, route.replay_window) {
                 claim.delivered(window);
             }
-            entry.outcome = "queued";
-            let status = StatusCode::from_u16(queue.ack_status).unwrap_or(StatusCode::OK);
-            text(status, "queued\n", None)
+            GatewayAnswer::Queued {
+                status: StatusCode::from_u16(queue.ack_status).unwrap_or(StatusCode::OK),
+            }
         }
-        Err(SpoolError::Full) => {
-            entry.outcome = "spool_full";
-            entry.reason = Some("max_bytes");
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Service Unavailable\n",
-                Some(FULL_RETRY_AFTER),
-            )
-        }
-        Err(_) => {
-            entry.outcome = "spool_error";
-            entry.reason = Some("commit");
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Service Unavailable\n",
-                Some("60"),
-            )
-        }
+        Err(SpoolError::Full) => Reject::SpoolFull.into(),
+        Err(_) => Reject::SpoolFailed.into(),
     }
-}
-
-fn text(
-    status: StatusCode,
-    body: &'static str,
-    retry_after: Option<&'static str>,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if let Some(seconds) = retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
-    }
-    response
 }

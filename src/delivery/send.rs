@@ -109,7 +109,8 @@ pub async fn send(
 
 fn classify(reject: &Reject) -> Sent {
     match reject {
-        Reject::UpstreamConnect => Sent::Failed { reason: "connect" },
+        // `reason` is the upstream client's word for the cause: connect_refused, tls, ...
+        Reject::UpstreamConnect { reason } => Sent::Failed { reason },
         Reject::UpstreamTimeout => Sent::Failed { reason: "timeout" },
         Reject::UpstreamBusy => Sent::Failed {
             reason: "max_connections",

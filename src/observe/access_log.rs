@@ -8,7 +8,6 @@ use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::{HeaderValue, Method, Uri};
@@ -16,15 +15,73 @@ use tokio::task::JoinHandle;
 
 use crate::config::LogTarget;
 
-/// One request's line. Fields that do not apply to a request are left out. It borrows what the
-/// request's runtime snapshot and connection already hold, so filling it allocates little.
+/// What happened to a request: the access log's `outcome` and the metrics' `outcome` label
+/// (DESIGN.md section 5). Decided in one place, `pipeline::reject`, from how the request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Forwarded,
+    Duplicate,
+    Handshake,
+    BadRequest,
+    NoRoute,
+    MethodNotAllowed,
+    IpDenied,
+    RateLimited,
+    BodyTooLarge,
+    Timeout,
+    SignatureInvalid,
+    ClientAbort,
+    UpstreamConnectError,
+    UpstreamTimeout,
+    UpstreamError,
+    /// Every connection the upstream may have is busy and none freed up in time.
+    UpstreamBusy,
+    /// A `delivery: queue` route's event is in the spool (issue 16).
+    Queued,
+    /// The spool is at `spool.max_bytes`.
+    SpoolFull,
+    /// A spool commit failed: nothing is acknowledged until a restart.
+    SpoolError,
+    Internal,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Handshake => "handshake",
+            Outcome::BadRequest => "bad_request",
+            Outcome::NoRoute => "no_route",
+            Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::IpDenied => "ip_denied",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::BodyTooLarge => "body_too_large",
+            Outcome::Timeout => "timeout",
+            Outcome::SignatureInvalid => "signature_invalid",
+            Outcome::ClientAbort => "client_abort",
+            Outcome::UpstreamConnectError => "upstream_connect_error",
+            Outcome::UpstreamTimeout => "upstream_timeout",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::UpstreamBusy => "upstream_busy",
+            Outcome::Queued => "queued",
+            Outcome::SpoolFull => "spool_full",
+            Outcome::SpoolError => "spool_error",
+            Outcome::Internal => "internal_error",
+        }
+    }
+}
+
+/// One request's line, built once when the request ends (`pipeline::finish`) from the
+/// request's context. Fields that do not apply to a request are left out. It borrows what the
+/// request's runtime snapshot and connection already hold, so filling it allocates nothing.
 #[derive(Debug)]
 pub struct Entry<'a> {
     pub ts: SystemTime,
     /// Known to be text (see `request_id`).
     pub request_id: HeaderValue,
-    pub listener: Arc<str>,
-    pub route: Option<Arc<str>>,
+    pub listener: &'a str,
+    pub route: Option<&'a str>,
     /// `None` (logged as empty) for a request hyper refused before its head was read.
     pub method: Option<Method>,
     /// Logged as `path`, without the query.
@@ -34,7 +91,7 @@ pub struct Entry<'a> {
     pub peer_ip: IpAddr,
     pub client_ip: IpAddr,
     pub status: u16,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub reason: Option<&'static str>,
     pub provider: Option<&'a str>,
     pub event_id: Option<String>,
@@ -42,43 +99,11 @@ pub struct Entry<'a> {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration_ms: f64,
-    pub upstream: Option<Arc<str>>,
+    pub upstream: Option<&'a str>,
     pub upstream_status: Option<u16>,
     pub upstream_ms: Option<f64>,
     /// Only a value that is text; logged cut to 256 characters.
     pub user_agent: Option<HeaderValue>,
-}
-
-impl<'a> Entry<'a> {
-    /// A line for a request on `listener` from `peer`, stamped now; the pipeline fills in the
-    /// rest as it learns it. Until then it reads as an internal error.
-    pub fn new(request_id: HeaderValue, listener: Arc<str>, peer: IpAddr) -> Entry<'a> {
-        Entry {
-            ts: SystemTime::now(),
-            request_id,
-            listener,
-            route: None,
-            method: None,
-            uri: None,
-            proto: "HTTP/1.1",
-            tls_version: None,
-            peer_ip: peer,
-            client_ip: peer,
-            status: 0,
-            outcome: "internal_error",
-            reason: None,
-            provider: None,
-            event_id: None,
-            secret_index: None,
-            bytes_in: 0,
-            bytes_out: 0,
-            duration_ms: 0.0,
-            upstream: None,
-            upstream_status: None,
-            upstream_ms: None,
-            user_agent: None,
-        }
-    }
 }
 
 impl Entry<'_> {
@@ -94,7 +119,7 @@ impl Entry<'_> {
             "request_id",
             self.request_id.to_str().unwrap_or_default(),
         );
-        text(out, "listener", &self.listener);
+        text(out, "listener", self.listener);
         if let Some(route) = &self.route {
             text(out, "route", route);
         }
@@ -111,7 +136,7 @@ impl Entry<'_> {
         ip(out, "peer_ip", self.peer_ip);
         ip(out, "client_ip", self.client_ip);
         value(out, "status", &self.status);
-        text(out, "outcome", self.outcome);
+        text(out, "outcome", self.outcome.as_str());
         if let Some(reason) = self.reason {
             text(out, "reason", reason);
         }
@@ -337,18 +362,32 @@ mod tests {
 
     #[test]
     fn a_line_is_one_json_object_with_escaped_values_and_no_absent_fields() {
-        let mut entry = Entry::new(
-            HeaderValue::from_static("req-1"),
-            Arc::from("public"),
-            "2001:db8::1".parse().unwrap(),
-        );
-        entry.method = Some(Method::POST);
-        entry.uri = Some(Uri::from_static("/hooks/a%22b?secret=x"));
-        entry.route = Some(Arc::from("git\"hub"));
-        entry.user_agent = Some(HeaderValue::from_static("curl \\ \"quoted\""));
-        entry.secret_index = Some(1);
-        entry.duration_ms = 1.25;
-        entry.status = 200;
+        let peer = "2001:db8::1".parse().unwrap();
+        let entry = Entry {
+            ts: SystemTime::now(),
+            request_id: HeaderValue::from_static("req-1"),
+            listener: "public",
+            route: Some("git\"hub"),
+            method: Some(Method::POST),
+            uri: Some(Uri::from_static("/hooks/a%22b?secret=x")),
+            proto: "HTTP/1.1",
+            tls_version: None,
+            peer_ip: peer,
+            client_ip: peer,
+            status: 200,
+            outcome: Outcome::Forwarded,
+            reason: None,
+            provider: None,
+            event_id: None,
+            secret_index: Some(1),
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_ms: 1.25,
+            upstream: None,
+            upstream_status: None,
+            upstream_ms: None,
+            user_agent: Some(HeaderValue::from_static("curl \\ \"quoted\"")),
+        };
         let mut out = Vec::new();
         append_line(&mut out, &entry);
         assert_eq!(out.last(), Some(&b'\n'));

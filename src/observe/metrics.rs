@@ -52,8 +52,8 @@ pub struct ConnectionClosedLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabels {
     pub listener: String,
-    /// The SNI name the certificate is served for; empty for the listener's default (and, for
-    /// now, only) certificate.
+    /// The certificate's first name (configured `names:`, else its first DNS SAN; an ACME
+    /// certificate's first domain); empty for the single-certificate form `tls: { cert, key }`.
     pub sni: String,
 }
 
@@ -168,6 +168,10 @@ pub struct Metrics {
     pub connections_closed: Family<ConnectionClosedLabels, Counter>,
     pub tls_cert_not_after: Family<CertLabels, Gauge>,
     pub config_reloads: Family<ResultLabels, Counter>,
+    pub acme_orders: Family<ResultLabels, Counter>,
+    /// The `sni` labels of each listener's file certificates, so a reload drops the series of
+    /// certificates it removed.
+    cert_series: std::sync::Mutex<HashMap<String, Vec<String>>>,
     pub config_last_reload_success: Gauge<f64, AtomicU64>,
     pub signature_checks: Family<SignatureLabels, Counter>,
     pub rate_limit_keys: Family<RouteLabels, Gauge>,
@@ -300,14 +304,50 @@ impl Metrics {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Records when the certificate `listener` now serves expires, in Unix seconds.
-    pub fn set_cert_expiry(&self, listener: &str, not_after: i64) {
+    /// Records when a certificate `listener` now serves expires, in Unix seconds.
+    pub fn set_cert_expiry(&self, listener: &str, sni: &str, not_after: i64) {
         self.tls_cert_not_after
             .get_or_create(&CertLabels {
                 listener: listener.to_string(),
-                sni: String::new(),
+                sni: sni.to_string(),
             })
             .set(not_after);
+    }
+
+    /// Replaces the expiry series of `listener`'s file certificates with `certs`
+    /// (`(sni, not_after)`); series of certificates no longer configured go.
+    pub fn set_cert_expiries(&self, listener: &str, certs: &[(String, i64)]) {
+        let Ok(mut series) = self.cert_series.lock() else {
+            return;
+        };
+        let new: Vec<String> = certs.iter().map(|(sni, _)| sni.clone()).collect();
+        for old in series.get(listener).into_iter().flatten() {
+            if !new.contains(old) {
+                self.tls_cert_not_after.remove(&CertLabels {
+                    listener: listener.to_string(),
+                    sni: old.clone(),
+                });
+            }
+        }
+        // Twins for one name (ECDSA and RSA) share a series: the earlier expiry, the one to
+        // alert on.
+        let mut earliest: HashMap<&str, i64> = HashMap::new();
+        for (sni, not_after) in certs {
+            let entry = earliest.entry(sni.as_str()).or_insert(*not_after);
+            *entry = (*entry).min(*not_after);
+        }
+        for (sni, not_after) in earliest {
+            self.set_cert_expiry(listener, sni, not_after);
+        }
+        series.insert(listener.to_string(), new);
+    }
+
+    /// Counts a finished ACME order (`ok` or `error`).
+    pub fn count_acme_order(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.acme_orders
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn new() -> Metrics {
@@ -323,6 +363,8 @@ impl Metrics {
             connections_closed: Family::default(),
             tls_cert_not_after: Family::default(),
             config_reloads: Family::default(),
+            acme_orders: Family::default(),
+            cert_series: Default::default(),
             config_last_reload_success: Gauge::default(),
             signature_checks: Family::default(),
             rate_limit_keys: Family::default(),
@@ -387,6 +429,11 @@ impl Metrics {
             "connections_closed",
             "Connections the gateway closed at a deadline or limit, by listener and reason (first_byte_timeout, idle_timeout, send_timeout, unsent_limit)",
             m.connections_closed.clone(),
+        );
+        r.register(
+            "acme_orders",
+            "ACME certificate orders by result (ok, error)",
+            m.acme_orders.clone(),
         );
         r.register(
             "config_reloads",

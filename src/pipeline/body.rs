@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Body;
 
-use super::reject::Reject;
+use super::reject::{self, Reject};
 
 /// A whole request body as hyper's frames, in order; also the body of the upstream request.
 #[derive(Debug, Default)]
@@ -51,8 +51,10 @@ pub fn expects_continue(headers: &HeaderMap) -> bool {
 /// body is still coming as an error and never show the status. Bounded: at most
 /// [`DISCARD_MAX`] bytes within [`DISCARD_TIME`]; nothing for a declared larger body, nor for a
 /// client waiting for `100 Continue` (it has sent nothing, and reading would invite the body).
-pub async fn discard(body: Incoming, headers: &HeaderMap) {
-    use hyper::body::Body as _;
+pub async fn discard<B>(body: B, headers: &HeaderMap)
+where
+    B: Body<Data = Bytes> + Unpin,
+{
     if body.is_end_stream() || expects_continue(headers) {
         return;
     }
@@ -79,12 +81,16 @@ pub async fn discard(body: Incoming, headers: &HeaderMap) {
 }
 
 /// Reads the whole body. A `Content-Length` over the cap is refused before a byte is read.
-pub async fn read(
-    body: Incoming,
+pub async fn read<B>(
+    body: B,
     headers: &HeaderMap,
     max: u64,
     timeout: Duration,
-) -> Result<Frames, Reject> {
+) -> Result<Frames, Reject>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -110,29 +116,6 @@ pub async fn read(
     match tokio::time::timeout(timeout, collect).await {
         Err(_) => Err(Reject::BodyTimeout),
         Ok(Ok(frames)) => Ok(frames),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Reject::BodyTooLarge),
-        Ok(Err(e)) if is_malformed(e.as_ref()) => Err(Reject::BadRequest { reason: "body" }),
-        Ok(Err(_)) => Err(Reject::ClientAbort),
+        Ok(Err(e)) => Err(reject::body_error(e.as_ref())),
     }
-}
-
-/// A broken chunked encoding (hyper reports it as an `InvalidInput`/`InvalidData` I/O error in
-/// the body) is the client's fault; anything else while reading is the client going away.
-fn is_malformed(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
-            );
-        }
-        if e.downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_parse)
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }

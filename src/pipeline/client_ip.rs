@@ -36,15 +36,7 @@ use crate::ipset::{normalize_ip, IpTable};
 /// `X-Forwarded-For` (not among `http`'s constants).
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// The forwarding header the trusted proxies append.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ForwardedHeader {
-    /// `X-Forwarded-For: client, proxy1, proxy2`.
-    #[default]
-    XForwardedFor,
-    /// RFC 7239 `Forwarded: for=client, for="[2001:db8::1]:4711"`.
-    Forwarded,
-}
+pub use crate::config::ForwardedHeader;
 
 /// IPv4-mapped IPv6 (`::ffff:192.0.2.1`) becomes IPv4; other addresses are unchanged.
 pub fn normalize(ip: IpAddr) -> IpAddr {

@@ -1,34 +1,20 @@
 //! Stage 9: sends the verified request to its upstream and brings the answer back, over a
-//! pooled keep-alive HTTP/1.1 connection (`upstream_pool`). The body goes out byte for byte;
+//! pooled keep-alive HTTP/1.1 connection (the `upstream` client). The body goes out byte for byte;
 //! hop-by-hop headers and any `X-Hookgate-*` header from outside are removed, and the gateway's
 //! own headers added. It never retries: whether a retry is safe is the provider's decision,
 //! made by resending.
 
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Uri};
 use http_body_util::Full;
-use rustls::pki_types::ServerName;
 
 use super::body::Frames;
 use super::reject::Reject;
-use super::upstream_http1::{self, ExchangeError, RequestHead};
-use super::upstream_pool::{ConnectionCap, Pool, SendError, Target};
-use crate::config::{UpstreamConfig, UpstreamScheme};
-use crate::observe::metrics::{Metrics, UpstreamLabels};
-
-/// Idle pooled connections are closed after this; below common backend keep-alive timeouts
-/// (nginx 75 s, Node 5 s is the outlier) so we rarely reuse a socket the backend just closed.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
-/// Idle connections kept per upstream and worker thread.
-const POOL_MAX_IDLE: usize = 256;
-/// The longest a request waits for a connection when the upstream's `max_connections` are all
-/// busy (at most half the upstream's timeout), before 503.
-const CONNECTION_WAIT: Duration = Duration::from_secs(1);
+use crate::upstream::http1::{self as upstream_http1, RequestHead};
+pub use crate::upstream::{Upstream, UpstreamBuildError, UpstreamError};
 
 // The headers the gateway sets.
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -61,122 +47,6 @@ static REPLACED: [HeaderName; 6] = [
     X_FORWARDED_PROTO,
     X_REQUEST_ID,
 ];
-
-pub struct Upstream {
-    pub name: Arc<str>,
-    /// `Host` for every request: the upstream's own `host:port`.
-    host: HeaderValue,
-    base_path: String,
-    timeout: Duration,
-    max_response: usize,
-    pool: Pool,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("upstream {name}: {message}")]
-pub struct UpstreamBuildError {
-    name: String,
-    message: String,
-}
-
-impl Upstream {
-    /// An upstream with an idle-connection list for each of `workers` threads. `previous` is
-    /// the same upstream in the config being replaced: with an unchanged `max_connections`
-    /// its cap carries over, so connections of both configs together stay under it.
-    pub fn new(
-        config: &UpstreamConfig,
-        workers: usize,
-        metrics: &Metrics,
-        previous: Option<&Upstream>,
-    ) -> Result<Upstream, UpstreamBuildError> {
-        let authority = &config.authority;
-        // `[::1]` in an authority is the address `::1`.
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let (default_port, tls) = match config.scheme {
-            UpstreamScheme::Http => (80, None),
-            UpstreamScheme::Https => {
-                let name =
-                    ServerName::try_from(host.clone()).map_err(|e| build_error(config, e))?;
-                (443, Some((tls_connector(config)?, name)))
-            }
-        };
-        let target = Target {
-            port: authority.port_u16().unwrap_or(default_port),
-            host,
-            tls,
-            connect_timeout: config.connect_timeout,
-        };
-        let name: Arc<str> = config.name.as_str().into();
-        let labels = UpstreamLabels {
-            upstream: Arc::clone(&name),
-        };
-        let permits = match previous.map(|p| p.pool.cap()) {
-            Some((permits, max)) if max == config.max_connections => Arc::clone(permits),
-            _ => Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
-        };
-        let cap = ConnectionCap {
-            permits,
-            max: config.max_connections,
-            wait: CONNECTION_WAIT.min(config.timeout / 2),
-            waits: metrics
-                .upstream_connection_waits
-                .get_or_create(&labels)
-                .clone(),
-            refused: metrics
-                .upstream_connections_refused
-                .get_or_create(&labels)
-                .clone(),
-        };
-        Ok(Upstream {
-            name,
-            host: HeaderValue::from_str(authority.as_str()).map_err(|e| build_error(config, e))?,
-            base_path: config.base_path.clone(),
-            timeout: config.timeout,
-            max_response: usize::try_from(config.max_response).unwrap_or(usize::MAX),
-            pool: Pool::new(target, workers, POOL_MAX_IDLE, POOL_IDLE_TIMEOUT, cap),
-        })
-    }
-
-    /// Closes idle connections past the idle timeout (see [`Pool::close_stale`]).
-    pub fn close_stale_connections(&self) {
-        self.pool.close_stale();
-    }
-}
-
-/// TLS to an upstream: its private `ca:` when given, else the public web roots. HTTP/1.1 only.
-fn tls_connector(
-    config: &UpstreamConfig,
-) -> Result<tokio_rustls::TlsConnector, UpstreamBuildError> {
-    let mut roots = rustls::RootCertStore::empty();
-    if config.ca.is_empty() {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
-    for cert in &config.ca {
-        roots
-            .add(cert.clone())
-            .map_err(|e| build_error(config, e))?;
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| build_error(config, e))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(tls)))
-}
-
-fn build_error(config: &UpstreamConfig, e: impl std::fmt::Display) -> UpstreamBuildError {
-    UpstreamBuildError {
-        name: config.name.clone(),
-        message: e.to_string(),
-    }
-}
 
 /// What the gateway adds about the request it forwards.
 pub struct Forwarding<'a> {
@@ -217,37 +87,37 @@ pub async fn send_with(
 ) -> Result<Answer, Reject> {
     let target = upstream_target(upstream, &parts.uri, fwd.upstream_path)?;
     let mut head = RequestHead::new(&parts.method, &target, body_len);
-    head.header(&header::HOST, &upstream.host);
+    head.header(&header::HOST, upstream.host());
     forwarded_headers(&mut head, &parts.headers, &parts.uri, fwd);
     for (name, value) in extra {
         head.header(name, value);
     }
     let head = head.finish(&parts.method, body_len);
 
-    let started = Instant::now();
-    let exchange = upstream
-        .pool
-        .send(head, body, &parts.method, upstream.max_response);
-    let mut response = tokio::time::timeout(upstream.timeout, exchange)
+    let answer = upstream
+        .send_head(head, body, &parts.method)
         .await
-        .map_err(|_| Reject::UpstreamTimeout)?
-        .map_err(|e| match e {
-            SendError::Connect => Reject::UpstreamConnect,
-            SendError::Busy => Reject::UpstreamBusy,
-            SendError::Exchange(ExchangeError::Broken) => Reject::Upstream { reason: "reset" },
-            SendError::Exchange(ExchangeError::Malformed) => Reject::Upstream {
-                reason: "malformed_response",
-            },
-            SendError::Exchange(ExchangeError::TooLarge) => Reject::Upstream {
-                reason: "response_too_large",
-            },
-        })?;
+        .map_err(|e| refusal(&e))?;
+    let mut response = answer.response;
     strip_hop_by_hop(response.headers_mut());
     response.headers_mut().remove(header::CONTENT_LENGTH);
     Ok(Answer {
         response: response.map(Full::new),
-        upstream_ms: (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
+        upstream_ms: (answer.elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
     })
+}
+
+/// What the client is told when the upstream gave no answer: 502 when no connection could be
+/// opened or the answer was unusable, 504 when none came in time, 503 when every allowed
+/// connection was busy. The log's `reason` names the cause ([`UpstreamError::reason`]).
+pub fn refusal(e: &UpstreamError) -> Reject {
+    let reason = e.reason();
+    match e {
+        UpstreamError::Timeout(_) => Reject::UpstreamTimeout,
+        UpstreamError::Busy => Reject::UpstreamBusy,
+        _ if e.is_connect() => Reject::UpstreamConnect { reason },
+        _ => Reject::Upstream { reason },
+    }
 }
 
 /// Origin form, as HTTP/1.1 sends it: base path + (rewrite or original path) + original query.
@@ -257,8 +127,8 @@ fn upstream_target(
     rewrite: Option<&str>,
 ) -> Result<String, Reject> {
     let path = rewrite.unwrap_or(original.path());
-    let mut target = String::with_capacity(upstream.base_path.len() + path.len() + 32);
-    target.push_str(&upstream.base_path);
+    let mut target = String::with_capacity(upstream.base_path().len() + path.len() + 32);
+    target.push_str(upstream.base_path());
     target.push_str(path);
     if let Some(query) = original.query() {
         target.push('?');

@@ -38,8 +38,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::IpAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
-use std::str::FromStr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -56,14 +55,11 @@ use thiserror::Error;
 
 use crate::ipset::normalize_ip;
 
-/// Default cap on buckets per route: 100 000 keys, about 4 MiB (see the benchmark notes).
-pub const DEFAULT_MAX_KEYS: NonZeroUsize = match NonZeroUsize::new(100_000) {
-    Some(n) => n,
-    None => NonZeroUsize::MIN,
+// The settings are plain config values; the limiter below is what they compile to.
+pub use crate::config::rate_limit::{
+    LimitKey, LimitKeyError, Rate, RateLimitSettings, SettingsError, DEFAULT_MAX_KEYS,
+    MAX_PER_SECOND,
 };
-
-/// Highest accepted `per_second`: one request per microsecond. Anything faster is a typo.
-pub const MAX_PER_SECOND: u32 = 1_000_000;
 
 /// `RateLimit-Policy` response header name.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -75,147 +71,28 @@ const POLICY_NAME: &str = "default";
 
 const SHARDS: usize = 32;
 
-/// The sustained rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Rate {
-    PerSecond(NonZeroU32),
-    PerMinute(NonZeroU32),
-}
-
-impl Rate {
-    /// Time for one request's worth of budget to come back.
-    pub fn interval(&self) -> Duration {
-        match *self {
-            Rate::PerSecond(n) => Duration::from_secs(1) / n.get(),
-            Rate::PerMinute(n) => Duration::from_secs(60) / n.get(),
-        }
-    }
-}
-
-/// What a route's requests are counted by.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum LimitKey {
-    /// The resolved client address; IPv6 collapsed to its /64.
-    ClientIp,
-    /// One bucket for the whole route.
-    Route,
-    /// The value of this request header; missing or empty: the client-IP key.
-    Header(HeaderName),
-}
-
-/// A `key:` value that is not `client_ip`, `route` or `header:NAME`.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum LimitKeyError {
-    #[error("rate_limit key {0:?}: expected client_ip, route or header:NAME")]
-    Unknown(String),
-    #[error("rate_limit key {0:?}: not a valid header name")]
-    BadHeaderName(String),
-}
-
-impl FromStr for LimitKey {
-    type Err = LimitKeyError;
-    /// `client_ip`, `route`, or `header:NAME` (header names are case-insensitive).
-    fn from_str(s: &str) -> Result<LimitKey, LimitKeyError> {
-        match s {
-            "client_ip" => Ok(LimitKey::ClientIp),
-            "route" => Ok(LimitKey::Route),
-            _ => match s.strip_prefix("header:") {
-                Some(name) => HeaderName::from_bytes(name.trim().as_bytes())
-                    .map(LimitKey::Header)
-                    .map_err(|_| LimitKeyError::BadHeaderName(s.to_string())),
-                None => Err(LimitKeyError::Unknown(s.to_string())),
-            },
-        }
-    }
-}
-
-impl fmt::Display for LimitKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LimitKey::ClientIp => f.write_str("client_ip"),
-            LimitKey::Route => f.write_str("route"),
-            LimitKey::Header(name) => write!(f, "header:{name}"),
-        }
-    }
-}
-
-/// Settings that cannot make a limiter.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum SettingsError {
-    #[error("rate_limit: per_second {0} is above the maximum of {MAX_PER_SECOND}")]
-    RateTooHigh(u32),
-}
-
-/// One route's `rate_limit:` block, validated. Equal settings mean an identical limiter, so a
-/// reload can keep the old one and its state.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RateLimitSettings {
-    rate: Rate,
-    burst: NonZeroU32,
-    key: LimitKey,
-    max_keys: NonZeroUsize,
-}
-
 impl RateLimitSettings {
-    /// Settings with [`DEFAULT_MAX_KEYS`]. Refuses rates above [`MAX_PER_SECOND`].
-    pub fn new(
-        rate: Rate,
-        burst: NonZeroU32,
-        key: LimitKey,
-    ) -> Result<RateLimitSettings, SettingsError> {
-        if let Rate::PerSecond(n) = rate {
-            if n.get() > MAX_PER_SECOND {
-                return Err(SettingsError::RateTooHigh(n.get()));
-            }
-        }
-        Ok(RateLimitSettings {
-            rate,
-            burst,
-            key,
-            max_keys: DEFAULT_MAX_KEYS,
-        })
-    }
-
-    /// The same settings with another cap on tracked keys.
-    pub fn with_max_keys(mut self, max_keys: NonZeroUsize) -> RateLimitSettings {
-        self.max_keys = max_keys;
-        self
-    }
-
-    pub fn rate(&self) -> Rate {
-        self.rate
-    }
-    pub fn burst(&self) -> NonZeroU32 {
-        self.burst
-    }
-    pub fn key(&self) -> &LimitKey {
-        &self.key
-    }
-    pub fn max_keys(&self) -> NonZeroUsize {
-        self.max_keys
-    }
-
     /// Whole seconds for an empty bucket to fill up again: `ceil(burst * interval)`, at least 1.
     /// This is the `w` of `RateLimit-Policy`.
     pub fn window_secs(&self) -> u64 {
-        ceil_secs(self.rate.interval().saturating_mul(self.burst.get())).max(1)
+        ceil_secs(self.rate().interval().saturating_mul(self.burst().get())).max(1)
     }
 
     /// The `RateLimit-Policy` value, e.g. `"default";q=100;w=2` for 50/s with a burst of 100.
     pub fn policy_header_value(&self) -> String {
         format!(
             "\"{POLICY_NAME}\";q={};w={}",
-            self.burst,
+            self.burst(),
             self.window_secs()
         )
     }
 
     fn quota(&self) -> Quota {
         // interval >= 1µs thanks to MAX_PER_SECOND, so with_period never sees zero.
-        let interval = self.rate.interval().max(Duration::from_nanos(1));
+        let interval = self.rate().interval().max(Duration::from_nanos(1));
         match Quota::with_period(interval) {
-            Some(q) => q.allow_burst(self.burst),
-            None => Quota::per_second(NonZeroU32::MIN).allow_burst(self.burst),
+            Some(q) => q.allow_burst(self.burst()),
+            None => Quota::per_second(NonZeroU32::MIN).allow_burst(self.burst()),
         }
     }
 }
@@ -277,7 +154,7 @@ impl RouteLimiter<DefaultClock> {
 impl<C: Clock> RouteLimiter<C> {
     /// A limiter on the given clock (tests use governor's `FakeRelativeClock`).
     pub fn with_clock(settings: RateLimitSettings, clock: C) -> RouteLimiter<C> {
-        let store = CappedStore::new(settings.max_keys.get());
+        let store = CappedStore::new(settings.max_keys().get());
         let limiter = RateLimiter::<BucketKey, CappedStore, C, StateInformationMiddleware>::new(
             settings.quota(),
             store,
@@ -336,16 +213,16 @@ impl<C: Clock> RouteLimiter<C> {
     /// True when the key cap is reached: new keys share the overflow bucket until
     /// `retain_recent` frees room. Worth a gauge or a log line.
     pub fn is_saturated(&self) -> bool {
-        self.limiter.len() >= self.settings.max_keys.get()
+        self.limiter.len() >= self.settings.max_keys().get()
     }
 
     fn reset_secs(&self, remaining: u32) -> u64 {
-        let owed = self.settings.burst.get().saturating_sub(remaining);
-        ceil_secs(self.settings.rate.interval().saturating_mul(owed))
+        let owed = self.settings.burst().get().saturating_sub(remaining);
+        ceil_secs(self.settings.rate().interval().saturating_mul(owed))
     }
 
     fn bucket_key(&self, client_ip: IpAddr, headers: &HeaderMap) -> BucketKey {
-        match &self.settings.key {
+        match self.settings.key() {
             LimitKey::Route => BucketKey::Route,
             LimitKey::ClientIp => ip_key(client_ip),
             LimitKey::Header(name) => {
@@ -526,6 +403,7 @@ mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
     use http::HeaderValue;
+    use std::num::NonZeroUsize;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -440,8 +440,7 @@ mod tests {
             verifier: None,
             replay_window: None,
             upstream: std::sync::Arc::new(
-                crate::pipeline::forward::Upstream::new(&upstream, 1, &Default::default(), None)
-                    .unwrap(),
+                crate::upstream::Upstream::new(&upstream, 1, &Default::default(), None).unwrap(),
             ),
             upstream_path: None,
             max_body: 1024,

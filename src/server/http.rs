@@ -16,7 +16,7 @@ use hyper_util::server::conn::auto;
 use super::deadlines::{self, Deadlines, ResponseBody, Tracker, Verdict, Watched};
 use crate::config::Limits;
 use crate::observe::metrics::{ConnectionClosedLabels, ListenerLabels};
-use crate::pipeline::{self, ConnInfo, Shared};
+use crate::pipeline::{self, reject, ConnInfo, Shared};
 
 /// hyper's HTTP/1 header count limit when none is set (`DEFAULT_MAX_HEADERS` in hyper).
 const HYPER_MAX_HEADERS: usize = 100;
@@ -82,7 +82,7 @@ pub async fn serve<I>(
         // is kilobytes, and tokio moves a task's future (and its output slot of the same size)
         // several times. `handle` is called inside the boxed block, so its future is built in
         // place there rather than on the stack and copied in.
-        let in_flight = pipeline::InFlight::enter(&shared.in_flight);
+        let in_flight = super::InFlight::enter(&shared.in_flight);
         let (task_conn, task_shared) = (Arc::clone(&conn), Arc::clone(&shared));
         let task = tokio::spawn(Box::pin(async move {
             let _in_flight = in_flight;
@@ -148,9 +148,9 @@ pub async fn serve<I>(
             result = connection.as_mut() => {
                 if let Err(error) = result {
                     let error = error.as_ref();
-                    if let Some(refusal) = pipeline::RefusedHead::from_error(error) {
+                    if let Some(refusal) = reject::RefusedHead::from_error(error) {
                         pipeline::log_refused_head(&shared_for_errors, &conn_for_errors, refusal);
-                    } else if is_protocol_error(error) {
+                    } else if reject::is_protocol_error(error) {
                         count_protocol_error(&shared_for_errors, &conn_for_errors, error);
                     }
                 }
@@ -204,27 +204,6 @@ fn count_closed(shared: &Shared, conn: &ConnInfo, reason: &'static str) {
             "reason": reason,
         }),
     );
-}
-
-/// A connection error that is neither a refused request head (logged as a request) nor the
-/// client going away: what is left are protocol violations, among them the abuse hyper's HTTP/2
-/// layer answers with GOAWAY(ENHANCE_YOUR_CALM), such as rapid resets and endless header blocks.
-fn is_protocol_error(error: &(dyn std::error::Error + 'static)) -> bool {
-    let Some(hyper_error) = error.downcast_ref::<hyper::Error>() else {
-        return false;
-    };
-    let leaving_or_ours = hyper_error.is_parse()
-        || hyper_error.is_timeout()
-        || hyper_error.is_incomplete_message()
-        || hyper_error.is_canceled()
-        || hyper_error.is_closed()
-        || hyper_error.is_user()
-        || hyper_error.is_body_write_aborted()
-        || hyper_error.is_shutdown();
-    // An I/O error anywhere in the chain is the network or a client that hung up.
-    let io =
-        std::iter::successors(error.source(), |e| e.source()).any(|e| e.is::<std::io::Error>());
-    !leaving_or_ours && !io
 }
 
 /// One count and one event line per connection closed for a protocol error: no request was

@@ -179,14 +179,13 @@ async fn serve_connection(
         .await;
         return;
     };
-    let handshake = tokio::time::timeout(
-        setup.limits.handshake_timeout,
-        TlsAcceptor::from(tls).accept(stream),
-    )
-    .await;
+    // Fallible, and polled by reference: a failed or timed-out handshake gives the socket back,
+    // so the failure is counted before the peer sees the close.
+    let mut accept = TlsAcceptor::from(tls).accept(stream).into_fallible();
+    let handshake = tokio::time::timeout(setup.limits.handshake_timeout, &mut accept).await;
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
-        Ok(Err(_)) | Err(_) => {
+        failed => {
             shared
                 .metrics
                 .tls_handshake_failures
@@ -194,9 +193,15 @@ async fn serve_connection(
                     listener: setup.name.to_string(),
                 })
                 .inc();
+            drop(failed);
+            drop(accept);
             return;
         }
     };
+    if stream.get_ref().1.alpn_protocol() == Some(super::tls::ACME_TLS_ALPN) {
+        // A TLS-ALPN-01 validation: the handshake was the whole answer (RFC 8737 section 3).
+        return;
+    }
     let tls_version = super::tls::version_name(stream.get_ref().1.protocol_version());
     let conn = Arc::new(ConnInfo {
         listener: setup.name,

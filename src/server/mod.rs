@@ -1,6 +1,7 @@
 //! Starts and stops the gateway: binds every listener and the admin endpoint, runs their accept
 //! loops, applies reloads and drains on shutdown. The request path itself lives in `pipeline`.
 
+pub mod acme;
 pub mod config_watch;
 pub mod deadlines;
 pub mod http;
@@ -38,8 +39,10 @@ pub enum StartError {
     },
     #[error("listener {name}: TLS setup failed: {source}")]
     Tls { name: String, source: rustls::Error },
+    #[error("listener {name}: ACME setup failed: {why}")]
+    Acme { name: String, why: String },
     #[error("{0}")]
-    Upstream(#[from] crate::pipeline::forward::UpstreamBuildError),
+    Upstream(#[from] crate::upstream::UpstreamBuildError),
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
     #[error("{0}")]
@@ -48,6 +51,22 @@ pub enum StartError {
     SpoolStart(#[from] crate::delivery::spool::SpoolError),
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
+}
+
+/// Counts one request in [`Shared::in_flight`](crate::pipeline::Shared::in_flight) for as long as it lives, panics included.
+pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    pub fn enter(counter: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(Arc::clone(counter))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A running gateway.
@@ -66,6 +85,8 @@ struct Running {
     config: ListenerConfig,
     addr: SocketAddr,
     tls: Option<Arc<ArcSwap<ServerConfig>>>,
+    /// The listener's ACME certificates, kept across reloads.
+    acme: Option<Arc<acme::AcmeSlot>>,
     slots: Arc<Semaphore>,
     max_connections: usize,
     task: JoinHandle<()>,
@@ -109,18 +130,30 @@ impl Gateway {
                     addr: l.bind,
                     source,
                 })?;
+            let acme = match l.tls.as_ref().and_then(|t| t.acme.as_ref()) {
+                None => None,
+                Some(acme) => Some(Arc::new(acme::AcmeSlot::new(acme).map_err(|why| {
+                    StartError::Acme {
+                        name: l.name.clone(),
+                        why,
+                    }
+                })?)),
+            };
             let tls = match &l.tls {
                 None => None,
-                Some(material) => {
-                    let tls = tls::server_config(material).map_err(|source| StartError::Tls {
-                        name: l.name.clone(),
-                        source,
-                    })?;
-                    record_cert_expiry(&shared.metrics, &l.name, material);
+                Some(config) => {
+                    let tls =
+                        tls::build(config, acme.clone()).map_err(|source| StartError::Tls {
+                            name: l.name.clone(),
+                            source,
+                        })?;
+                    shared
+                        .metrics
+                        .set_cert_expiries(&l.name, &tls::expiries(config));
                     Some(Arc::new(ArcSwap::new(tls)))
                 }
             };
-            bound.push((l.clone(), socket, tls));
+            bound.push((l.clone(), socket, tls, acme));
         }
         let admin_socket = match config.admin {
             None => None,
@@ -136,7 +169,7 @@ impl Gateway {
         };
 
         let mut listeners = Vec::new();
-        for (listener_config, socket, tls) in bound {
+        for (listener_config, socket, tls, acme) in bound {
             let addr = socket.local_addr().map_err(|source| StartError::Bind {
                 name: listener_config.name.clone(),
                 addr: listener_config.bind,
@@ -163,10 +196,25 @@ impl Gateway {
                     "listener": listener_config.name, "addr": addr.to_string(), "tls": tls.is_some(),
                 }),
             );
+            if let (Some(slot), Some(acme_config)) = (
+                &acme,
+                listener_config.tls.as_ref().and_then(|t| t.acme.as_ref()),
+            ) {
+                // Orders in the background: the listener serves its other certificates, or a
+                // placeholder, until the first one is issued.
+                tokio::spawn(acme::run(
+                    listener_config.name.clone(),
+                    acme_config.clone(),
+                    Arc::clone(slot),
+                    Arc::clone(&shared),
+                    shutdown.subscribe(),
+                ));
+            }
             listeners.push(Running {
                 config: listener_config,
                 addr,
                 tls,
+                acme,
                 slots,
                 max_connections: config.limits.max_connections,
                 task,
@@ -253,11 +301,22 @@ impl Gateway {
                 .find(|l| l.name == running.config.name);
             match (new, &running.tls) {
                 (Some(new), Some(slot)) if new.bind == running.config.bind => match &new.tls {
-                    Some(material) => certificates.push((
-                        slot,
-                        tls::server_config(material).map_err(|e| e.to_string())?,
-                        (&new.name, material),
-                    )),
+                    Some(tls_config) => {
+                        let old_acme = running.config.tls.as_ref().and_then(|t| t.acme.as_ref());
+                        if tls_config.acme.as_ref() != old_acme {
+                            event(
+                                "warn",
+                                "acme changes need a restart",
+                                serde_json::json!({"listener": new.name}),
+                            );
+                        }
+                        certificates.push((
+                            slot,
+                            tls::build(tls_config, running.acme.clone())
+                                .map_err(|e| e.to_string())?,
+                            (&new.name, tls_config),
+                        ))
+                    }
                     None => {
                         return Err(format!(
                             "listener {}: switching TLS off needs a restart",
@@ -273,9 +332,11 @@ impl Gateway {
                 ),
             }
         }
-        for (slot, tls, (listener, material)) in certificates {
+        for (slot, tls, (listener, tls_config)) in certificates {
             slot.store(tls);
-            record_cert_expiry(&self.shared.metrics, listener, material);
+            self.shared
+                .metrics
+                .set_cert_expiries(listener, &tls::expiries(tls_config));
         }
         let removed: Vec<Arc<str>> = previous
             .routes
@@ -361,11 +422,4 @@ fn start_workers(count: usize, access_log: &AccessLog) -> std::io::Result<Arc<Wo
 /// Resolves once shutdown has begun.
 pub async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// Sets `hookgate_tls_cert_not_after_timestamp_seconds` for the certificate `listener` serves.
-fn record_cert_expiry(metrics: &Metrics, listener: &str, material: &crate::config::TlsMaterial) {
-    if let Some(not_after) = tls::not_after(material) {
-        metrics.set_cert_expiry(listener, not_after);
-    }
 }

@@ -1,11 +1,10 @@
 //! The threads that serve requests. Each worker is one OS thread running a single-threaded tokio
 //! runtime. An accepted connection is handed to one worker and stays there for its whole life,
-//! with its requests and the pooled upstream connections they use (`forward` keeps one pool per
+//! with its requests and the pooled upstream connections they use (`upstream` keeps one idle list per
 //! worker): nothing on the request path wakes another thread. This is nginx's worker model
 //! inside one process. Against tokio's work-stealing pool it cut CPU per request by about a
 //! fifth on the 2-core bench machine, mostly futex and cross-core wake-ups (bench/README).
 
-use std::cell::Cell;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,15 +12,6 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
-
-thread_local! {
-    static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-/// The index of the worker the calling thread is, if it is one.
-pub fn current() -> Option<usize> {
-    INDEX.get()
-}
 
 pub struct Workers {
     handles: Vec<Handle>,
@@ -50,7 +40,8 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("hookgate-worker-{index}"))
                 .spawn(move || {
-                    INDEX.set(Some(index));
+                    // Its own idle list in every upstream pool.
+                    crate::upstream::bind_worker(index);
                     on_start();
                     // Serves every task spawned onto this runtime until told to stop, or until
                     // the gateway is dropped.

@@ -525,3 +525,172 @@ pub fn python_venv(name: &str, requirements: &str) -> PathBuf {
     std::fs::write(&stamp, requirements).unwrap();
     venv
 }
+
+/// A leaf for `names` signed by the test CA, written as `<stem>.crt` (leaf + CA) and
+/// `<stem>.key` in the CA's folder: ECDSA P-256, or RSA 2048 (made by `openssl`, as ring cannot
+/// generate RSA keys). Returns the two paths and the leaf's DER.
+pub fn write_named_leaf(
+    certs: &TestCerts,
+    stem: &str,
+    names: &[&str],
+    rsa: bool,
+) -> (PathBuf, PathBuf, Vec<u8>) {
+    let leaf_key = if rsa {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ])
+            .output()
+            .expect("openssl genpkey");
+        assert!(out.status.success(), "openssl genpkey failed");
+        rcgen::KeyPair::from_pem_and_sign_algo(
+            std::str::from_utf8(&out.stdout).unwrap(),
+            &rcgen::PKCS_RSA_SHA256,
+        )
+        .unwrap()
+    } else {
+        rcgen::KeyPair::generate().unwrap()
+    };
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, names[0]);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(60);
+    let leaf = params.signed_by(&leaf_key, &certs.issuer).unwrap();
+    let cert_path = certs.dir.path().join(format!("{stem}.crt"));
+    let key_path = certs.dir.path().join(format!("{stem}.key"));
+    std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
+    let tmp = certs.dir.path().join(format!("{stem}.crt.tmp"));
+    std::fs::write(&tmp, format!("{}{}", leaf.pem(), certs.ca_pem)).unwrap();
+    std::fs::rename(&tmp, &cert_path).unwrap();
+    (cert_path, key_path, leaf.der().to_vec())
+}
+
+/// Accepts any server certificate, offering only the signature schemes given (all of ring's
+/// when empty): for tests that look at which certificate a server picks.
+#[derive(Debug)]
+struct AnyCertificate(Vec<rustls::SignatureScheme>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        if self.0.is_empty() {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        } else {
+            self.0.clone()
+        }
+    }
+}
+
+/// The leaf DER a TLS server presents to a client sending SNI `sni` (none when `None`) and
+/// offering only `schemes` (all when empty). Verifies nothing: it looks.
+pub async fn presented_for(
+    addr: SocketAddr,
+    sni: Option<&str>,
+    schemes: &[rustls::SignatureScheme],
+) -> Vec<u8> {
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyCertificate(schemes.to_vec())))
+    .with_no_client_auth();
+    config.enable_sni = sni.is_some();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from(sni.unwrap_or("localhost"))
+        .unwrap()
+        .to_owned();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// An HTTP/1.1 client trusting the roots in `ca_pem`; with `fresh`, every request opens a new
+/// connection (so a new handshake sees the certificate served now).
+pub fn client_trusting(ca_pem: &str, fresh: bool) -> TestClient {
+    let mut builder = Client::builder(TokioExecutor::new());
+    if fresh {
+        builder.pool_max_idle_per_host(0);
+    }
+    builder.build(tls_connector(ca_pem, false))
+}
+
+/// A port on 127.0.0.1 that was free a moment ago, for servers that must be told their port
+/// before they start.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// sslyze (pinned, in `target/sslyze-venv`) with the test CA `ca_pem` added to its trust
+/// stores; returns the sslyze binary. The same as tests/tls_posture.rs does for itself.
+pub fn sslyze_with_ca(ca_pem: &str) -> PathBuf {
+    let venv = python_venv("sslyze-venv", "sslyze==6.3.1");
+    let stores = std::fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|python| {
+            python
+                .path()
+                .join("site-packages/sslyze/plugins/certificate_info/trust_stores/pem_files")
+        })
+        .find(|p| p.exists())
+        .expect("sslyze trust stores");
+    for store in std::fs::read_dir(stores)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+    {
+        if store.extension().is_some_and(|e| e == "pem") {
+            let shipped = store.with_extension("pem.shipped");
+            if !shipped.exists() {
+                std::fs::copy(&store, &shipped).unwrap();
+            }
+            let pem = std::fs::read_to_string(&shipped).unwrap();
+            std::fs::write(&store, format!("{pem}\n{ca_pem}")).unwrap();
+        }
+    }
+    venv.join("bin/sslyze")
+}

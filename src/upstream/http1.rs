@@ -38,13 +38,16 @@ pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Why an exchange failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ExchangeError {
     /// The connection broke or closed before the whole response was read.
+    #[error("the connection broke or closed before the whole response was read")]
     Broken,
     /// The response is not HTTP/1.1 as an upstream may send it.
+    #[error("the response is not valid HTTP/1.1")]
     Malformed,
     /// The response body is larger than the upstream's `max_response`.
+    #[error("the response body is larger than max_response")]
     TooLarge,
 }
 

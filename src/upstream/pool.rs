@@ -7,7 +7,10 @@
 //! The connections open to one upstream, idle or busy, on all workers together, are capped
 //! (`max_connections`): each holds a permit of one semaphore. A request that needs a new
 //! connection when none is left first closes an idle one of another worker, else waits briefly
-//! for a permit, else gives up with [`SendError::Busy`] (503). It never opens one more.
+//! for a permit, else gives up with [`UpstreamError::Busy`] (503). It never opens one more.
+//!
+//! Which list a thread uses is set once by the thread itself ([`bind_worker`]): the server's
+//! workers each bind their index; every other thread shares the last list.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,17 +24,18 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 
-use super::upstream_http1::{Connection, ExchangeError};
+use super::http1::Connection;
+use super::UpstreamError;
 
-/// Why an exchange failed, as far as the pool can tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendError {
-    /// No connection could be opened (TCP connect or TLS handshake failed or timed out).
-    Connect,
-    /// The request was written, or begun, and the exchange failed.
-    Exchange(ExchangeError),
-    /// Every connection the cap allows is busy, and none came free within the wait.
-    Busy,
+thread_local! {
+    /// The idle list this thread uses, when it is a worker of the request path.
+    static WORKER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes the calling thread use idle list `index` of every pool (the server's worker threads
+/// call it once, at start). Threads that never call it share the last list.
+pub fn bind_worker(index: usize) {
+    WORKER.set(Some(index));
 }
 
 /// The cap on an upstream's open connections and what it counts.
@@ -41,7 +45,7 @@ pub struct ConnectionCap {
     pub permits: Arc<Semaphore>,
     /// The most permits there are.
     pub max: usize,
-    /// How long a request waits for a permit before [`SendError::Busy`].
+    /// How long a request waits for a permit before [`UpstreamError::Busy`].
     pub wait: Duration,
     /// `hookgate_upstream_connection_waits_total{upstream}`
     pub waits: Counter,
@@ -102,7 +106,7 @@ impl Pool {
         (&self.cap.permits, self.cap.max)
     }
 
-    /// Sends a request (a head from `upstream_http1::RequestHead`, then `body`) and reads the
+    /// Sends a request (a head from `http1::RequestHead`, then `body`) and reads the
     /// whole response, of at most `max_response` body bytes.
     pub async fn send(
         &self,
@@ -110,7 +114,7 @@ impl Pool {
         body: &[Bytes],
         method: &Method,
         max_response: usize,
-    ) -> Result<Response<Bytes>, SendError> {
+    ) -> Result<Response<Bytes>, UpstreamError> {
         // An idle connection the upstream has closed in the meantime is dropped before a byte
         // is written; the request then goes out on the next one, or on a new one.
         let (mut connection, permit) = loop {
@@ -131,7 +135,7 @@ impl Pool {
         let answer = connection
             .exchange(head, body, method, max_response)
             .await
-            .map_err(SendError::Exchange)?;
+            .map_err(UpstreamError::Exchange)?;
         if answer.reusable {
             self.release(connection, permit);
         }
@@ -140,7 +144,7 @@ impl Pool {
 
     /// A permit to open one more connection: at once when the cap allows, else by closing an
     /// idle connection of another worker, else after waiting up to the cap's wait.
-    async fn permit(&self) -> Result<OwnedSemaphorePermit, SendError> {
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, UpstreamError> {
         if let Ok(permit) = Arc::clone(&self.cap.permits).try_acquire_owned() {
             return Ok(permit);
         }
@@ -158,7 +162,7 @@ impl Pool {
             Ok(Ok(permit)) => Ok(permit),
             _ => {
                 self.cap.refused.inc();
-                Err(SendError::Busy)
+                Err(UpstreamError::Busy)
             }
         }
     }
@@ -213,16 +217,21 @@ impl Pool {
 
     fn local(&self) -> MutexGuard<'_, Vec<Idle>> {
         let last = self.idle.len() - 1;
-        let index = crate::server::workers::current().map_or(last, |i| i.min(last));
+        let index = WORKER.get().map_or(last, |i| i.min(last));
         lock(&self.idle[index])
     }
 
-    async fn connect(&self) -> Result<Connection, SendError> {
+    /// Opens a connection (TCP, then TLS for https) within the connect timeout, keeping what
+    /// went wrong: a refused port, another connect failure, or the TLS handshake.
+    async fn connect(&self) -> Result<Connection, UpstreamError> {
         let target = &self.target;
         let opened = async {
             let tcp = TcpStream::connect((target.host.as_str(), target.port))
                 .await
-                .map_err(|_| SendError::Connect)?;
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::ConnectionRefused => UpstreamError::ConnectRefused(e),
+                    _ => UpstreamError::Connect(e),
+                })?;
             let _ = tcp.set_nodelay(true);
             match &target.tls {
                 None => Ok(Connection::new(Box::new(tcp))),
@@ -230,12 +239,12 @@ impl Pool {
                     .connect(name.clone(), tcp)
                     .await
                     .map(|tls| Connection::new(Box::new(tls)))
-                    .map_err(|_| SendError::Connect),
+                    .map_err(UpstreamError::Tls),
             }
         };
         tokio::time::timeout(target.connect_timeout, opened)
             .await
-            .map_err(|_| SendError::Connect)?
+            .map_err(|_| UpstreamError::ConnectTimeout)?
     }
 }
 
