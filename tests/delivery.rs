@@ -760,8 +760,8 @@ async fn sigterm_mid_delivery_exits_within_the_drain_and_the_restart_delivers_th
         .await;
     let stopped_at = Instant::now();
     let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
+    assert!(std::process::Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
         .status()
         .unwrap()
         .success());
