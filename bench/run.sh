@@ -345,7 +345,8 @@ EOF
 }
 
 # hookgate with its full policy on the route. $1: small | routes | cidrs, or, to see where the
-# cost goes: bare (no verify, allowlist or rate limit) | nolog (bare, and access_log: off)
+# cost goes: bare (no verify, allowlist or rate limit) | nolog (bare, and access_log: off);
+# queue: small with `delivery: queue` (answered after the spool's fsync'd commit, issue 16)
 write_hookgate_config() {
     local variant=$1 conf=$WORK/hookgate-$1.yaml
     python3 - "$variant" "$conf" "$WORK" "$SECRET" "$BACKEND_HTTP" "$HG_HTTP" "$HG_TLS" "$HG_ADMIN" <<'PY'
@@ -368,6 +369,7 @@ if variant == "cidrs":
 if variant == "routes":
     extra_routes = [f"/hooks/r{i:05d}" for i in range(9_999)]  # bench route is the 10 000th
 policy = variant not in ("bare", "nolog")
+queue = variant == "queue"  # durable delivery: answered after the spool commit (issue 16)
 with open(conf, "w") as f:
     f.write(f"""listeners:
   - name: public
@@ -381,6 +383,7 @@ limits:
   max_body: 2MiB
   drain_timeout: 2s{chr(10) + "  worker_threads: 1" if variant == "1thread" else ""}
 access_log: {"off" if variant == "nolog" else work + "/hookgate-access.log"}
+{f"spool: {{ path: {work}/spool, max_bytes: 8GiB }}" if queue else ""}
 upstreams:
   backend:
     url: http://127.0.0.1:{backend}
@@ -395,6 +398,8 @@ routes:
     upstream: backend
     upstream_path: /internal/github
 """)
+    if queue:
+        f.write("    delivery: queue\n")
     if policy:
         f.write(f"""    allow_ips: [{", ".join(allow)}]
     rate_limit: {{ per_second: 1000000, burst: 1000000, key: route }}
@@ -446,7 +451,7 @@ start_hookgate() { # variant
 check_hookgate_outcomes() {
     curl -fs "http://127.0.0.1:$HG_ADMIN/metrics" | awk '
         /^hookgate_requests_total\{/ {
-            if ($0 ~ /outcome="forwarded"/ && $0 ~ /code="200"/) ok += $NF; else bad += $NF }
+            if (($0 ~ /outcome="forwarded"/ || $0 ~ /outcome="queued"/) && $0 ~ /code="200"/) ok += $NF; else bad += $NF }
         END { printf "%d %d\n", ok, bad }'
 }
 

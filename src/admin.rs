@@ -1,5 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process answers) and
-//! `/readyz` (it takes traffic; 503 while draining). Plain HTTP/1.1, meant for a private
+//! `/readyz` (it takes traffic; 503 while draining), and the durable-delivery queue
+//! (`GET /queue/events[/ID]`, `POST /queue/replay`, `POST /queue/purge`; bearer `admin.token`
+//! when set, see `delivery::ops`). Plain HTTP/1.1, meant for a private
 //! address. It never serves webhook routes and never shows config or secrets. It also runs the
 //! periodic housekeeping that metrics report on (rate-limit bucket pruning).
 
@@ -31,9 +33,24 @@ pub async fn serve(socket: TcpListener, shared: Arc<Shared>) {
         };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let response = answer(&request, &shared);
-                async move { Ok::<_, Infallible>(response) }
+            let service = service_fn(move |request: Request<Incoming>| {
+                let shared = Arc::clone(&shared);
+                async move {
+                    let path = request.uri().path();
+                    let response = if path == "/queue" || path.starts_with("/queue/") {
+                        crate::delivery::ops::admin(
+                            shared.delivery.as_ref(),
+                            request.method(),
+                            path,
+                            request.uri().query(),
+                            request.headers(),
+                        )
+                        .await
+                    } else {
+                        answer(&request, &shared)
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -65,6 +82,9 @@ fn answer(request: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>>
     }
     match request.uri().path() {
         "/metrics" => {
+            if let Some(delivery) = &shared.delivery {
+                delivery.refresh_gauges();
+            }
             // Prometheus asks for OpenMetrics in Accept; everything else gets the classic format.
             let wants_openmetrics = request
                 .headers()

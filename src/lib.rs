@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod delivery;
 pub mod demo;
 pub mod ip_feeds;
 pub mod ipset;

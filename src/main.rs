@@ -65,6 +65,29 @@ enum Command {
         #[arg(long)]
         body: Option<PathBuf>,
     },
+    /// Inspect and act on the durable-delivery spool: ls, show, replay, purge. With the gateway
+    /// stopped this opens the spool itself; while it runs (it holds the spool's lock) the
+    /// command goes through the admin listener, with `admin.token` when set.
+    Queue {
+        /// ls | show | replay | purge
+        #[arg(value_parser = ["ls", "show", "replay", "purge"])]
+        action: String,
+        #[arg(short, long, default_value = "gateway.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        route: Option<String>,
+        /// pending | dead | delivered
+        #[arg(long)]
+        state: Option<String>,
+        /// Received since: an RFC 3339 time or a duration back from now (`1h`).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+        /// Most events to list.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
     /// Print the version.
     Version,
     /// Print the JSON Schema of gateway.yaml (committed as gateway.schema.json), for editors:
@@ -102,6 +125,31 @@ fn main() -> ExitCode {
             route,
             body,
         } => sign(&config, &route, body.as_deref()),
+        Command::Queue {
+            action,
+            config,
+            route,
+            state,
+            since,
+            id,
+            limit,
+        } => {
+            let mut pairs = Vec::new();
+            for (key, value) in [
+                ("route", route),
+                ("state", state),
+                ("since", since),
+                ("id", id),
+            ] {
+                if let Some(value) = value {
+                    pairs.push((key, value));
+                }
+            }
+            if let Some(limit) = limit {
+                pairs.push(("limit", limit.to_string()));
+            }
+            queue(&config, &action, &pairs)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -214,6 +262,80 @@ fn sign(path: &Path, route_name: &str, body_file: Option<&Path>) -> anyhow::Resu
     }
     println!("{curl}");
     Ok(())
+}
+
+fn queue(path: &Path, action: &str, pairs: &[(&str, String)]) -> anyhow::Result<()> {
+    use hookgate::delivery::{ops, spool::SpoolError};
+    let config = config::load(path)?;
+    let spool = config
+        .delivery
+        .spool
+        .as_ref()
+        .with_context(|| format!("{}: no spool: block", path.display()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let (filter, limit) = ops::parse_filter(pairs.iter().map(|(k, v)| (*k, v.as_str())), now)
+        .map_err(anyhow::Error::msg)?;
+    if (action == "show") && filter.id.is_none() {
+        anyhow::bail!("show needs --id");
+    }
+    if action == "purge" && pairs.is_empty() {
+        anyhow::bail!("purge needs a filter (--state, --route, --id or --since)");
+    }
+    match ops::offline(&spool.path, action, &filter, limit) {
+        Ok(answer) => {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
+        Err(SpoolError::Locked) => queue_via_admin(&config, action, pairs, filter.id.as_deref()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The running gateway's admin listener does what `hookgate queue` asks.
+fn queue_via_admin(
+    config: &config::Config,
+    action: &str,
+    pairs: &[(&str, String)],
+    id: Option<&str>,
+) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let admin = config
+        .admin
+        .context("the gateway holds the spool and has no admin listener to ask")?;
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+        .finish();
+    let (method, target) = match action {
+        "ls" => ("GET", format!("/queue/events?{query}")),
+        "show" => ("GET", format!("/queue/events/{}", id.unwrap_or(""))),
+        "replay" => ("POST", format!("/queue/replay?{query}")),
+        _ => ("POST", format!("/queue/purge?{query}")),
+    };
+    let mut request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    if let Some(token) = &config.delivery.admin_token {
+        request.push_str(&format!("Authorization: Bearer {}\r\n", token.0));
+    }
+    request.push_str("\r\n");
+    let mut stream =
+        std::net::TcpStream::connect(admin).with_context(|| format!("admin listener {admin}"))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    stream.write_all(request.as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let ok = head.starts_with("HTTP/1.1 2");
+    let body: serde_json::Value =
+        serde_json::from_str(body.trim()).unwrap_or(serde_json::json!(body));
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    if ok {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", head.lines().next().unwrap_or("no answer"))
+    }
 }
 
 fn demo(path: &Path, echo: SocketAddr) -> anyhow::Result<()> {

@@ -90,6 +90,7 @@ impl InMemory {
             replay: Arc::new(MemoryReplayStore::new(100)),
             draining: Default::default(),
             in_flight: Default::default(),
+            delivery: None,
         });
         let peer: SocketAddr = "192.0.2.7:50000".parse().unwrap();
         let conn = Arc::new(ConnInfo {

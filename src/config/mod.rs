@@ -61,6 +61,77 @@ pub struct Config {
     pub access_log: LogTarget,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Durable delivery: the spool, queue routes and per-upstream retry policy.
+    pub delivery: DeliveryConfig,
+}
+
+/// Everything durable delivery reads from the config (`spool:`, `admin.token`, routes'
+/// `delivery: queue` and `ack_status`, `upstreams.*.delivery`), kept apart from the request
+/// path's types so `delivery/` is built from this alone.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryConfig {
+    pub spool: Option<SpoolConfig>,
+    /// Queue routes by name: the status each acknowledges with.
+    pub queue_routes: std::collections::HashMap<String, QueueRoute>,
+    /// Every upstream's delivery policy (defaults when it has no `delivery:` block), by name.
+    pub upstreams: std::collections::HashMap<String, DeliverySettings>,
+    /// `admin.token`: required as `Authorization: Bearer ...` on `/queue/...` when set.
+    pub admin_token: Option<AdminToken>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// The spool's folder (the database file is `spool.redb` inside it).
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    /// Delivered and dead events are removed this long after their last change.
+    pub retention: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRoute {
+    /// The route's upstream, by name.
+    pub upstream: String,
+    pub ack_status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySettings {
+    pub max_attempts: u32,
+    pub max_age: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub concurrency: usize,
+    pub non_retryable: Vec<u16>,
+    pub breaker_failure_percent: u32,
+    pub breaker_window: u32,
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            max_attempts: 20,
+            max_age: Duration::from_secs(72 * 3600),
+            backoff_initial: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(3600),
+            concurrency: 8,
+            non_retryable: vec![400, 410, 413, 422],
+            breaker_failure_percent: 50,
+            breaker_window: 20,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A secret that must never reach a log: `Debug` prints its length only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AdminToken(<{} bytes>)", self.0.len())
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -35,6 +35,8 @@ pub struct RawConfig {
     /// `stdout` (default), `off`, or a file path: one JSON line per request.
     #[schemars(with = "Option<String>")]
     pub access_log: Option<Text>,
+    /// Durable delivery's store, for routes with `delivery: queue`.
+    pub spool: Option<RawSpool>,
     /// The backends routes forward to, by name.
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
@@ -169,6 +171,65 @@ pub struct RawAdmin {
     /// Address and port of the admin listener, e.g. `127.0.0.1:9090`.
     #[schemars(with = "String")]
     pub bind: Text,
+    /// Bearer token the admin listener asks of requests that read or change the queue.
+    #[schemars(with = "Option<String>")]
+    pub token: Option<Text>,
+}
+
+/// Durable delivery's store (routes with `delivery: queue`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpool {
+    /// Directory of the spool file, relative to this file; created 0700.
+    #[schemars(with = "String")]
+    pub path: Text,
+    /// Largest spool; past it intake answers 503 with Retry-After (default `1GiB`).
+    #[schemars(with = "Option<RawSize>")]
+    pub max_bytes: Option<Spanned<RawSize>>,
+    /// How long delivered and dead events are kept (default `7d`).
+    #[schemars(with = "Option<String>")]
+    pub retention: Option<Text>,
+}
+
+/// `upstreams.NAME.delivery`: how queued events are delivered to this upstream.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    /// Attempts before an event is dead.
+    #[schemars(with = "Option<u64>")]
+    pub max_attempts: Option<Spanned<u64>>,
+    /// Age after which an undelivered event is dead, e.g. `72h`.
+    #[schemars(with = "Option<String>")]
+    pub max_age: Option<Text>,
+    /// Capped exponential backoff between attempts.
+    pub backoff: Option<RawBackoff>,
+    /// Attempts in flight to this upstream at once.
+    #[schemars(with = "Option<u64>")]
+    pub concurrency: Option<Spanned<u64>>,
+    /// Statuses that make an event dead at once (default 400, 410, 413, 422).
+    #[schemars(with = "Option<Vec<u16>>")]
+    pub non_retryable: Option<Spanned<Vec<u16>>>,
+    /// Circuit breaker: open after this share of failed attempts (0-100) over `breaker_window`.
+    #[schemars(with = "Option<u64>")]
+    pub breaker_failure_percent: Option<Spanned<u64>>,
+    /// The most recent attempts the breaker judges (it needs at least half of them).
+    #[schemars(with = "Option<u64>")]
+    pub breaker_window: Option<Spanned<u64>>,
+    /// How long an open breaker waits before one probe attempt.
+    #[schemars(with = "Option<String>")]
+    pub breaker_cooldown: Option<Text>,
+}
+
+/// Backoff bounds, e.g. `{ initial: 5s, max: 1h }`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackoff {
+    /// Wait before the first retry.
+    #[schemars(with = "Option<String>")]
+    pub initial: Option<Text>,
+    /// Longest wait between attempts.
+    #[schemars(with = "Option<String>")]
+    pub max: Option<Text>,
 }
 
 /// A size may be written as a number of bytes or as text with a unit.
@@ -249,6 +310,8 @@ pub struct RawUpstream {
     /// Open connections to this upstream, over all worker threads.
     #[schemars(with = "Option<u64>")]
     pub max_connections: Option<Spanned<u64>>,
+    /// How queued events are delivered to this upstream (routes with `delivery: queue`).
+    pub delivery: Option<RawDelivery>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -286,4 +349,10 @@ pub struct RawRoute {
     /// How long a delivered event id is remembered (`24h` default, `off` to disable).
     #[schemars(with = "Option<String>")]
     pub replay_window: Option<Text>,
+    /// `direct` (default) or `queue`: answered once durable in the spool, delivered with retries.
+    #[schemars(with = "Option<String>")]
+    pub delivery: Option<Text>,
+    /// The status a queued event is acknowledged with (default 200).
+    #[schemars(with = "Option<u16>")]
+    pub ack_status: Option<Spanned<u16>>,
 }

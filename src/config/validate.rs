@@ -13,6 +13,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_saphyr::{Location, Spanned};
 
+mod delivery;
+
 use super::rate_limit::{LimitKey, Rate, RateLimitSettings};
 use super::raw::{
     RawAcme, RawClientIp, RawConfig, RawIpSet, RawLimits, RawRateLimit, RawRoute, RawSize, RawTls,
@@ -373,6 +375,8 @@ pub fn validate(
         ));
     }
 
+    let delivery = delivery::delivery(&ctx, &raw)?;
+
     let mut files = ctx.files.take();
     if let LogTarget::File(log) = &access_log {
         files.retain(|f| f != log);
@@ -390,6 +394,7 @@ pub fn validate(
         access_log,
         upstreams,
         routes,
+        delivery,
     })
 }
 

@@ -36,6 +36,12 @@ pub enum Outcome {
     UpstreamError,
     /// Every connection the upstream may have is busy and none freed up in time.
     UpstreamBusy,
+    /// A `delivery: queue` route's event is in the spool (issue 16).
+    Queued,
+    /// The spool is at `spool.max_bytes`.
+    SpoolFull,
+    /// A spool commit failed: nothing is acknowledged until a restart.
+    SpoolError,
     Internal,
 }
 
@@ -58,6 +64,9 @@ impl Outcome {
             Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::UpstreamError => "upstream_error",
             Outcome::UpstreamBusy => "upstream_busy",
+            Outcome::Queued => "queued",
+            Outcome::SpoolFull => "spool_full",
+            Outcome::SpoolError => "spool_error",
             Outcome::Internal => "internal_error",
         }
     }

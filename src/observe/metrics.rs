@@ -182,6 +182,8 @@ pub struct Metrics {
     pub upstream_connection_waits: Family<UpstreamLabels, Counter>,
     /// Requests that waited in vain and got 503.
     pub upstream_connections_refused: Family<UpstreamLabels, Counter>,
+    /// Durable delivery (issue 16).
+    pub delivery: DeliveryMetrics,
     /// The label sets created per route in the families above, so that a route a reload
     /// removes can take its series along ([`Metrics::forget_routes`]).
     route_keys: Mutex<HashMap<Arc<str>, RouteKeys>>,
@@ -371,6 +373,7 @@ impl Metrics {
             ip_set_refreshes: Family::default(),
             upstream_connection_waits: Family::default(),
             upstream_connections_refused: Family::default(),
+            delivery: DeliveryMetrics::default(),
             route_keys: Mutex::default(),
             generation: AtomicU64::new(0),
         };
@@ -469,6 +472,7 @@ impl Metrics {
             "Requests answered 503 because no connection to the upstream came free in time, by upstream",
             m.upstream_connections_refused.clone(),
         );
+        m.delivery.register(r);
         r.register(
             "build_info",
             "Always 1; the version label says which build runs",
@@ -587,6 +591,112 @@ mod tests {
         assert!(
             text.contains(r#"hookgate_upstream_duration_seconds_count{upstream="backend"} 2"#),
             "{text}"
+        );
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub route: String,
+    /// `pending`, `dead` or `delivered`.
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub route: String,
+    pub upstream: String,
+    /// `delivered`, `retry`, `dead`.
+    pub result: &'static str,
+    /// The upstream's status, or 0 when it gave none (connect error, timeout).
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabels {
+    pub upstream: String,
+}
+
+/// Durable delivery's metrics: queue depth by route and state, attempts, spool size and commit
+/// time, and each upstream's circuit breaker.
+#[derive(Debug)]
+pub struct DeliveryMetrics {
+    pub queue_events: Family<QueueLabels, Gauge>,
+    pub oldest_pending_age: Family<RouteLabels, Gauge<f64, AtomicU64>>,
+    pub attempts: Family<AttemptLabels, Counter>,
+    pub duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    pub spool_bytes: Gauge,
+    pub spool_file_bytes: Gauge,
+    pub commit_duration: Histogram,
+    pub commit_errors: Counter,
+    /// 0 closed, 1 open, 2 half-open.
+    pub breaker_state: Family<BreakerLabels, Gauge>,
+}
+
+impl Default for DeliveryMetrics {
+    fn default() -> Self {
+        DeliveryMetrics {
+            queue_events: Family::default(),
+            oldest_pending_age: Family::default(),
+            attempts: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
+            spool_bytes: Gauge::default(),
+            spool_file_bytes: Gauge::default(),
+            commit_duration: Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+            commit_errors: Counter::default(),
+            breaker_state: Family::default(),
+        }
+    }
+}
+
+impl DeliveryMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "queue_events",
+            "Events in the durable-delivery spool, by route and state (pending, dead, delivered)",
+            self.queue_events.clone(),
+        );
+        r.register(
+            "queue_oldest_pending_age_seconds",
+            "Age of the oldest pending event, by route (0 when none)",
+            self.oldest_pending_age.clone(),
+        );
+        r.register(
+            "delivery_attempts",
+            "Delivery attempts by route, upstream, result (delivered, retry, dead) and status code (0: none)",
+            self.attempts.clone(),
+        );
+        r.register(
+            "delivery_duration_seconds",
+            "Time a delivery attempt took, by upstream",
+            self.duration.clone(),
+        );
+        r.register(
+            "spool_bytes",
+            "Bytes of events held in the spool (what spool.max_bytes limits)",
+            self.spool_bytes.clone(),
+        );
+        r.register(
+            "spool_file_bytes",
+            "Size of the spool file on disk",
+            self.spool_file_bytes.clone(),
+        );
+        r.register(
+            "spool_commit_duration_seconds",
+            "Time one spool commit (one fsync, shared by the changes grouped into it) took",
+            self.commit_duration.clone(),
+        );
+        r.register(
+            "spool_commit_errors",
+            "Spool commits that failed; after one the gateway acknowledges no queued event until restarted",
+            self.commit_errors.clone(),
+        );
+        r.register(
+            "delivery_breaker_state",
+            "Circuit breaker per upstream: 0 closed, 1 open, 2 half-open",
+            self.breaker_state.clone(),
         );
     }
 }

@@ -72,14 +72,30 @@ pub async fn send(
     body: Frames,
     fwd: &Forwarding<'_>,
 ) -> Result<Answer, Reject> {
+    send_with(upstream, parts, body.as_slice(), body.len(), fwd, &[]).await
+}
+
+/// [`send`] for a body held as bytes (the delivery worker's, from the spool), with `extra`
+/// headers written after the gateway's own (`Idempotency-Key`, `X-Hookgate-Attempt`, ...).
+pub async fn send_with(
+    upstream: &Upstream,
+    parts: request::Parts,
+    body: &[Bytes],
+    body_len: u64,
+    fwd: &Forwarding<'_>,
+    extra: &[(HeaderName, HeaderValue)],
+) -> Result<Answer, Reject> {
     let target = upstream_target(upstream, &parts.uri, fwd.upstream_path)?;
-    let mut head = RequestHead::new(&parts.method, &target, body.len());
+    let mut head = RequestHead::new(&parts.method, &target, body_len);
     head.header(&header::HOST, upstream.host());
     forwarded_headers(&mut head, &parts.headers, &parts.uri, fwd);
-    let head = head.finish(&parts.method, body.len());
+    for (name, value) in extra {
+        head.header(name, value);
+    }
+    let head = head.finish(&parts.method, body_len);
 
     let answer = upstream
-        .send_head(head, body.as_slice(), &parts.method)
+        .send_head(head, body, &parts.method)
         .await
         .map_err(|e| refusal(&e))?;
     let mut response = answer.response;

@@ -46,6 +46,8 @@ pub struct Shared {
     /// there: shutdown waits for them (within the drain timeout) before it stops the workers.
     /// Counted by the server (`server::InFlight`).
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Durable delivery (issue 16), when the config has a `spool:`.
+    pub delivery: Option<Arc<crate::delivery::Delivery>>,
 }
 
 /// Facts about the connection a request came in on.
@@ -195,6 +197,18 @@ where
 
     // 8. duplicates: a delivered id is answered, not forwarded again
     let claim = claim_delivery(route, ctx.event_id.as_deref(), &shared.replay)?;
+
+    // 9. queue (issue 16): a `delivery: queue` route answers once the event is durable in the
+    // spool; the delivery worker forwards it later (src/delivery/).
+    if let Some(delivery) = &shared.delivery {
+        if let Some(queue) = delivery.queue_route(&route.name) {
+            let tls = conn.tls_version.is_some();
+            return Err(crate::delivery::intake::accept(
+                delivery, &queue, route, &parts, body, tls, claim, ctx,
+            )
+            .await);
+        }
+    }
 
     // 9. forward
     ctx.upstream = Some(&route.upstream.name);

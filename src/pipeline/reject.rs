@@ -26,6 +26,9 @@ pub enum GatewayAnswer {
     Duplicate,
     /// hyper refused the request's head before the pipeline saw it (see [`RefusedHead`]).
     HeadRefused(RefusedHead),
+    /// Stage 9 on a `delivery: queue` route: the event is durable in the spool; `status` is the
+    /// route's `ack_status` (issue 16, `delivery::intake`).
+    Queued { status: StatusCode },
 }
 
 impl From<Reject> for GatewayAnswer {
@@ -40,6 +43,7 @@ impl GatewayAnswer {
             GatewayAnswer::Refuse(reject) => reject.outcome(),
             GatewayAnswer::Handshake(_) => Outcome::Handshake,
             GatewayAnswer::Duplicate => Outcome::Duplicate,
+            GatewayAnswer::Queued { .. } => Outcome::Queued,
             GatewayAnswer::HeadRefused(refused) => refused.outcome(),
         }
     }
@@ -47,7 +51,9 @@ impl GatewayAnswer {
     pub fn reason(&self) -> Option<&'static str> {
         match self {
             GatewayAnswer::Refuse(reject) => reject.reason(),
-            GatewayAnswer::Handshake(_) | GatewayAnswer::Duplicate => None,
+            GatewayAnswer::Handshake(_)
+            | GatewayAnswer::Duplicate
+            | GatewayAnswer::Queued { .. } => None,
             GatewayAnswer::HeadRefused(refused) => Some(refused.reason),
         }
     }
@@ -59,6 +65,7 @@ impl GatewayAnswer {
             GatewayAnswer::Duplicate => {
                 text_response(StatusCode::OK, "duplicate: already delivered\n")
             }
+            GatewayAnswer::Queued { status } => text_response(status, "queued\n"),
             // hyper has answered (or closed) already; this response is only logged and counted.
             GatewayAnswer::HeadRefused(refused) => {
                 let mut response = Response::new(Full::new(Bytes::new()));
@@ -144,6 +151,10 @@ pub enum Reject {
     UpstreamTimeout,
     /// The upstream's `max_connections` are all busy and none came free within the wait.
     UpstreamBusy,
+    /// A `delivery: queue` route's spool is at `spool.max_bytes`: the sender should retry.
+    SpoolFull,
+    /// A spool commit failed; after that nothing is acknowledged until a restart.
+    SpoolFailed,
     /// The upstream answered something we cannot pass on (reset, oversized response).
     Upstream {
         reason: &'static str,
@@ -173,7 +184,9 @@ impl Reject {
             Reject::ClientAbort => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             Reject::UpstreamConnect { .. } | Reject::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Reject::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::UpstreamBusy | Reject::SpoolFull | Reject::SpoolFailed => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Reject::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -195,6 +208,8 @@ impl Reject {
             Reject::UpstreamConnect { .. } => Outcome::UpstreamConnectError,
             Reject::UpstreamTimeout => Outcome::UpstreamTimeout,
             Reject::UpstreamBusy => Outcome::UpstreamBusy,
+            Reject::SpoolFull => Outcome::SpoolFull,
+            Reject::SpoolFailed => Outcome::SpoolError,
             Reject::Upstream { .. } => Outcome::UpstreamError,
             Reject::Internal => Outcome::Internal,
         }
@@ -208,6 +223,8 @@ impl Reject {
             Reject::UpstreamConnect { reason } => Some(reason),
             Reject::UpstreamTimeout => Some("timeout"),
             Reject::UpstreamBusy => Some("max_connections"),
+            Reject::SpoolFull => Some("max_bytes"),
+            Reject::SpoolFailed => Some("commit"),
             Reject::BodyTimeout => Some("body"),
             Reject::DuplicateInFlight => Some("in_flight"),
             Reject::RateLimited { scope, .. } => Some(scope),
@@ -263,6 +280,12 @@ impl Reject {
                         headers.insert(name, value);
                     }
                 }
+            }
+            Reject::SpoolFull => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            }
+            Reject::SpoolFailed => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             }
             Reject::DuplicateInFlight | Reject::UpstreamBusy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -45,6 +45,10 @@ pub enum StartError {
     Upstream(#[from] crate::upstream::UpstreamBuildError),
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
+    #[error("{0}")]
+    Spool(#[from] crate::delivery::OpenError),
+    #[error("spool: {0}")]
+    SpoolStart(#[from] crate::delivery::spool::SpoolError),
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
 }
@@ -98,6 +102,7 @@ impl Gateway {
             .await
             .map_err(StartError::AccessLog)?;
         metrics.config_loaded_at_start();
+        let delivery = crate::delivery::Delivery::open(&config.delivery, &metrics)?;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
@@ -107,7 +112,11 @@ impl Gateway {
             )),
             draining: Default::default(),
             in_flight: Default::default(),
+            delivery,
         });
+        if let Some(delivery) = &shared.delivery {
+            delivery.start(&shared)?;
+        }
         let (shutdown, _) = watch::channel(false);
         let workers = start_workers(config.limits.worker_threads, &shared.access_log)
             .map_err(StartError::Workers)?;
@@ -336,6 +345,9 @@ impl Gateway {
             .map(|old| Arc::clone(&old.name))
             .collect();
         self.shared.runtime.store(Arc::new(runtime));
+        if let Some(delivery) = &self.shared.delivery {
+            delivery.reconfigure(&config.delivery);
+        }
         let removed: Vec<&str> = removed.iter().map(|name| &**name).collect();
         self.shared.metrics.forget_routes(&removed);
         Ok(())
@@ -358,6 +370,10 @@ impl Gateway {
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Delivery attempts under way get what is left of the drain to record their result.
+        if let Some(delivery) = &self.shared.delivery {
+            delivery.stop(deadline).await;
         }
         self.housekeeping.abort();
         let _ = self.housekeeping.await;

@@ -1,0 +1,733 @@
+//! Durable delivery (issue 16): a route with `delivery: queue` answers its sender once the event
+//! is in the spool (fsync'd), and workers deliver it to the upstream later, with retries, dead
+//! letters and replay. [`Delivery`] owns the spool, its writer thread and one queue and worker
+//! loop per upstream. It never acknowledges an event that is not durable and never drops one
+//! that was acknowledged: failures end as `dead`, kept until retention and replayable.
+//!
+//! Delivery is at least once (a crash between an upstream's 2xx and the commit that records
+//! it sends the event again, with the same `Idempotency-Key`), and order is not guaranteed.
+
+pub mod intake;
+pub mod ops;
+pub mod send;
+pub mod spool;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::config::{DeliveryConfig, DeliverySettings, QueueRoute};
+use crate::observe::event;
+use crate::observe::metrics::{
+    AttemptLabels, BreakerLabels, Metrics, QueueLabels, RouteLabels, UpstreamLabels,
+};
+use crate::pipeline::Shared;
+use send::Sent;
+use spool::{EventMeta, Filter, Op, RedbSpool, Spool, SpoolError, State, Trigger, Writer};
+use worker::{Admit, Clock, SystemClock, UpstreamQueue, Verdict};
+
+/// How often queue gauges are refreshed and retention is applied.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
+/// Retention runs at most this often.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+pub struct Delivery {
+    spool: Arc<dyn Spool>,
+    writer: Writer,
+    config: ArcSwap<DeliveryConfig>,
+    clock: Arc<dyn Clock>,
+    queues: Mutex<HashMap<String, Arc<UpstreamQueue>>>,
+    /// Events by (route, state), kept in step with every commit.
+    counts: Mutex<HashMap<(String, State), i64>>,
+    shared: OnceLock<Weak<Shared>>,
+    handle: OnceLock<tokio::runtime::Handle>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    failure_logged: AtomicBool,
+    /// Set while delivered events are being removed to make room.
+    evicting: AtomicBool,
+    /// Events just spooled, with their payload, so the first attempt does not read them back
+    /// from disk; bounded by [`FRESH_BYTES`]. An event not here is read from the spool.
+    fresh: Mutex<HashMap<String, (EventMeta, bytes::Bytes)>>,
+    fresh_bytes: std::sync::atomic::AtomicU64,
+}
+
+/// Payload bytes [`Delivery::fresh`] may hold.
+const FRESH_BYTES: u64 = 32 << 20;
+
+#[derive(Debug, thiserror::Error)]
+#[error("spool {path}: {error}")]
+pub struct OpenError {
+    path: String,
+    error: SpoolError,
+}
+
+impl Delivery {
+    /// Opens the spool the config names, if any. Metrics of the commits go to `metrics`.
+    pub fn open(
+        config: &DeliveryConfig,
+        metrics: &Metrics,
+    ) -> Result<Option<Arc<Delivery>>, OpenError> {
+        let Some(spool_config) = &config.spool else {
+            return Ok(None);
+        };
+        let open_error = |error| OpenError {
+            path: spool_config.path.display().to_string(),
+            error,
+        };
+        let spool: Arc<dyn Spool> =
+            Arc::new(RedbSpool::open(&spool_config.path).map_err(open_error)?);
+        let observe = {
+            let duration = metrics.delivery.commit_duration.clone();
+            let errors = metrics.delivery.commit_errors.clone();
+            let logged = AtomicBool::new(false);
+            Box::new(
+                move |_ops: usize, seconds: f64, result: &Result<(), SpoolError>| {
+                    duration.observe(seconds);
+                    if let Err(e) = result {
+                        errors.inc();
+                        if !logged.swap(true, Ordering::SeqCst) {
+                            event(
+                            "error",
+                            "spool commit failed: no more queued events are acknowledged until restart",
+                            json!({"error": e.to_string()}),
+                        );
+                        }
+                    }
+                },
+            ) as spool::CommitObserver
+        };
+        let (writer, _thread) = Writer::start(Arc::clone(&spool), spool_config.max_bytes, observe)
+            .map_err(|e| open_error(SpoolError::Store(e.to_string())))?;
+        let counts = spool::count_by_route_state(&*spool).map_err(open_error)?;
+        Ok(Some(Arc::new(Delivery {
+            spool,
+            writer,
+            config: ArcSwap::from_pointee(config.clone()),
+            clock: Arc::new(SystemClock),
+            queues: Mutex::default(),
+            counts: Mutex::new(counts),
+            shared: OnceLock::new(),
+            handle: OnceLock::new(),
+            stop: watch::channel(false).0,
+            tasks: Mutex::default(),
+            failure_logged: AtomicBool::new(false),
+            evicting: AtomicBool::new(false),
+            fresh: Mutex::default(),
+            fresh_bytes: Default::default(),
+        })))
+    }
+
+    /// Starts the workers on the current tokio runtime: every event not delivered is due now
+    /// (a restart re-attempts what was in flight; at least once allows the duplicate).
+    pub fn start(self: &Arc<Self>, shared: &Arc<Shared>) -> Result<(), SpoolError> {
+        let _ = self.shared.set(Arc::downgrade(shared));
+        let _ = self.handle.set(tokio::runtime::Handle::current());
+        let now = self.clock.now_ms();
+        let pending = self.spool.list(
+            &Filter {
+                state: Some(State::Pending),
+                ..Filter::default()
+            },
+            usize::MAX,
+        )?;
+        for meta in pending {
+            let trigger = if meta.trigger == Trigger::Replay {
+                Trigger::Replay
+            } else if meta.attempts > 0 {
+                Trigger::Retry
+            } else {
+                Trigger::Initial
+            };
+            self.queue(&meta.upstream).schedule(&meta, now, trigger);
+        }
+        let me = Arc::clone(self);
+        let task = tokio::spawn(async move { me.housekeeping().await });
+        self.lock_tasks().push(task);
+        Ok(())
+    }
+
+    /// A route's queue settings, when the route queues.
+    pub fn queue_route(&self, route: &str) -> Option<QueueRoute> {
+        self.config.load().queue_routes.get(route).cloned()
+    }
+
+    /// Takes a reloaded config's routes and policies (the spool and per-upstream concurrency
+    /// need a restart).
+    pub fn reconfigure(&self, config: &DeliveryConfig) {
+        self.config.store(Arc::new(config.clone()));
+    }
+
+    /// The admin token, if one is set.
+    pub fn admin_token(&self) -> Option<String> {
+        self.config.load().admin_token.as_ref().map(|t| t.0.clone())
+    }
+
+    fn settings(&self, upstream: &str) -> DeliverySettings {
+        self.config
+            .load()
+            .upstreams
+            .get(upstream)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The queue of `upstream`, created (with its worker loop) on first use.
+    fn queue(self: &Arc<Self>, upstream: &str) -> Arc<UpstreamQueue> {
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(q) = queues.get(upstream) {
+            return Arc::clone(q);
+        }
+        let q = Arc::new(UpstreamQueue::new(
+            upstream,
+            self.settings(upstream).concurrency,
+        ));
+        queues.insert(upstream.to_string(), Arc::clone(&q));
+        drop(queues);
+        if let Some(handle) = self.handle.get() {
+            let (me, q2) = (Arc::clone(self), Arc::clone(&q));
+            let task = handle.spawn(async move { me.run(q2).await });
+            self.lock_tasks().push(task);
+        }
+        q
+    }
+
+    fn count(&self, route: &str, from: Option<State>, to: Option<State>) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(from) = from {
+            *counts.entry((route.to_string(), from)).or_insert(0) -= 1;
+        }
+        if let Some(to) = to {
+            *counts.entry((route.to_string(), to)).or_insert(0) += 1;
+        }
+    }
+
+    /// Stores one event durably; resolves once its commit (shared with others) is on disk.
+    pub async fn enqueue(
+        self: &Arc<Self>,
+        meta: EventMeta,
+        payload: Vec<u8>,
+    ) -> Result<(), SpoolError> {
+        let payload = bytes::Bytes::from(payload);
+        let payload_kept = payload.clone();
+        let insert = |payload| {
+            vec![Op::Insert {
+                meta: meta.clone(),
+                payload,
+            }]
+        };
+        let mut result = self.writer.commit(insert(payload.clone())).await;
+        // Delivered events are only kept for inspection: when they fill the spool, the oldest
+        // go before retention (never a pending or dead one), and the event is tried once more.
+        if result == Err(SpoolError::Full) && self.evict_delivered().await {
+            result = self.writer.commit(insert(payload)).await;
+        }
+        match &result {
+            Ok(()) => {
+                self.count(&meta.route, None, Some(State::Pending));
+                self.remember_fresh(&meta, &payload_kept);
+                self.queue(&meta.upstream)
+                    .schedule(&meta, meta.next_attempt_ms, Trigger::Initial);
+            }
+            Err(SpoolError::Full) => {}
+            Err(e) => {
+                if !self.failure_logged.swap(true, Ordering::SeqCst) {
+                    event(
+                        "error",
+                        "spool refuses events",
+                        json!({"error": e.to_string()}),
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    /// Removes the oldest delivered events, a tenth of `max_bytes` of them, when no other
+    /// eviction is under way. Returns whether any went.
+    async fn evict_delivered(&self) -> bool {
+        if self.evicting.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        let max = self.config.load().spool.as_ref().map_or(0, |s| s.max_bytes);
+        let filter = Filter {
+            state: Some(State::Delivered),
+            ..Filter::default()
+        };
+        let mut freed = 0u64;
+        let chosen: Vec<EventMeta> = match self.spool.list(&filter, usize::MAX) {
+            Ok(delivered) => {
+                let mut delivered = delivered;
+                delivered.sort_by_key(|m| m.updated_ms);
+                delivered
+                    .into_iter()
+                    .take_while(|m| {
+                        let take = freed < max / 10;
+                        freed += m.stored_bytes;
+                        take
+                    })
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        let removed = !chosen.is_empty() && self.remove(chosen).await.is_ok();
+        self.evicting.store(false, Ordering::SeqCst);
+        removed
+    }
+
+    fn remember_fresh(&self, meta: &EventMeta, payload: &bytes::Bytes) {
+        let size = payload.len() as u64;
+        if self.fresh_bytes.fetch_add(size, Ordering::SeqCst) + size > FRESH_BYTES {
+            self.fresh_bytes.fetch_sub(size, Ordering::SeqCst);
+            return;
+        }
+        self.fresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(meta.id.clone(), (meta.clone(), payload.clone()));
+    }
+
+    fn take_fresh(&self, id: &str) -> Option<(EventMeta, bytes::Bytes)> {
+        let taken = self
+            .fresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+        if let Some((_, payload)) = &taken {
+            self.fresh_bytes
+                .fetch_sub(payload.len() as u64, Ordering::SeqCst);
+        }
+        taken
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// One upstream's worker loop: takes due events while the breaker and the concurrency
+    /// limit allow, each attempt on its own task.
+    async fn run(self: Arc<Self>, queue: Arc<UpstreamQueue>) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let now = self.clock.now_ms();
+            let wait_until = match queue.peek(now) {
+                Err(at) => at,
+                Ok(()) => {
+                    let settings = self.settings(&queue.name);
+                    let admit = queue.breaker().admit(&settings, now);
+                    self.set_breaker_gauge(&queue);
+                    match admit {
+                        Admit::WaitUntil(at) => Some(at),
+                        Admit::Go | Admit::Probe => {
+                            let permit = tokio::select! {
+                                p = Arc::clone(&queue.permits).acquire_owned() => p,
+                                _ = stop.wait_for(|s| *s) => return,
+                            };
+                            let Ok(permit) = permit else { return };
+                            match queue.take_due(self.clock.now_ms()) {
+                                Ok((id, trigger)) => {
+                                    let (me, q) = (Arc::clone(&self), Arc::clone(&queue));
+                                    tokio::spawn(async move {
+                                        me.attempt(&q, &id, trigger).await;
+                                        drop(permit);
+                                    });
+                                }
+                                Err(_) => {
+                                    // Taken by a purge or replay meanwhile; a probe not sent.
+                                    if admit == Admit::Probe {
+                                        queue.breaker().cancel_probe();
+                                    }
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let sleep = match wait_until {
+                Some(at) => Duration::from_millis(at.saturating_sub(now).min(1000)),
+                None => Duration::from_secs(1),
+            };
+            tokio::select! {
+                _ = queue.notify.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// One attempt of event `id`, and what follows from it.
+    async fn attempt(self: &Arc<Self>, queue: &UpstreamQueue, id: &str, trigger: Trigger) {
+        let Some(shared) = self.shared.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let stored = match self.take_fresh(id) {
+            Some((meta, payload)) => spool::Payload::decode(&payload).map(|p| Some((meta, p))),
+            None => self.spool.get(id),
+        };
+        let (mut meta, payload) = match stored {
+            Ok(Some(found)) if found.0.state == State::Pending => found,
+            Ok(_) => {
+                queue.finish_id(id);
+                return;
+            }
+            Err(e) => {
+                event(
+                    "error",
+                    "spool read failed",
+                    json!({"event_id": id, "error": e.to_string()}),
+                );
+                let meta = EventMeta::placeholder(id);
+                queue.finish(&meta, Some((self.clock.now_ms() + 5000, trigger)));
+                return;
+            }
+        };
+        meta.attempts += 1;
+        meta.round_attempts += 1;
+        let settings = self.settings(&meta.upstream);
+        let runtime = shared.runtime.load_full();
+        let upstream = runtime.upstreams.iter().find(|u| *u.name == *meta.upstream);
+        let route = runtime.routes.iter().find(|r| *r.name == *meta.route);
+        let started = std::time::Instant::now();
+        let sent = match upstream {
+            Some(upstream) => send::send(upstream, route, &meta, payload, trigger).await.0,
+            None => Sent::Failed {
+                reason: "no_upstream",
+            },
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let now = self.clock.now_ms();
+        let jitter = (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0;
+        let verdict = worker::decide(&settings, &meta, &sent, now, jitter);
+        queue
+            .breaker()
+            .record(&settings, worker::is_failure(&sent), now);
+        self.set_breaker_gauge(queue);
+
+        let code = match &sent {
+            Sent::Status { code, .. } => Some(*code),
+            _ => None,
+        };
+        let reason = match (&sent, &verdict) {
+            (_, Verdict::Dead { reason }) | (_, Verdict::Retry { reason, .. }) => {
+                Some(reason.clone())
+            }
+            _ => None,
+        };
+        meta.last_status = code;
+        meta.last_reason = reason.clone();
+        meta.updated_ms = now;
+        let replay = queue.take_replay_request(&meta.id);
+        let (result, next) = match &verdict {
+            Verdict::Delivered => {
+                meta.state = State::Delivered;
+                ("delivered", None)
+            }
+            // A replay asked for during this attempt: it replaces what the attempt decided.
+            _ if replay => {
+                ops::mark_replay(&mut meta, now);
+                ("retry", Some((now, Trigger::Replay)))
+            }
+            Verdict::Dead { .. } => {
+                meta.state = State::Dead;
+                ("dead", None)
+            }
+            Verdict::Retry { at_ms, .. } => {
+                meta.next_attempt_ms = *at_ms;
+                meta.trigger = Trigger::Retry;
+                ("retry", Some((*at_ms, Trigger::Retry)))
+            }
+        };
+        if let Err(e) = self.writer.commit(vec![Op::Update(meta.clone())]).await {
+            // The upstream's answer is not recorded: after a restart the event is attempted
+            // again (at least once), never lost.
+            event(
+                "error",
+                "spool: attempt result not recorded",
+                json!({"event_id": meta.id, "error": e.to_string()}),
+            );
+        }
+        match meta.state {
+            State::Pending => {}
+            to => self.count(&meta.route, Some(State::Pending), Some(to)),
+        }
+        queue.finish(&meta, next);
+
+        let metrics = &shared.metrics.delivery;
+        metrics
+            .attempts
+            .get_or_create(&AttemptLabels {
+                route: meta.route.clone(),
+                upstream: meta.upstream.clone(),
+                result,
+                code: code.unwrap_or(0),
+            })
+            .inc();
+        metrics
+            .duration
+            .get_or_create(&UpstreamLabels {
+                upstream: Arc::from(meta.upstream.as_str()),
+            })
+            .observe(seconds);
+        event(
+            if result == "dead" { "warn" } else { "info" },
+            "delivery attempt",
+            json!({
+                "kind": "delivery",
+                "event_id": meta.id,
+                "idempotency_key": meta.idempotency_key,
+                "route": meta.route,
+                "upstream": meta.upstream,
+                "attempt": meta.attempts,
+                "trigger": trigger.as_str(),
+                "status": code,
+                "result": result,
+                "reason": reason.or_else(|| match &sent { Sent::Failed { reason } => Some((*reason).to_string()), _ => None }),
+                "next_retry": next.map(|(at, _)| humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(at)).to_string()),
+                "duration_ms": (seconds * 1000.0 * 1000.0).round() / 1000.0,
+            }),
+        );
+    }
+
+    fn set_breaker_gauge(&self, queue: &UpstreamQueue) {
+        let Some(shared) = self.shared.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let state = queue.breaker().state().gauge();
+        shared
+            .metrics
+            .delivery
+            .breaker_state
+            .get_or_create(&BreakerLabels {
+                upstream: queue.name.clone(),
+            })
+            .set(state);
+    }
+
+    /// Queue gauges every few seconds; retention and compaction now and then.
+    async fn housekeeping(self: Arc<Self>) {
+        let mut last_retention = std::time::Instant::now();
+        let mut stop = self.stop.subscribe();
+        loop {
+            self.refresh_gauges();
+            if last_retention.elapsed() >= RETENTION_EVERY {
+                last_retention = std::time::Instant::now();
+                if let Err(e) = self.apply_retention().await {
+                    event(
+                        "error",
+                        "spool retention failed",
+                        json!({"error": e.to_string()}),
+                    );
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(HOUSEKEEPING_EVERY) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    pub fn refresh_gauges(&self) {
+        let Some(shared) = self.shared.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let m = &shared.metrics.delivery;
+        for ((route, state), n) in self
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            m.queue_events
+                .get_or_create(&QueueLabels {
+                    route: route.clone(),
+                    state: state.as_str(),
+                })
+                .set(*n);
+        }
+        let now = self.clock.now_ms();
+        let mut oldest: HashMap<String, u64> = HashMap::new();
+        for route in self.config.load().queue_routes.keys() {
+            oldest.insert(route.clone(), now);
+        }
+        let queues: Vec<_> = self
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for q in queues {
+            for (route, (_, received)) in q.pending_by_route() {
+                let slot = oldest.entry(route).or_insert(now);
+                *slot = (*slot).min(received);
+            }
+        }
+        for (route, received) in oldest {
+            m.oldest_pending_age
+                .get_or_create(&RouteLabels { route })
+                .set(now.saturating_sub(received) as f64 / 1000.0);
+        }
+        m.spool_bytes.set(self.spool.live_bytes() as i64);
+        m.spool_file_bytes.set(self.spool.file_bytes() as i64);
+    }
+
+    /// Removes delivered and dead events older than `spool.retention`, then compacts.
+    pub async fn apply_retention(&self) -> Result<usize, SpoolError> {
+        let Some(retention) = self.config.load().spool.as_ref().map(|s| s.retention) else {
+            return Ok(0);
+        };
+        let cutoff = self
+            .clock
+            .now_ms()
+            .saturating_sub(retention.as_millis() as u64);
+        let old: Vec<EventMeta> = self
+            .spool
+            .list(&Filter::default(), usize::MAX)?
+            .into_iter()
+            .filter(|m| m.state != State::Pending && m.updated_ms < cutoff)
+            .collect();
+        let n = self.remove(old).await?;
+        if n > 0 {
+            let spool = Arc::clone(&self.spool);
+            let _ = tokio::task::spawn_blocking(move || spool.compact()).await;
+        }
+        Ok(n)
+    }
+
+    async fn remove(&self, events: Vec<EventMeta>) -> Result<usize, SpoolError> {
+        let n = events.len();
+        for chunk in events.chunks(1000) {
+            let ops = chunk.iter().map(|m| Op::Remove(m.id.clone())).collect();
+            self.writer.commit(ops).await?;
+            for m in chunk {
+                self.take_fresh(&m.id);
+                self.count(&m.route, Some(m.state), None);
+                if let Some(q) = self
+                    .queues
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&m.upstream)
+                {
+                    q.forget(&m.id);
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Events matching `filter`, oldest first.
+    pub fn list(&self, filter: &Filter, limit: usize) -> Result<Vec<EventMeta>, SpoolError> {
+        self.spool.list(filter, limit)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<(EventMeta, spool::Payload)>, SpoolError> {
+        self.spool.get(id)
+    }
+
+    /// Makes matching dead (or pending) events due now, as `replay`: this replaces any pending
+    /// automatic retry, and the attempt budget starts over. Delivered events are replayed only
+    /// when asked for by id. Returns how many.
+    pub async fn replay(self: &Arc<Self>, filter: &Filter) -> Result<usize, SpoolError> {
+        let now = self.clock.now_ms();
+        let chosen: Vec<EventMeta> = self
+            .spool
+            .list(filter, usize::MAX)?
+            .into_iter()
+            .filter(|m| m.state != State::Delivered || filter.id.is_some())
+            .collect();
+        let mut updated = Vec::with_capacity(chosen.len());
+        for mut m in chosen {
+            self.take_fresh(&m.id);
+            let from = m.state;
+            ops::mark_replay(&mut m, now);
+            updated.push((from, m));
+        }
+        for chunk in updated.chunks(1000) {
+            self.writer
+                .commit(chunk.iter().map(|(_, m)| Op::Update(m.clone())).collect())
+                .await?;
+            for (from, m) in chunk {
+                if *from != State::Pending {
+                    self.count(&m.route, Some(*from), Some(State::Pending));
+                }
+                self.queue(&m.upstream).schedule(m, now, Trigger::Replay);
+            }
+        }
+        Ok(updated.len())
+    }
+
+    /// Removes matching events for good.
+    pub async fn purge(&self, filter: &Filter) -> Result<usize, SpoolError> {
+        let chosen = self.spool.list(filter, usize::MAX)?;
+        self.remove(chosen).await
+    }
+
+    /// Stops the workers: no new attempt starts; attempts under way get until `deadline` to
+    /// finish and record their result, then are abandoned (the event stays pending and is
+    /// attempted again at the next start). Every commit is whole or absent, so the spool is
+    /// consistent whatever is cut short.
+    pub async fn stop(&self, deadline: tokio::time::Instant) {
+        let _ = self.stop.send(true);
+        let queues: Vec<_> = self
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for q in queues {
+            let _ = tokio::time::timeout_at(deadline, q.permits.acquire_many(q.concurrency)).await;
+        }
+        for task in self.lock_tasks().drain(..) {
+            task.abort();
+        }
+        self.spool.close();
+    }
+
+    /// Whether a commit failed (then nothing more is acknowledged).
+    pub fn has_failed(&self) -> bool {
+        self.writer.has_failed()
+    }
+}
+
+impl EventMeta {
+    fn placeholder(id: &str) -> EventMeta {
+        EventMeta {
+            id: id.to_string(),
+            route: String::new(),
+            upstream: String::new(),
+            method: String::new(),
+            uri: String::new(),
+            idempotency_key: String::new(),
+            provider: None,
+            client_ip: String::new(),
+            request_id: String::new(),
+            tls: false,
+            received_ms: 0,
+            state: State::Pending,
+            attempts: 0,
+            round_attempts: 0,
+            round_start_ms: 0,
+            next_attempt_ms: 0,
+            trigger: Trigger::Retry,
+            updated_ms: 0,
+            last_status: None,
+            last_reason: None,
+            stored_bytes: 0,
+        }
+    }
+}
