@@ -25,6 +25,17 @@ pub struct RawConfig {
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub routes: Spanned<Vec<RawRoute>>,
+    /// Shared rate limits and replay memory for several instances.
+    pub redis: Option<Spanned<RawRedis>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: Text,
+    pub timeout: Option<Text>,
+    pub key_prefix: Option<Text>,
+    pub instances: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -87,6 +87,29 @@ impl RateLimitSettings {
         )
     }
 
+    /// Whole seconds until a bucket with `remaining` left is full again.
+    pub fn reset_secs(&self, remaining: u32) -> u64 {
+        let owed = self.burst().get().saturating_sub(remaining);
+        ceil_secs(self.rate().interval().saturating_mul(owed))
+    }
+
+    /// This instance's share of the limit when `instances` share it and cannot talk to each
+    /// other (Redis down): the rate and the burst divided, neither below one request.
+    pub fn divided(&self, instances: u32) -> RateLimitSettings {
+        let n = instances.max(1);
+        let rate = match self.rate() {
+            Rate::PerSecond(r) if r.get() >= n => Rate::PerSecond(nz(r.get() / n)),
+            Rate::PerSecond(r) => Rate::PerMinute(nz(r.get().saturating_mul(60) / n)),
+            Rate::PerMinute(r) => Rate::PerMinute(nz(r.get() / n)),
+        };
+        let burst = nz(self.burst().get() / n);
+        match RateLimitSettings::new(rate, burst, self.key().clone()) {
+            Ok(settings) => settings.with_max_keys(self.max_keys()),
+            // A divided rate is never above the undivided one, which was accepted.
+            Err(_) => self.clone(),
+        }
+    }
+
     fn quota(&self) -> Quota {
         // interval >= 1µs thanks to MAX_PER_SECOND, so with_period never sees zero.
         let interval = self.rate().interval().max(Duration::from_nanos(1));
@@ -95,6 +118,10 @@ impl RateLimitSettings {
             None => Quota::per_second(NonZeroU32::MIN).allow_burst(self.burst()),
         }
     }
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
 /// The request may go on. Carries what the `RateLimit` field reports.
@@ -140,6 +167,9 @@ impl RateLimited {
 /// `&self` and is safe to call from any thread.
 pub struct RouteLimiter<C: Clock = DefaultClock> {
     settings: RateLimitSettings,
+    /// Set when the limit is shared on Redis: the local buckets above are then only the
+    /// fallback (at the divided limit).
+    shared: Option<SharedBucket>,
     limiter: RateLimiter<BucketKey, CappedStore, C, StateInformationMiddleware>,
     header_hasher: RandomState,
 }
@@ -162,9 +192,23 @@ impl<C: Clock> RouteLimiter<C> {
         );
         RouteLimiter {
             settings,
+            shared: None,
             limiter,
             header_hasher: RandomState::new(),
         }
+    }
+
+    /// The same limiter whose decisions are made on Redis, under keys starting with
+    /// `shared.key_base`, at `shared.settings`; this limiter's own buckets decide only while
+    /// Redis does not answer.
+    pub fn with_shared(mut self, shared: SharedBucket) -> RouteLimiter<C> {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The Redis side, if the limit is shared.
+    pub fn shared(&self) -> Option<&SharedBucket> {
+        self.shared.as_ref()
     }
 
     /// Counts one request. `client_ip` is stage 3's answer; `headers` are read only for a
@@ -217,8 +261,41 @@ impl<C: Clock> RouteLimiter<C> {
     }
 
     fn reset_secs(&self, remaining: u32) -> u64 {
-        let owed = self.settings.burst().get().saturating_sub(remaining);
-        ceil_secs(self.settings.rate().interval().saturating_mul(owed))
+        self.settings.reset_secs(remaining)
+    }
+
+    /// The Redis key of this request's bucket: the same on every instance (header values are
+    /// hashed with SHA-256, not with this instance's random SipHash key).
+    fn shared_key(&self, base: &str, client_ip: IpAddr, headers: &HeaderMap) -> String {
+        let ip = |ip: IpAddr| match normalize_ip(ip) {
+            IpAddr::V4(v4) => format!("{base}4:{v4}"),
+            IpAddr::V6(v6) => format!("{base}6:{:x}", u128::from(v6) >> 64),
+        };
+        match self.settings.key() {
+            LimitKey::Route => format!("{base}r"),
+            LimitKey::ClientIp => ip(client_ip),
+            LimitKey::Header(name) => {
+                let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+                let mut any = false;
+                for value in headers.get_all(name) {
+                    let bytes = value.as_bytes().trim_ascii();
+                    if !bytes.is_empty() {
+                        digest.update(&(bytes.len() as u64).to_be_bytes());
+                        digest.update(bytes);
+                        any = true;
+                    }
+                }
+                if !any {
+                    return ip(client_ip);
+                }
+                let hash = digest.finish();
+                let mut key = format!("{base}h:");
+                for byte in hash.as_ref().iter().take(16) {
+                    key.push_str(&format!("{byte:02x}"));
+                }
+                key
+            }
+        }
     }
 
     fn bucket_key(&self, client_ip: IpAddr, headers: &HeaderMap) -> BucketKey {
@@ -380,22 +457,49 @@ impl ShrinkableKeyedStateStore<BucketKey> for CappedStore {
     }
 }
 
+/// The Redis side of a shared limit: the whole limit (over all instances) and where its
+/// buckets live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedBucket {
+    pub settings: RateLimitSettings,
+    /// `<key_prefix>rl:<route>:`; the bucket's key follows.
+    pub key_base: String,
+}
+
 /// Stage 5 for one limiter: counts the request, or refuses it with the 429 headers filled in.
-pub fn check(
+/// A shared limit is decided on Redis (one round trip); when `redis` is absent, down or slow,
+/// by the local buckets at this instance's share, and counted as a fallback.
+pub async fn check(
     limiter: &RouteLimiter,
+    redis: Option<&crate::cluster::RedisHandle>,
     client_ip: IpAddr,
     headers: &HeaderMap,
     scope: &'static str,
 ) -> Result<(), Reject> {
+    if let (Some(shared), Some(redis)) = (limiter.shared(), redis) {
+        let key = limiter.shared_key(&shared.key_base, client_ip, headers);
+        if let Some(decided) =
+            crate::cluster::rate_limit::check(redis, &key, &shared.settings).await
+        {
+            return decided
+                .map(|_| ())
+                .map_err(|limited| refusal(&shared.settings, limited, scope));
+        }
+        redis.count_fallback();
+    }
     limiter
         .check(client_ip, headers)
         .map(|_| ())
-        .map_err(|limited| Reject::RateLimited {
-            retry_after: limited.retry_after_value(),
-            policy: limiter.settings().policy_header_value(),
-            state: limited.header_value(),
-            scope,
-        })
+        .map_err(|limited| refusal(limiter.settings(), limited, scope))
+}
+
+fn refusal(settings: &RateLimitSettings, limited: RateLimited, scope: &'static str) -> Reject {
+    Reject::RateLimited {
+        retry_after: limited.retry_after_value(),
+        policy: settings.policy_header_value(),
+        state: limited.header_value(),
+        scope,
+    }
 }
 
 #[cfg(test)]
