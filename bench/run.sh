@@ -85,6 +85,7 @@ if [[ " $TARGETS " == *" floor"* ]]; then
     FLOOR_BIN=$CARGO_TARGET_DIR/release/hookgate-bench-floor
 fi
 FLOOR_HTTP=$((PORT_BASE + 31))
+REDIS_PORT=$((PORT_BASE + 32))
 
 # ---------------------------------------------------------------------------------------------
 # Process bookkeeping: every pid started is stopped on exit
@@ -348,9 +349,9 @@ EOF
 # cost goes: bare (no verify, allowlist or rate limit) | nolog (bare, and access_log: off)
 write_hookgate_config() {
     local variant=$1 conf=$WORK/hookgate-$1.yaml
-    python3 - "$variant" "$conf" "$WORK" "$SECRET" "$BACKEND_HTTP" "$HG_HTTP" "$HG_TLS" "$HG_ADMIN" <<'PY'
+    python3 - "$variant" "$conf" "$WORK" "$SECRET" "$BACKEND_HTTP" "$HG_HTTP" "$HG_TLS" "$HG_ADMIN" "$REDIS_PORT" <<'PY'
 import random, sys
-variant, conf, work, secret, backend, http, tls, admin = sys.argv[1:]
+variant, conf, work, secret, backend, http, tls, admin, redis_port = sys.argv[1:]
 allow = ["127.0.0.0/8"]
 extra_routes = []
 if variant == "cidrs":
@@ -380,7 +381,7 @@ admin:
 limits:
   max_body: 2MiB
   drain_timeout: 2s{chr(10) + "  worker_threads: 1" if variant == "1thread" else ""}
-access_log: {"off" if variant == "nolog" else work + "/hookgate-access.log"}
+access_log: {"off" if variant == "nolog" else work + "/hookgate-access.log"}{chr(10) + "redis: { url: redis://127.0.0.1:" + redis_port + ", timeout: 25ms }" if variant == "redis" else ""}
 upstreams:
   backend:
     url: http://127.0.0.1:{backend}
@@ -515,6 +516,7 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
     bcpu0=$(cpu_seconds "$BACKEND_PID")
     busy0=$(machine_busy_seconds); wall0=$(date +%s.%N)
     cpu0=$(cpu_seconds "$TARGET_PID"); sys0=$(sys_seconds "$TARGET_PID")
+    local rcalls0=0; [[ $target == hookgate-redis ]] && rcalls0=$(redis_calls)
     # `times` after wrk: the subshell's children's CPU, i.e. wrk's own
     raw=$( (timeout $((dur_s + 60)) wrk -t "$THREADS" -c "$CONNS" -d "$DURATION" --timeout 10s -s "$lua" "$url" 2>&1
         rc=$?; times; exit $rc)) || die "wrk failed: $raw"
@@ -528,6 +530,11 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
     local res; res=$(grep '^RESULT' <<<"$raw") || die "no wrk result: $raw"
     eval "local ${res#RESULT }"
     local errors=$((connect + read + write + status + timeout))
+    if [[ $target == hookgate-redis ]]; then
+        # minus the one INFO call that reads the count
+        local rcalls1; rcalls1=$(redis_calls)
+        log "$target $w: redis commands during the load: $((rcalls1 - rcalls0 - 1)) for $requests requests ($(awk -v c=$((rcalls1 - rcalls0 - 1)) -v n="$requests" 'BEGIN { printf "%.3f", c / n }') per request), $(curl -fs "http://127.0.0.1:$HG_ADMIN/metrics" | awk '/^hookgate_rate_limit_fallback_total/ { print "fallbacks " $NF }')"
+    fi
     if [[ $target == hookgate* ]]; then
         local ok bad; read -r ok bad < <(check_hookgate_outcomes)
         ((bad == refused)) || die "$target $w: $((bad - refused)) requests were not forwarded with 200 (see metrics)"
@@ -562,6 +569,15 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
 for t in $TARGETS; do
     case $t in hookgate-*) write_hookgate_config "$(variant_config "${t#hookgate-}")" >/dev/null ;; esac
 done
+# hookgate-redis: the same policy with the rate limit on a local redis-server (Debian's
+# package), started once for the whole run; its round trips per request are logged per run.
+if [[ " $TARGETS " == *" hookgate-redis "* ]]; then
+    command -v redis-server >/dev/null || DEBIAN_FRONTEND=noninteractive ${SUDO:-} apt-get install -y -qq redis-server >/dev/null
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.out" 2>&1 &
+    STARTED+=($!)
+    wait_port "$REDIS_PORT" || die "redis-server did not start"
+fi
+redis_calls() { redis-cli -p "$REDIS_PORT" info commandstats | awk -F'[=,]' '/^cmdstat_/ { n += $2 } END { print n + 0 }'; }
 write_hookgate_config small >/dev/null
 [[ $SCALING == 1 ]] && { write_hookgate_config routes >/dev/null; write_hookgate_config cidrs >/dev/null; }
 
