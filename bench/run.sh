@@ -516,7 +516,7 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
     bcpu0=$(cpu_seconds "$BACKEND_PID")
     busy0=$(machine_busy_seconds); wall0=$(date +%s.%N)
     cpu0=$(cpu_seconds "$TARGET_PID"); sys0=$(sys_seconds "$TARGET_PID")
-    local rcalls0=0; [[ $target == hookgate-redis ]] && rcalls0=$(redis_calls)
+    local rcalls0="0 0 0"; [[ $target == hookgate-redis ]] && rcalls0=$(redis_calls)
     # `times` after wrk: the subshell's children's CPU, i.e. wrk's own
     raw=$( (timeout $((dur_s + 60)) wrk -t "$THREADS" -c "$CONNS" -d "$DURATION" --timeout 10s -s "$lua" "$url" 2>&1
         rc=$?; times; exit $rc)) || die "wrk failed: $raw"
@@ -531,9 +531,9 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
     eval "local ${res#RESULT }"
     local errors=$((connect + read + write + status + timeout))
     if [[ $target == hookgate-redis ]]; then
-        # minus the one INFO call that reads the count
         local rcalls1; rcalls1=$(redis_calls)
-        log "$target $w: redis commands during the load: $((rcalls1 - rcalls0 - 1)) for $requests requests ($(awk -v c=$((rcalls1 - rcalls0 - 1)) -v n="$requests" 'BEGIN { printf "%.3f", c / n }') per request), $(curl -fs "http://127.0.0.1:$HG_ADMIN/metrics" | awk '/^hookgate_rate_limit_fallback_total/ { print "fallbacks " $NF }')"
+        log "$target $w: $(awk -v a="$rcalls0" -v b="$rcalls1" -v n="$requests" 'BEGIN { split(a, x, " "); split(b, y, " ")
+            printf "%d requests; EVALSHA %.3f per request; every command counted by Redis, scripts'"'"' inner ones included, %.3f per request", n, (y[2] - x[2]) / n, (y[3] - x[3] - 1) / n }'), $(curl -fs "http://127.0.0.1:$HG_ADMIN/metrics" | awk '/^hookgate_rate_limit_fallback_total/ { print "fallbacks " $NF }')"
     fi
     if [[ $target == hookgate* ]]; then
         local ok bad; read -r ok bad < <(check_hookgate_outcomes)
@@ -577,7 +577,9 @@ if [[ " $TARGETS " == *" hookgate-redis "* ]]; then
     STARTED+=($!)
     wait_port "$REDIS_PORT" || die "redis-server did not start"
 fi
-redis_calls() { redis-cli -p "$REDIS_PORT" info commandstats | awk -F'[=,]' '/^cmdstat_/ { n += $2 } END { print n + 0 }'; }
+# Round trips: the commands the gateway sent (EVALSHA, plus any other top-level command), not
+# the ones its scripts run inside Redis (TIME, GET, SET, which commandstats counts too).
+redis_calls() { redis-cli -p "$REDIS_PORT" info commandstats | awk -F'[=,:]' '/^cmdstat_(evalsha|eval|set|get|ping|script)/ && !/^cmdstat_(set|get):/ { n += $3 } /^cmdstat_evalsha:/ { e = $3 } /^cmdstat_/ { all += $3 } END { printf "%d %d %d\n", n, e, all }'; }
 write_hookgate_config small >/dev/null
 [[ $SCALING == 1 ]] && { write_hookgate_config routes >/dev/null; write_hookgate_config cidrs >/dev/null; }
 

@@ -4,7 +4,7 @@
 //!   random token); if the key exists, `d` means delivered (2xx duplicate), anything else in
 //!   flight (409). One script, one round trip.
 //! - delivered (after the upstream's 2xx): compare-and-set to `d` with PX = the replay window,
-//!   only while the value is still this instance's claim.
+//!   only while the value is still this instance's claim (or no claim is left).
 //! - release (the forward failed): compare-and-delete, same condition.
 //!
 //! While Redis does not answer, claims are made in the local store; a claim made locally is
@@ -31,8 +31,11 @@ if redis.call('GET', KEYS[1]) == 'd' then return 1 end
 return 2
 "#;
 
+// Also when the claim is gone (Redis restarted, or the claim outlived IN_FLIGHT_TTL): the
+// event was delivered all the same. Never over another instance's claim.
 const DELIVERED: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] or v == false then
   redis.call('SET', KEYS[1], 'd', 'PX', ARGV[2])
   return 1
 end

@@ -881,4 +881,47 @@ mod tests {
             .sum();
         assert_eq!(admitted, 50);
     }
+
+    #[test]
+    fn the_fallback_share_divides_rate_and_burst_never_below_one() {
+        let settings =
+            RateLimitSettings::new(Rate::PerSecond(nz(20)), nz(5), LimitKey::Route).unwrap();
+        let half = settings.divided(2);
+        assert_eq!(half.rate(), Rate::PerSecond(nz(10)));
+        assert_eq!(half.burst(), nz(2));
+        let third = RateLimitSettings::new(Rate::PerSecond(nz(1)), nz(1), LimitKey::ClientIp)
+            .unwrap()
+            .divided(3);
+        assert_eq!(third.rate(), Rate::PerMinute(nz(20)));
+        assert_eq!(third.burst(), nz(1));
+        assert_eq!(settings.divided(1), settings);
+    }
+
+    #[test]
+    fn shared_keys_are_the_same_on_every_instance() {
+        let settings = RateLimitSettings::new(
+            Rate::PerSecond(nz(5)),
+            nz(5),
+            LimitKey::Header(HeaderName::from_static("x-tenant")),
+        )
+        .unwrap();
+        let (a, b) = (
+            RouteLimiter::new(settings.clone()),
+            RouteLimiter::new(settings),
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("x-tenant", HeaderValue::from_static("acme"));
+        let ka = a.shared_key("p:rl:r:", ip("10.0.0.1"), &headers);
+        assert_eq!(ka, b.shared_key("p:rl:r:", ip("10.0.0.2"), &headers));
+        assert!(ka.starts_with("p:rl:r:h:") && ka.len() == "p:rl:r:h:".len() + 32);
+        assert_eq!(
+            a.shared_key("p:", ip("2001:db8::1"), &HeaderMap::new()),
+            "p:6:20010db800000000",
+            "an IPv6 client by its /64"
+        );
+        assert_eq!(
+            a.shared_key("p:", ip("::ffff:10.1.2.3"), &HeaderMap::new()),
+            "p:4:10.1.2.3"
+        );
+    }
 }
