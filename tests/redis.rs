@@ -127,6 +127,20 @@ async fn two_instances_share_one_limit_not_one_each() {
         );
         assert_eq!(headers["ratelimit-policy"], "\"default\";q=5;w=1");
     }
+    // Round trips: a refused key is not asked again before Redis said it may try (the local
+    // pre-check), so a sender hammering past its limit costs far fewer than one per request.
+    let stats: String = redis.query(&["INFO", "commandstats"]).await;
+    let evalsha: usize = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap());
+    let requests = ra.len() + rb.len();
+    eprintln!("shared limit: {requests} requests, {total} admitted, {evalsha} EVALSHA");
+    assert!(
+        evalsha >= total && evalsha < requests / 2,
+        "{evalsha} round trips for {requests} requests ({total} admitted)"
+    );
     let m = a.metrics().await;
     assert_eq!(m.get("hookgate_rate_limit_fallback_total"), Some(&0.0));
     let keys: Vec<String> = redis.query(&["KEYS", "hg-test:rl:*"]).await;

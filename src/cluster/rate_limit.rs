@@ -5,11 +5,12 @@
 //! B admits B back-to-back requests, then one every interval.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use redis::Script;
 
 use super::RedisHandle;
-use crate::pipeline::rate_limit::{Admitted, RateLimitSettings, RateLimited};
+use crate::pipeline::rate_limit::{Admitted, RateLimitSettings};
 
 const GCRA: &str = r#"
 local t = redis.call('TIME')
@@ -33,13 +34,13 @@ pub fn gcra_script() -> &'static Script {
     &GCRA_SCRIPT
 }
 
-/// One request against the shared bucket `key`. `None`: Redis did not answer in time or at
-/// all; decide locally.
+/// One request against the shared bucket `key`: admitted, or refused for this long. `None`:
+/// Redis did not answer in time or at all; decide locally.
 pub async fn check(
     redis: &RedisHandle,
     key: &str,
     settings: &RateLimitSettings,
-) -> Option<Result<Admitted, RateLimited>> {
+) -> Option<Result<Admitted, Duration>> {
     let interval_us = u64::try_from(settings.rate().interval().as_micros())
         .unwrap_or(u64::MAX)
         .max(1);
@@ -55,8 +56,6 @@ pub async fn check(
             reset_secs: settings.reset_secs(remaining),
         })
     } else {
-        Err(RateLimited {
-            retry_after_secs: value.div_ceil(1_000_000).max(1),
-        })
+        Err(Duration::from_micros(value))
     })
 }

@@ -172,6 +172,8 @@ pub struct RouteLimiter<C: Clock = DefaultClock> {
     shared: Option<SharedBucket>,
     limiter: RateLimiter<BucketKey, CappedStore, C, StateInformationMiddleware>,
     header_hasher: RandomState,
+    /// Shared limits: keys Redis refused, until the moment it said they may try again.
+    denied: DenyCache,
 }
 
 impl RouteLimiter<DefaultClock> {
@@ -195,6 +197,7 @@ impl<C: Clock> RouteLimiter<C> {
             shared: None,
             limiter,
             header_hasher: RandomState::new(),
+            denied: DenyCache::default(),
         }
     }
 
@@ -457,6 +460,40 @@ impl ShrinkableKeyedStateStore<BucketKey> for CappedStore {
     }
 }
 
+/// Keys of a shared limit that Redis refused, with the moment it said they may try again.
+/// Exact, not a guess: a GCRA bucket's arrival time only moves forward, so no request for the
+/// key can be admitted before that moment, whichever instance asks. Saves the round trip for
+/// every request of a sender hammering past its limit (Envoy's local pre-check). Bounded: when
+/// full, expired entries go, and if that is not enough all of them (refusals fill it again).
+#[derive(Default)]
+struct DenyCache {
+    keys: Mutex<HashMap<String, std::time::Instant>>,
+}
+
+const DENY_CACHE_MAX: usize = 10_000;
+
+impl DenyCache {
+    /// `Some(wait)` while `key` is known to be refused at `now`.
+    fn refused(&self, key: &str, now: std::time::Instant) -> Option<Duration> {
+        let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        keys.get(key)
+            .and_then(|until| until.checked_duration_since(now))
+            .filter(|wait| !wait.is_zero())
+    }
+
+    fn remember(&self, key: String, until: std::time::Instant) {
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if keys.len() >= DENY_CACHE_MAX {
+            let now = std::time::Instant::now();
+            keys.retain(|_, t| *t > now);
+            if keys.len() >= DENY_CACHE_MAX {
+                keys.clear();
+            }
+        }
+        keys.insert(key, until);
+    }
+}
+
 /// The Redis side of a shared limit: the whole limit (over all instances) and where its
 /// buckets live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -478,12 +515,20 @@ pub async fn check(
 ) -> Result<(), Reject> {
     if let (Some(shared), Some(redis)) = (limiter.shared(), redis) {
         let key = limiter.shared_key(&shared.key_base, client_ip, headers);
+        let now = std::time::Instant::now();
+        let limited = |wait: Duration| RateLimited {
+            retry_after_secs: ceil_secs(wait).max(1),
+        };
+        if let Some(wait) = limiter.denied.refused(&key, now) {
+            return Err(refusal(&shared.settings, limited(wait), scope));
+        }
         if let Some(decided) =
             crate::cluster::rate_limit::check(redis, &key, &shared.settings).await
         {
-            return decided
-                .map(|_| ())
-                .map_err(|limited| refusal(&shared.settings, limited, scope));
+            return decided.map(|_| ()).map_err(|wait| {
+                limiter.denied.remember(key, now + wait);
+                refusal(&shared.settings, limited(wait), scope)
+            });
         }
         redis.count_fallback();
     }
