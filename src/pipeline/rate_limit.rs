@@ -468,6 +468,8 @@ impl ShrinkableKeyedStateStore<BucketKey> for CappedStore {
 #[derive(Default)]
 struct DenyCache {
     keys: Mutex<HashMap<String, std::time::Instant>>,
+    /// Entries in `keys`: while 0 (nobody over the limit), no lock is taken.
+    len: AtomicUsize,
 }
 
 const DENY_CACHE_MAX: usize = 10_000;
@@ -475,10 +477,19 @@ const DENY_CACHE_MAX: usize = 10_000;
 impl DenyCache {
     /// `Some(wait)` while `key` is known to be refused at `now`.
     fn refused(&self, key: &str, now: std::time::Instant) -> Option<Duration> {
-        let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        keys.get(key)
-            .and_then(|until| until.checked_duration_since(now))
-            .filter(|wait| !wait.is_zero())
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let until = *keys.get(key)?;
+        match until.checked_duration_since(now).filter(|w| !w.is_zero()) {
+            Some(wait) => Some(wait),
+            None => {
+                keys.remove(key);
+                self.len.store(keys.len(), Ordering::Relaxed);
+                None
+            }
+        }
     }
 
     fn remember(&self, key: String, until: std::time::Instant) {
@@ -491,6 +502,7 @@ impl DenyCache {
             }
         }
         keys.insert(key, until);
+        self.len.store(keys.len(), Ordering::Relaxed);
     }
 }
 
