@@ -85,6 +85,7 @@ if [[ " $TARGETS " == *" floor"* ]]; then
     FLOOR_BIN=$CARGO_TARGET_DIR/release/hookgate-bench-floor
 fi
 FLOOR_HTTP=$((PORT_BASE + 31))
+REDIS_PORT=$((PORT_BASE + 32))
 
 # ---------------------------------------------------------------------------------------------
 # Process bookkeeping: every pid started is stopped on exit
@@ -349,9 +350,9 @@ EOF
 # queue: small with `delivery: queue` (answered after the spool's fsync'd commit, issue 16)
 write_hookgate_config() {
     local variant=$1 conf=$WORK/hookgate-$1.yaml
-    python3 - "$variant" "$conf" "$WORK" "$SECRET" "$BACKEND_HTTP" "$HG_HTTP" "$HG_TLS" "$HG_ADMIN" <<'PY'
+    python3 - "$variant" "$conf" "$WORK" "$SECRET" "$BACKEND_HTTP" "$HG_HTTP" "$HG_TLS" "$HG_ADMIN" "$REDIS_PORT" <<'PY'
 import random, sys
-variant, conf, work, secret, backend, http, tls, admin = sys.argv[1:]
+variant, conf, work, secret, backend, http, tls, admin, redis_port = sys.argv[1:]
 allow = ["127.0.0.0/8"]
 extra_routes = []
 if variant == "cidrs":
@@ -382,7 +383,7 @@ admin:
 limits:
   max_body: 2MiB
   drain_timeout: 2s{chr(10) + "  worker_threads: 1" if variant == "1thread" else ""}
-access_log: {"off" if variant == "nolog" else work + "/hookgate-access.log"}
+access_log: {"off" if variant == "nolog" else work + "/hookgate-access.log"}{chr(10) + "redis: { url: redis://127.0.0.1:" + redis_port + ", timeout: 25ms }" if variant == "redis" else ""}
 {f"spool: {{ path: {work}/spool, max_bytes: 8GiB }}" if queue else ""}
 upstreams:
   backend:
@@ -520,6 +521,7 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
     bcpu0=$(cpu_seconds "$BACKEND_PID")
     busy0=$(machine_busy_seconds); wall0=$(date +%s.%N)
     cpu0=$(cpu_seconds "$TARGET_PID"); sys0=$(sys_seconds "$TARGET_PID")
+    local rcalls0="0 0 0"; [[ $target == hookgate-redis ]] && rcalls0=$(redis_calls)
     # `times` after wrk: the subshell's children's CPU, i.e. wrk's own
     raw=$( (timeout $((dur_s + 60)) wrk -t "$THREADS" -c "$CONNS" -d "$DURATION" --timeout 10s -s "$lua" "$url" 2>&1
         rc=$?; times; exit $rc)) || die "wrk failed: $raw"
@@ -533,6 +535,11 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
     local res; res=$(grep '^RESULT' <<<"$raw") || die "no wrk result: $raw"
     eval "local ${res#RESULT }"
     local errors=$((connect + read + write + status + timeout))
+    if [[ $target == hookgate-redis ]]; then
+        local rcalls1; rcalls1=$(redis_calls)
+        log "$target $w: $(awk -v a="$rcalls0" -v b="$rcalls1" -v n="$requests" 'BEGIN { split(a, x, " "); split(b, y, " ")
+            printf "%d requests; EVALSHA %.3f per request; every command counted by Redis, scripts'"'"' inner ones included, %.3f per request", n, (y[2] - x[2]) / n, (y[3] - x[3] - 1) / n }'), $(curl -fs "http://127.0.0.1:$HG_ADMIN/metrics" | awk '/^hookgate_rate_limit_fallback_total/ { print "fallbacks " $NF }')"
+    fi
     if [[ $target == hookgate* ]]; then
         local ok bad; read -r ok bad < <(check_hookgate_outcomes)
         ((bad == refused)) || die "$target $w: $((bad - refused)) requests were not forwarded with 200 (see metrics)"
@@ -567,6 +574,17 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
 for t in $TARGETS; do
     case $t in hookgate-*) write_hookgate_config "$(variant_config "${t#hookgate-}")" >/dev/null ;; esac
 done
+# hookgate-redis: the same policy with the rate limit on a local redis-server (Debian's
+# package), started once for the whole run; its round trips per request are logged per run.
+if [[ " $TARGETS " == *" hookgate-redis "* ]]; then
+    command -v redis-server >/dev/null || DEBIAN_FRONTEND=noninteractive ${SUDO:-} apt-get install -y -qq redis-server >/dev/null
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.out" 2>&1 &
+    STARTED+=($!)
+    wait_port "$REDIS_PORT" || die "redis-server did not start"
+fi
+# Round trips: the commands the gateway sent (EVALSHA, plus any other top-level command), not
+# the ones its scripts run inside Redis (TIME, GET, SET, which commandstats counts too).
+redis_calls() { redis-cli -p "$REDIS_PORT" info commandstats | awk -F'[=,:]' '/^cmdstat_(evalsha|eval|set|get|ping|script)/ && !/^cmdstat_(set|get):/ { n += $3 } /^cmdstat_evalsha:/ { e = $3 } /^cmdstat_/ { all += $3 } END { printf "%d %d %d\n", n, e, all }'; }
 write_hookgate_config small >/dev/null
 [[ $SCALING == 1 ]] && { write_hookgate_config routes >/dev/null; write_hookgate_config cidrs >/dev/null; }
 

@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod demo;

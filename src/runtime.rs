@@ -14,7 +14,7 @@ use crate::ip_feeds::{FeedSource, LiveIpSet};
 use crate::ipset::IpTable;
 use crate::observe::metrics::{Metrics, RouteSeries};
 use crate::pipeline::allowlist::{Allowlist, RouteAllowlist};
-use crate::pipeline::rate_limit::{RateLimitSettings, RouteLimiter};
+use crate::pipeline::rate_limit::{RateLimitSettings, RouteLimiter, SharedBucket};
 use crate::pipeline::route::RouteTable;
 use crate::upstream::{Upstream, UpstreamBuildError};
 
@@ -28,6 +28,9 @@ pub struct Runtime {
     /// `limits.max_headers`, which the pipeline applies to HTTP/2 heads (hyper applies it to
     /// HTTP/1.1 ones).
     pub max_headers: usize,
+    /// `redis:`: the connection rate limits and replay claims share; kept across reloads
+    /// while the block is unchanged.
+    pub redis: Option<Arc<crate::cluster::RedisHandle>>,
 }
 
 pub struct Route {
@@ -64,6 +67,20 @@ impl Runtime {
         previous: Option<&Runtime>,
         metrics: &Metrics,
     ) -> Result<Runtime, UpstreamBuildError> {
+        let redis =
+            config
+                .redis
+                .as_ref()
+                .map(|wanted| match previous.and_then(|p| p.redis.as_ref()) {
+                    Some(old) if old.config() == wanted => Arc::clone(old),
+                    _ => crate::cluster::RedisHandle::start(wanted.clone(), metrics),
+                });
+        let shared = |scope: &str| {
+            config.redis.as_ref().map(|r| SharedLimit {
+                instances: r.instances.map_or(1, |n| n.get()),
+                key_base: format!("{}rl:{scope}:", r.key_prefix),
+            })
+        };
         let upstreams = config
             .upstreams
             .iter()
@@ -123,7 +140,7 @@ impl Runtime {
                 let old = previous
                     .and_then(|p| p.routes.iter().find(|o| *o.name == r.name))
                     .and_then(|o| o.limiter.as_ref());
-                reuse_or_new(old, settings)
+                reuse_or_new(old, settings, shared(&r.name))
             });
             routes.push(Route {
                 name: r.name.as_str().into(),
@@ -147,10 +164,13 @@ impl Runtime {
                 series: RouteSeries::default(),
             });
         }
-        let global_limit = config
-            .global_rate_limit
-            .as_ref()
-            .map(|settings| reuse_or_new(previous.and_then(|p| p.global_limit.as_ref()), settings));
+        let global_limit = config.global_rate_limit.as_ref().map(|settings| {
+            reuse_or_new(
+                previous.and_then(|p| p.global_limit.as_ref()),
+                settings,
+                shared("-global"),
+            )
+        });
         Ok(Runtime {
             routes: RouteTable::new(routes),
             client_ip: config.client_ip.clone(),
@@ -158,6 +178,7 @@ impl Runtime {
             live_sets,
             upstreams,
             max_headers: config.limits.max_headers,
+            redis,
         })
     }
 
@@ -196,13 +217,37 @@ impl Runtime {
     }
 }
 
+/// Where a limit lives when `redis:` is set.
+struct SharedLimit {
+    instances: u32,
+    key_base: String,
+}
+
 /// The previous limiter when its settings are unchanged (its buckets survive), else a new one.
+/// A shared limit's local buckets run at this instance's share, for when Redis is down.
 fn reuse_or_new(
     old: Option<&Arc<RouteLimiter>>,
     settings: &RateLimitSettings,
+    shared: Option<SharedLimit>,
 ) -> Arc<RouteLimiter> {
+    let (local, shared) = match shared {
+        None => (settings.clone(), None),
+        Some(s) => (
+            settings.divided(s.instances),
+            Some(SharedBucket {
+                settings: settings.clone(),
+                key_base: s.key_base,
+            }),
+        ),
+    };
     match old {
-        Some(old) if old.settings() == settings => Arc::clone(old),
-        _ => Arc::new(RouteLimiter::new(settings.clone())),
+        Some(old) if *old.settings() == local && old.shared() == shared.as_ref() => Arc::clone(old),
+        _ => {
+            let limiter = RouteLimiter::new(local);
+            Arc::new(match shared {
+                Some(shared) => limiter.with_shared(shared),
+                None => limiter,
+            })
+        }
     }
 }

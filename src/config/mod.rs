@@ -63,6 +63,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Durable delivery: the spool, queue routes and per-upstream retry policy.
     pub delivery: DeliveryConfig,
+    /// `redis:`: rate limits and replay memory shared with the other instances.
+    pub redis: Option<RedisConfig>,
 }
 
 /// Everything durable delivery reads from the config (`spool:`, `admin.token`, routes'
@@ -131,6 +133,60 @@ pub struct AdminToken(pub String);
 impl std::fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "AdminToken(<{} bytes>)", self.0.len())
+    }
+}
+
+/// The `redis:` block. Equal blocks mean the same connection: a reload keeps it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://`, `${ENV}` expanded: may hold a password, so it is never
+    /// printed; [`RedisConfig::redacted_url`] is what logs and errors show.
+    pub url: String,
+    /// The deadline of every call to Redis; past it the request is decided locally.
+    pub timeout: std::time::Duration,
+    pub key_prefix: String,
+    /// How many instances share the limits: while Redis is down each one admits
+    /// `limit / instances` on its own. `None`: the full limit.
+    pub instances: Option<std::num::NonZeroU32>,
+}
+
+impl RedisConfig {
+    /// The URL with any password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("timeout", &self.timeout)
+            .field("key_prefix", &self.key_prefix)
+            .field("instances", &self.instances)
+            .finish()
+    }
+}
+
+/// `scheme://user:secret@host/...` -> `scheme://user:***@host/...`.
+pub fn redact_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let (head, rest) = url.split_at(start);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = authority.split_at(at);
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{head}{user}:***{host}{tail}")
+            } else {
+                format!("{head}{user}{host}{tail}")
+            }
+        }
+        None => url.to_string(),
     }
 }
 

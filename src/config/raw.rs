@@ -43,6 +43,27 @@ pub struct RawConfig {
     /// Ordered routes; the first whose path matches decides (a wrong method is 405, never a later route).
     #[schemars(with = "Vec<RawRoute>")]
     pub routes: Spanned<Vec<RawRoute>>,
+    /// Shared rate limits and replay memory for several instances.
+    #[schemars(with = "Option<RawRedis>")]
+    pub redis: Option<Spanned<RawRedis>>,
+}
+
+/// Redis shared by every instance that names the same URL and prefix.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://` or `rediss://` (rustls) URL; a password may come from `${ENV}`.
+    #[schemars(with = "String")]
+    pub url: Text,
+    /// Deadline of every Redis call; past it the request is decided locally (default `25ms`).
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Text>,
+    /// Prefix of every key (default `hookgate:`).
+    #[schemars(with = "Option<String>")]
+    pub key_prefix: Option<Text>,
+    /// Instances sharing the limits: while Redis is down each admits `limit / instances`.
+    #[schemars(with = "Option<u64>")]
+    pub instances: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

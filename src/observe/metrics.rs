@@ -89,6 +89,12 @@ pub struct IpSetResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedisOpLabels {
+    /// `rate_limit`, `claim`, `delivered`, `release` or `connect`.
+    pub op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: &'static str,
 }
@@ -184,6 +190,12 @@ pub struct Metrics {
     pub upstream_connections_refused: Family<UpstreamLabels, Counter>,
     /// Durable delivery (issue 16).
     pub delivery: DeliveryMetrics,
+    /// Redis calls that failed or missed their deadline, by operation.
+    pub redis_errors: Family<RedisOpLabels, Counter>,
+    /// 1 while the shared Redis answers, 0 while the gateway runs on its local state.
+    pub redis_up: Gauge,
+    /// Rate-limit checks decided by the local limiter because Redis failed or was down.
+    pub rate_limit_fallback: Counter,
     /// The label sets created per route in the families above, so that a route a reload
     /// removes can take its series along ([`Metrics::forget_routes`]).
     route_keys: Mutex<HashMap<Arc<str>, RouteKeys>>,
@@ -374,6 +386,9 @@ impl Metrics {
             upstream_connection_waits: Family::default(),
             upstream_connections_refused: Family::default(),
             delivery: DeliveryMetrics::default(),
+            redis_errors: Family::default(),
+            redis_up: Gauge::default(),
+            rate_limit_fallback: Counter::default(),
             route_keys: Mutex::default(),
             generation: AtomicU64::new(0),
         };
@@ -461,6 +476,21 @@ impl Metrics {
             "ip_set_refreshes",
             "IP set fetches by set and result",
             m.ip_set_refreshes.clone(),
+        );
+        r.register(
+            "redis_errors",
+            "Calls to the shared Redis that failed or missed their deadline, by operation (rate_limit, claim, delivered, release, connect)",
+            m.redis_errors.clone(),
+        );
+        r.register(
+            "redis_up",
+            "1 while the shared Redis answers; 0 while rate limits and replay memory are local (no redis: configured, or Redis down)",
+            m.redis_up.clone(),
+        );
+        r.register(
+            "rate_limit_fallback",
+            "Rate-limit checks decided by the local limiter because Redis failed, was slow or was down",
+            m.rate_limit_fallback.clone(),
         );
         r.register(
             "upstream_connection_waits",

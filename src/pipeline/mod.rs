@@ -172,7 +172,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     // 2-5. route, client ip, allowlist, rate limits: nothing of the body read yet
-    let route = match admit(&request, conn, runtime, shared, ctx) {
+    let route = match admit(&request, conn, runtime, shared, ctx).await {
         Ok(route) => route,
         Err(reject) => {
             // A refusal before the body: the small body a client is already sending is read
@@ -196,7 +196,7 @@ where
     }
 
     // 8. duplicates: a delivered id is answered, not forwarded again
-    let claim = claim_delivery(route, ctx.event_id.as_deref(), &shared.replay)?;
+    let claim = claim_delivery(route, ctx.event_id.as_deref(), &shared.replay).await?;
 
     // 9. queue (issue 16): a `delivery: queue` route answers once the event is durable in the
     // spool; the delivery worker forwards it later (src/delivery/).
@@ -240,7 +240,7 @@ where
 /// Stages 2-5, which read nothing of the body: the route, the client address, the allowlist
 /// and the rate limits; and, for `Expect: 100-continue`, a signature header that is certainly
 /// missing, so the body is never invited only to be refused.
-fn admit<'r, B>(
+async fn admit<'r, B>(
     request: &Request<B>,
     conn: &ConnInfo,
     runtime: &'r Runtime,
@@ -277,10 +277,12 @@ fn admit<'r, B>(
 
     // 5. rate limits, the gateway's then the route's, before a byte of the body is read
     if let Some(limiter) = &runtime.global_limit {
-        rate_limit::check(limiter, client_ip, request.headers(), "global")?;
+        let redis = runtime.redis.as_deref();
+        rate_limit::check(limiter, redis, client_ip, request.headers(), "global").await?;
     }
     if let Some(limiter) = &route.limiter {
-        rate_limit::check(limiter, client_ip, request.headers(), "route")?;
+        let redis = runtime.redis.as_deref();
+        rate_limit::check(limiter, redis, client_ip, request.headers(), "route").await?;
     }
 
     // 7, early: a client waiting for 100 Continue is refused before it sends a body that
@@ -348,7 +350,7 @@ fn check_signature<'r>(
 /// Stage 8: on a route with a replay window, claims the event id for delivery. `Ok(None)`: no
 /// id or no window, nothing to remember; a delivered id is answered as a duplicate, and a copy
 /// being forwarded right now is turned away.
-fn claim_delivery(
+async fn claim_delivery(
     route: &Route,
     event_id: Option<&str>,
     replay: &Arc<dyn ReplayStore>,
@@ -357,7 +359,7 @@ fn claim_delivery(
         return Ok(None);
     };
     let key = format!("{}\0{id}", route.name);
-    match replay.claim(&key, Instant::now()) {
+    match replay.claim(&key, Instant::now()).await {
         Claim::Fresh => Ok(Some(ClaimGuard::new(Arc::clone(replay), key))),
         Claim::Delivered => Err(GatewayAnswer::Duplicate),
         Claim::InFlight => Err(Reject::DuplicateInFlight.into()),

@@ -87,6 +87,29 @@ impl RateLimitSettings {
         )
     }
 
+    /// Whole seconds until a bucket with `remaining` left is full again.
+    pub fn reset_secs(&self, remaining: u32) -> u64 {
+        let owed = self.burst().get().saturating_sub(remaining);
+        ceil_secs(self.rate().interval().saturating_mul(owed))
+    }
+
+    /// This instance's share of the limit when `instances` share it and cannot talk to each
+    /// other (Redis down): the rate and the burst divided, neither below one request.
+    pub fn divided(&self, instances: u32) -> RateLimitSettings {
+        let n = instances.max(1);
+        let rate = match self.rate() {
+            Rate::PerSecond(r) if r.get() >= n => Rate::PerSecond(nz(r.get() / n)),
+            Rate::PerSecond(r) => Rate::PerMinute(nz(r.get().saturating_mul(60) / n)),
+            Rate::PerMinute(r) => Rate::PerMinute(nz(r.get() / n)),
+        };
+        let burst = nz(self.burst().get() / n);
+        match RateLimitSettings::new(rate, burst, self.key().clone()) {
+            Ok(settings) => settings.with_max_keys(self.max_keys()),
+            // A divided rate is never above the undivided one, which was accepted.
+            Err(_) => self.clone(),
+        }
+    }
+
     fn quota(&self) -> Quota {
         // interval >= 1µs thanks to MAX_PER_SECOND, so with_period never sees zero.
         let interval = self.rate().interval().max(Duration::from_nanos(1));
@@ -95,6 +118,10 @@ impl RateLimitSettings {
             None => Quota::per_second(NonZeroU32::MIN).allow_burst(self.burst()),
         }
     }
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
 /// The request may go on. Carries what the `RateLimit` field reports.
@@ -140,8 +167,13 @@ impl RateLimited {
 /// `&self` and is safe to call from any thread.
 pub struct RouteLimiter<C: Clock = DefaultClock> {
     settings: RateLimitSettings,
+    /// Set when the limit is shared on Redis: the local buckets above are then only the
+    /// fallback (at the divided limit).
+    shared: Option<SharedBucket>,
     limiter: RateLimiter<BucketKey, CappedStore, C, StateInformationMiddleware>,
     header_hasher: RandomState,
+    /// Shared limits: keys Redis refused, until the moment it said they may try again.
+    denied: DenyCache,
 }
 
 impl RouteLimiter<DefaultClock> {
@@ -162,9 +194,24 @@ impl<C: Clock> RouteLimiter<C> {
         );
         RouteLimiter {
             settings,
+            shared: None,
             limiter,
             header_hasher: RandomState::new(),
+            denied: DenyCache::default(),
         }
+    }
+
+    /// The same limiter whose decisions are made on Redis, under keys starting with
+    /// `shared.key_base`, at `shared.settings`; this limiter's own buckets decide only while
+    /// Redis does not answer.
+    pub fn with_shared(mut self, shared: SharedBucket) -> RouteLimiter<C> {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The Redis side, if the limit is shared.
+    pub fn shared(&self) -> Option<&SharedBucket> {
+        self.shared.as_ref()
     }
 
     /// Counts one request. `client_ip` is stage 3's answer; `headers` are read only for a
@@ -217,8 +264,41 @@ impl<C: Clock> RouteLimiter<C> {
     }
 
     fn reset_secs(&self, remaining: u32) -> u64 {
-        let owed = self.settings.burst().get().saturating_sub(remaining);
-        ceil_secs(self.settings.rate().interval().saturating_mul(owed))
+        self.settings.reset_secs(remaining)
+    }
+
+    /// The Redis key of this request's bucket: the same on every instance (header values are
+    /// hashed with SHA-256, not with this instance's random SipHash key).
+    fn shared_key(&self, base: &str, client_ip: IpAddr, headers: &HeaderMap) -> String {
+        let ip = |ip: IpAddr| match normalize_ip(ip) {
+            IpAddr::V4(v4) => format!("{base}4:{v4}"),
+            IpAddr::V6(v6) => format!("{base}6:{:x}", u128::from(v6) >> 64),
+        };
+        match self.settings.key() {
+            LimitKey::Route => format!("{base}r"),
+            LimitKey::ClientIp => ip(client_ip),
+            LimitKey::Header(name) => {
+                let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+                let mut any = false;
+                for value in headers.get_all(name) {
+                    let bytes = value.as_bytes().trim_ascii();
+                    if !bytes.is_empty() {
+                        digest.update(&(bytes.len() as u64).to_be_bytes());
+                        digest.update(bytes);
+                        any = true;
+                    }
+                }
+                if !any {
+                    return ip(client_ip);
+                }
+                let hash = digest.finish();
+                let mut key = format!("{base}h:");
+                for byte in hash.as_ref().iter().take(16) {
+                    key.push_str(&format!("{byte:02x}"));
+                }
+                key
+            }
+        }
     }
 
     fn bucket_key(&self, client_ip: IpAddr, headers: &HeaderMap) -> BucketKey {
@@ -380,22 +460,103 @@ impl ShrinkableKeyedStateStore<BucketKey> for CappedStore {
     }
 }
 
+/// Keys of a shared limit that Redis refused, with the moment it said they may try again.
+/// Exact, not a guess: a GCRA bucket's arrival time only moves forward, so no request for the
+/// key can be admitted before that moment, whichever instance asks. Saves the round trip for
+/// every request of a sender hammering past its limit (Envoy's local pre-check). Bounded: when
+/// full, expired entries go, and if that is not enough all of them (refusals fill it again).
+#[derive(Default)]
+struct DenyCache {
+    keys: Mutex<HashMap<String, std::time::Instant>>,
+    /// Entries in `keys`: while 0 (nobody over the limit), no lock is taken.
+    len: AtomicUsize,
+}
+
+const DENY_CACHE_MAX: usize = 10_000;
+
+impl DenyCache {
+    /// `Some(wait)` while `key` is known to be refused at `now`.
+    fn refused(&self, key: &str, now: std::time::Instant) -> Option<Duration> {
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let until = *keys.get(key)?;
+        match until.checked_duration_since(now).filter(|w| !w.is_zero()) {
+            Some(wait) => Some(wait),
+            None => {
+                keys.remove(key);
+                self.len.store(keys.len(), Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    fn remember(&self, key: String, until: std::time::Instant) {
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if keys.len() >= DENY_CACHE_MAX {
+            let now = std::time::Instant::now();
+            keys.retain(|_, t| *t > now);
+            if keys.len() >= DENY_CACHE_MAX {
+                keys.clear();
+            }
+        }
+        keys.insert(key, until);
+        self.len.store(keys.len(), Ordering::Relaxed);
+    }
+}
+
+/// The Redis side of a shared limit: the whole limit (over all instances) and where its
+/// buckets live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedBucket {
+    pub settings: RateLimitSettings,
+    /// `<key_prefix>rl:<route>:`; the bucket's key follows.
+    pub key_base: String,
+}
+
 /// Stage 5 for one limiter: counts the request, or refuses it with the 429 headers filled in.
-pub fn check(
+/// A shared limit is decided on Redis (one round trip); when `redis` is absent, down or slow,
+/// by the local buckets at this instance's share, and counted as a fallback.
+pub async fn check(
     limiter: &RouteLimiter,
+    redis: Option<&crate::cluster::RedisHandle>,
     client_ip: IpAddr,
     headers: &HeaderMap,
     scope: &'static str,
 ) -> Result<(), Reject> {
+    if let (Some(shared), Some(redis)) = (limiter.shared(), redis) {
+        let key = limiter.shared_key(&shared.key_base, client_ip, headers);
+        let now = std::time::Instant::now();
+        let limited = |wait: Duration| RateLimited {
+            retry_after_secs: ceil_secs(wait).max(1),
+        };
+        if let Some(wait) = limiter.denied.refused(&key, now) {
+            return Err(refusal(&shared.settings, limited(wait), scope));
+        }
+        if let Some(decided) =
+            crate::cluster::rate_limit::check(redis, &key, &shared.settings).await
+        {
+            return decided.map(|_| ()).map_err(|wait| {
+                limiter.denied.remember(key, now + wait);
+                refusal(&shared.settings, limited(wait), scope)
+            });
+        }
+        redis.count_fallback();
+    }
     limiter
         .check(client_ip, headers)
         .map(|_| ())
-        .map_err(|limited| Reject::RateLimited {
-            retry_after: limited.retry_after_value(),
-            policy: limiter.settings().policy_header_value(),
-            state: limited.header_value(),
-            scope,
-        })
+        .map_err(|limited| refusal(limiter.settings(), limited, scope))
+}
+
+fn refusal(settings: &RateLimitSettings, limited: RateLimited, scope: &'static str) -> Reject {
+    Reject::RateLimited {
+        retry_after: limited.retry_after_value(),
+        policy: settings.policy_header_value(),
+        state: limited.header_value(),
+        scope,
+    }
 }
 
 #[cfg(test)]
@@ -776,5 +937,48 @@ mod tests {
             .map(|t| t.join().unwrap())
             .sum();
         assert_eq!(admitted, 50);
+    }
+
+    #[test]
+    fn the_fallback_share_divides_rate_and_burst_never_below_one() {
+        let settings =
+            RateLimitSettings::new(Rate::PerSecond(nz(20)), nz(5), LimitKey::Route).unwrap();
+        let half = settings.divided(2);
+        assert_eq!(half.rate(), Rate::PerSecond(nz(10)));
+        assert_eq!(half.burst(), nz(2));
+        let third = RateLimitSettings::new(Rate::PerSecond(nz(1)), nz(1), LimitKey::ClientIp)
+            .unwrap()
+            .divided(3);
+        assert_eq!(third.rate(), Rate::PerMinute(nz(20)));
+        assert_eq!(third.burst(), nz(1));
+        assert_eq!(settings.divided(1), settings);
+    }
+
+    #[test]
+    fn shared_keys_are_the_same_on_every_instance() {
+        let settings = RateLimitSettings::new(
+            Rate::PerSecond(nz(5)),
+            nz(5),
+            LimitKey::Header(HeaderName::from_static("x-tenant")),
+        )
+        .unwrap();
+        let (a, b) = (
+            RouteLimiter::new(settings.clone()),
+            RouteLimiter::new(settings),
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("x-tenant", HeaderValue::from_static("acme"));
+        let ka = a.shared_key("p:rl:r:", ip("10.0.0.1"), &headers);
+        assert_eq!(ka, b.shared_key("p:rl:r:", ip("10.0.0.2"), &headers));
+        assert!(ka.starts_with("p:rl:r:h:") && ka.len() == "p:rl:r:h:".len() + 32);
+        assert_eq!(
+            a.shared_key("p:", ip("2001:db8::1"), &HeaderMap::new()),
+            "p:6:20010db800000000",
+            "an IPv6 client by its /64"
+        );
+        assert_eq!(
+            a.shared_key("p:", ip("::ffff:10.1.2.3"), &HeaderMap::new()),
+            "p:4:10.1.2.3"
+        );
     }
 }

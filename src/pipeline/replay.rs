@@ -4,12 +4,18 @@
 //! or the event would be lost. While one copy is being forwarded, another copy is turned away
 //! (the sender retries), so two copies never reach the backend at once.
 //!
-//! The state sits behind [`ReplayStore`] so a shared store (Redis) can replace the in-memory
-//! one. Memory is bounded by a cap on entries (oldest dropped first) and each entry's window.
+//! The state sits behind [`ReplayStore`] so a shared store (Redis, `cluster::replay`) can
+//! stand in front of the in-memory one. Memory is bounded by a cap on entries (oldest dropped
+//! first) and each entry's window.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+/// A future a [`ReplayStore`] returns (the trait is used as `dyn`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a store says about an event id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,12 +29,17 @@ pub enum Claim {
 }
 
 pub trait ReplayStore: Send + Sync {
-    /// Claims `key` for delivery; only a `Fresh` claim may forward.
-    fn claim(&self, key: &str, now: Instant) -> Claim;
-    /// The upstream accepted the event: remember it until `now + window`.
+    /// Claims `key` for delivery; only a `Fresh` claim may forward. Async: a shared store asks
+    /// Redis (within its deadline).
+    fn claim<'a>(&'a self, key: &'a str, now: Instant) -> BoxFuture<'a, Claim>;
+    /// The upstream accepted the event: remember it until `now + window`. Never blocks (a
+    /// shared store sends it from a task).
     fn delivered(&self, key: &str, now: Instant, window: Duration);
-    /// The forward failed: forget the claim so the provider's retry is forwarded.
+    /// The forward failed: forget the claim so the provider's retry is forwarded. Never blocks.
     fn release(&self, key: &str);
+    /// The shared Redis to use from now on (`None`: local only). Called at start and on each
+    /// reload; a store without a shared side ignores it.
+    fn use_redis(&self, _redis: Option<Arc<crate::cluster::RedisHandle>>) {}
 }
 
 /// Entries beyond this are dropped oldest first: ~100 bytes each, so about 20 MB at most.
@@ -73,10 +84,19 @@ impl MemoryReplayStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
 
-impl ReplayStore for MemoryReplayStore {
-    fn claim(&self, key: &str, now: Instant) -> Claim {
+    /// True when `key` is claimed here and being forwarded.
+    pub fn is_in_flight(&self, key: &str) -> bool {
+        matches!(self.lock().entries.get(key), Some(State::InFlight))
+    }
+
+    /// True when `key` was delivered and is still remembered at `now`.
+    pub fn is_delivered(&self, key: &str, now: Instant) -> bool {
+        matches!(self.lock().entries.get(key), Some(State::Delivered { until }) if *until > now)
+    }
+
+    /// [`ReplayStore::claim`], without the future.
+    pub fn claim_now(&self, key: &str, now: Instant) -> Claim {
         let mut inner = self.lock();
         match inner.entries.get(key) {
             Some(State::InFlight) => Claim::InFlight,
@@ -86,6 +106,12 @@ impl ReplayStore for MemoryReplayStore {
                 Claim::Fresh
             }
         }
+    }
+}
+
+impl ReplayStore for MemoryReplayStore {
+    fn claim<'a>(&'a self, key: &'a str, now: Instant) -> BoxFuture<'a, Claim> {
+        Box::pin(std::future::ready(self.claim_now(key, now)))
     }
 
     fn delivered(&self, key: &str, now: Instant, window: Duration) {
@@ -157,11 +183,11 @@ mod tests {
     fn a_delivered_id_is_a_duplicate_inside_its_window_only() {
         let store = MemoryReplayStore::new(10);
         let t0 = Instant::now();
-        assert_eq!(store.claim("a", t0), Claim::Fresh);
+        assert_eq!(store.claim_now("a", t0), Claim::Fresh);
         store.delivered("a", t0, HOUR);
-        assert_eq!(store.claim("a", t0 + HOUR / 2), Claim::Delivered);
+        assert_eq!(store.claim_now("a", t0 + HOUR / 2), Claim::Delivered);
         assert_eq!(
-            store.claim("a", t0 + HOUR + Duration::from_secs(1)),
+            store.claim_now("a", t0 + HOUR + Duration::from_secs(1)),
             Claim::Fresh
         );
     }
@@ -170,11 +196,11 @@ mod tests {
     fn a_second_copy_in_flight_is_turned_away_and_a_failed_forward_is_forgotten() {
         let store = MemoryReplayStore::new(10);
         let t0 = Instant::now();
-        assert_eq!(store.claim("a", t0), Claim::Fresh);
-        assert_eq!(store.claim("a", t0), Claim::InFlight);
+        assert_eq!(store.claim_now("a", t0), Claim::Fresh);
+        assert_eq!(store.claim_now("a", t0), Claim::InFlight);
         store.release("a");
         assert_eq!(
-            store.claim("a", t0),
+            store.claim_now("a", t0),
             Claim::Fresh,
             "the retry after a failure is forwarded"
         );
@@ -182,13 +208,14 @@ mod tests {
 
     #[test]
     fn the_guard_releases_unless_delivered() {
-        let store: Arc<dyn ReplayStore> = Arc::new(MemoryReplayStore::new(10));
+        let memory = Arc::new(MemoryReplayStore::new(10));
+        let store: Arc<dyn ReplayStore> = memory.clone();
         let now = Instant::now();
-        assert_eq!(store.claim("a", now), Claim::Fresh);
+        assert_eq!(memory.claim_now("a", now), Claim::Fresh);
         drop(ClaimGuard::new(Arc::clone(&store), "a".into()));
-        assert_eq!(store.claim("a", now), Claim::Fresh);
+        assert_eq!(memory.claim_now("a", now), Claim::Fresh);
         ClaimGuard::new(Arc::clone(&store), "a".into()).delivered(HOUR);
-        assert_eq!(store.claim("a", now), Claim::Delivered);
+        assert_eq!(memory.claim_now("a", now), Claim::Delivered);
     }
 
     #[test]
@@ -196,15 +223,15 @@ mod tests {
         let store = MemoryReplayStore::new(3);
         let now = Instant::now();
         for key in ["a", "b", "c", "d", "e"] {
-            assert_eq!(store.claim(key, now), Claim::Fresh);
+            assert_eq!(store.claim_now(key, now), Claim::Fresh);
             store.delivered(key, now, HOUR);
         }
         assert_eq!(store.len(), 3);
         assert_eq!(
-            store.claim("a", now),
+            store.claim_now("a", now),
             Claim::Fresh,
             "the oldest was forgotten"
         );
-        assert_eq!(store.claim("e", now), Claim::Delivered);
+        assert_eq!(store.claim_now("e", now), Claim::Delivered);
     }
 }

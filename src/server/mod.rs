@@ -107,8 +107,10 @@ impl Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             access_log,
-            replay: Arc::new(crate::pipeline::replay::MemoryReplayStore::new(
-                crate::pipeline::replay::DEFAULT_MAX_ENTRIES,
+            replay: Arc::new(crate::cluster::replay::SharedReplayStore::new(
+                crate::pipeline::replay::MemoryReplayStore::new(
+                    crate::pipeline::replay::DEFAULT_MAX_ENTRIES,
+                ),
             )),
             draining: Default::default(),
             in_flight: Default::default(),
@@ -117,6 +119,7 @@ impl Gateway {
         if let Some(delivery) = &shared.delivery {
             delivery.start(&shared)?;
         }
+        shared.replay.use_redis(shared.runtime.load().redis.clone());
         let (shutdown, _) = watch::channel(false);
         let workers = start_workers(config.limits.worker_threads, &shared.access_log)
             .map_err(StartError::Workers)?;
@@ -344,6 +347,7 @@ impl Gateway {
             .filter(|old| !runtime.routes.iter().any(|new| new.name == old.name))
             .map(|old| Arc::clone(&old.name))
             .collect();
+        self.shared.replay.use_redis(runtime.redis.clone());
         self.shared.runtime.store(Arc::new(runtime));
         if let Some(delivery) = &self.shared.delivery {
             delivery.reconfigure(&config.delivery);

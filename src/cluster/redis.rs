@@ -1,0 +1,299 @@
+//! The connection to the shared Redis: one multiplexed connection (redis-rs), replaced by a
+//! background task when it fails. A call never waits for a reconnect: while there is no
+//! connection it fails at once, and the caller decides locally. Every call has the configured
+//! deadline. The state (up or down) is logged once per transition and exported as
+//! `hookgate_redis_up`; failures count in `hookgate_redis_errors_total{op}`.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, Script, ToRedisArgs};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::RedisConfig;
+use crate::observe::event;
+use crate::observe::metrics::{Metrics, RedisOpLabels};
+
+/// The longest a background connection attempt may take (connect, handshake, script load).
+const CONNECT_DEADLINE: Duration = Duration::from_secs(1);
+/// Pause after a failed attempt, doubling up to [`RETRY_MAX`]: a restarted Redis is found
+/// again within a quarter of a second.
+const RETRY_MIN: Duration = Duration::from_millis(20);
+const RETRY_MAX: Duration = Duration::from_millis(250);
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// A handle on the shared Redis. Cheap to share (`Arc`); dropping the last one stops the
+/// reconnect task and closes the connection.
+pub struct RedisHandle {
+    inner: Arc<Inner>,
+    task: JoinHandle<()>,
+}
+
+struct Inner {
+    config: RedisConfig,
+    conn: ArcSwapOption<MultiplexedConnection>,
+    state: AtomicU8,
+    /// Wakes the reconnect task after a connection was dropped.
+    wake: Notify,
+    /// Scripts loaded on every new connection, so requests only ever send EVALSHA.
+    scripts: [&'static Script; 4],
+    errors: Family<RedisOpLabels, Counter>,
+    up: Gauge,
+    fallback: Counter,
+    /// The password in the URL, if any, to take out of error texts.
+    password: Option<String>,
+}
+
+impl RedisHandle {
+    /// Starts connecting in the background and returns at once. Must run inside tokio.
+    pub fn start(config: RedisConfig, metrics: &Metrics) -> Arc<RedisHandle> {
+        let password = password_of(&config.url);
+        let inner = Arc::new(Inner {
+            config,
+            conn: ArcSwapOption::empty(),
+            state: AtomicU8::new(UNKNOWN),
+            wake: Notify::new(),
+            scripts: [
+                super::rate_limit::gcra_script(),
+                super::replay::claim_script(),
+                super::replay::delivered_script(),
+                super::replay::release_script(),
+            ],
+            errors: metrics.redis_errors.clone(),
+            up: metrics.redis_up.clone(),
+            fallback: metrics.rate_limit_fallback.clone(),
+            password,
+        });
+        inner.up.set(0);
+        let task = tokio::spawn(keep_connected(Arc::clone(&inner)));
+        Arc::new(RedisHandle { inner, task })
+    }
+
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    pub fn key_prefix(&self) -> &str {
+        &self.inner.config.key_prefix
+    }
+
+    /// True while a connection is established (the last call on it did not fail).
+    pub fn is_up(&self) -> bool {
+        self.inner.conn.load().is_some()
+    }
+
+    /// Counts a rate-limit check decided locally.
+    pub fn count_fallback(&self) {
+        self.inner.fallback.inc();
+    }
+
+    /// Runs `script` with `keys` and `args` within the deadline. `None` when Redis is down,
+    /// slow or failed: the caller decides locally. `op` labels the error count.
+    pub async fn run_script<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &Script,
+        keys: &[&str],
+        args: &[&dyn ToRedisArgsDyn],
+    ) -> Option<T> {
+        let inner = &self.inner;
+        let Some(conn) = inner.conn.load_full() else {
+            inner.count_error(op);
+            return None;
+        };
+        let mut conn = MultiplexedConnection::clone(&conn);
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            arg.add_to(&mut invocation);
+        }
+        match tokio::time::timeout(inner.config.timeout, invocation.invoke_async(&mut conn)).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                inner.count_error(op);
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_unrecoverable_error()
+                    || e.is_timeout()
+                {
+                    inner.lost(&inner.describe(&e));
+                } else {
+                    event(
+                        "warn",
+                        "redis call failed",
+                        serde_json::json!({"op": op, "error": inner.describe(&e)}),
+                    );
+                }
+                None
+            }
+            Err(_) => {
+                inner.count_error(op);
+                inner.lost(&format!(
+                    "no answer within {}",
+                    humantime::format_duration(inner.config.timeout)
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// An argument of any type redis-rs can encode, behind one object-safe trait.
+pub trait ToRedisArgsDyn: Sync {
+    fn add_to(&self, invocation: &mut redis::ScriptInvocation<'_>);
+}
+
+impl<T: ToRedisArgs + Sync> ToRedisArgsDyn for T {
+    fn add_to(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        invocation.arg(self);
+    }
+}
+
+impl Drop for RedisHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Inner {
+    fn count_error(&self, op: &'static str) {
+        self.errors.get_or_create(&RedisOpLabels { op }).inc();
+    }
+
+    /// An error text with the password taken out.
+    fn describe(&self, e: &RedisError) -> String {
+        let text = e.to_string();
+        match &self.password {
+            Some(p) if !p.is_empty() => text.replace(p.as_str(), "***"),
+            _ => text,
+        }
+    }
+
+    /// The connection failed or missed a deadline: drop it (later calls fall back at once) and
+    /// let the background task make a new one.
+    fn lost(&self, why: &str) {
+        if self.conn.swap(None).is_some() {
+            self.wake.notify_one();
+        }
+        self.transition(DOWN, why);
+    }
+
+    fn transition(&self, to: u8, why: &str) {
+        let from = self.state.swap(to, Ordering::AcqRel);
+        if from == to {
+            return;
+        }
+        self.up.set(i64::from(to == UP));
+        let url = self.config.redacted_url();
+        if to == UP {
+            event(
+                "info",
+                "redis up: rate limits and replay memory are shared",
+                serde_json::json!({"redis": url}),
+            );
+        } else {
+            event(
+                "warn",
+                "redis down: rate limits and replay memory are local until it is back",
+                serde_json::json!({"redis": url, "error": why}),
+            );
+        }
+    }
+}
+
+/// Keeps one connection: makes it when there is none, then sleeps until a caller drops it.
+async fn keep_connected(inner: Arc<Inner>) {
+    let client = match redis::Client::open(inner.config.url.as_str()) {
+        Ok(client) => client,
+        Err(e) => {
+            // Validation parsed this URL already; should it fail anyway, stay local.
+            inner.count_error("connect");
+            inner.transition(DOWN, &inner.describe(&e));
+            return;
+        }
+    };
+    let mut pause = RETRY_MIN;
+    loop {
+        if inner.conn.load().is_none() {
+            match tokio::time::timeout(CONNECT_DEADLINE, connect(&client, &inner)).await {
+                Ok(Ok(conn)) => {
+                    inner.conn.store(Some(Arc::new(conn)));
+                    inner.transition(UP, "");
+                    pause = RETRY_MIN;
+                }
+                failed => {
+                    inner.count_error("connect");
+                    let why = match failed {
+                        Ok(Err(e)) => inner.describe(&e),
+                        _ => "connection attempt timed out".to_string(),
+                    };
+                    inner.transition(DOWN, &why);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX);
+                    continue;
+                }
+            }
+        }
+        inner.wake.notified().await;
+    }
+}
+
+async fn connect(
+    client: &redis::Client,
+    inner: &Inner,
+) -> Result<MultiplexedConnection, RedisError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_DEADLINE))
+        .set_response_timeout(Some(CONNECT_DEADLINE));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    redis::cmd("PING").query_async::<()>(&mut conn).await?;
+    for script in &inner.scripts {
+        script.load_async(&mut conn).await?;
+    }
+    Ok(conn)
+}
+
+/// The password of `redis://user:password@host`, if any.
+fn password_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    Some(password.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_found_and_redacted() {
+        assert_eq!(
+            password_of("redis://:s3cret@127.0.0.1:6379/0").as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(password_of("redis://127.0.0.1:6379"), None);
+        assert_eq!(
+            crate::config::redact_url("rediss://app:s3cret@cache:6380/1"),
+            "rediss://app:***@cache:6380/1"
+        );
+        assert_eq!(
+            crate::config::redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+}

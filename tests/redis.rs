@@ -1,0 +1,409 @@
+//! Issue 17: several gateways sharing rate limits and replay memory through one real
+//! `redis-server` (Debian's package; each test starts its own on a free loopback port, without
+//! persistence), and a gateway that keeps serving, within the Redis timeout, when Redis is
+//! killed, frozen or a blackhole.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const GITHUB_BODY: &str = "Hello, World!";
+const GITHUB_SIGNATURE: &str =
+    "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+/// A route limited to 20/s (burst 5) for everyone together, and a GitHub route with the replay
+/// memory on. `{redis}` and `{timeout}` are filled in per test.
+const ROUTES: &str = r#"
+redis:
+  url: "{redis}"
+  timeout: {timeout}
+  key_prefix: "hg-test:"
+  instances: 2
+upstreams:
+  backend:
+    url: http://{upstream}
+routes:
+  - name: limited
+    path: /limited
+    upstream: backend
+    rate_limit: { per_second: 20, burst: 5, key: route }
+  - name: github
+    path: /hooks/github
+    upstream: backend
+    verify:
+      provider: github
+      secrets: ["It's a Secret to Everybody"]
+"#;
+
+async fn gateway(redis_url: &str, timeout: &str) -> TestGateway {
+    TestGateway::start(
+        &ROUTES
+            .replace("{redis}", redis_url)
+            .replace("{timeout}", timeout),
+    )
+    .await
+}
+
+async fn wait_until_up(gw: &TestGateway, up: f64, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if gw.metrics().await.get("hookgate_redis_up") == Some(&up) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "hookgate_redis_up never became {up} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sends GET /limited to `gw` every `every` for `duration`; returns (status, latency) of each.
+async fn load(gw: &TestGateway, every: Duration, duration: Duration) -> Vec<(u16, Duration)> {
+    let client = plain_client();
+    let url = gw.http_url("/limited");
+    let mut tick = tokio::time::interval(every);
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    while started.elapsed() < duration {
+        tick.tick().await;
+        let client = client.clone();
+        let url = url.clone();
+        pending.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let (status, _, _) = send(&client, "POST", &url, &[], "{}").await.unwrap();
+            (status, sent.elapsed())
+        }));
+    }
+    let mut out = Vec::new();
+    for p in pending {
+        out.push(p.await.unwrap());
+    }
+    out
+}
+
+fn admitted(results: &[(u16, Duration)]) -> usize {
+    results.iter().filter(|(s, _)| *s == 200).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_one_limit_not_one_each() {
+    let redis = RedisServer::start().await;
+    let a = gateway(&redis.url(), "250ms").await;
+    let b = gateway(&redis.url(), "250ms").await;
+    wait_until_up(&a, 1.0, Duration::from_secs(5)).await;
+    wait_until_up(&b, 1.0, Duration::from_secs(5)).await;
+
+    // 100/s offered to each for 2 s: a shared 20/s bucket with a burst of 5 admits about
+    // 5 + 2 * 20 = 45 in total; two separate limiters would admit about 90.
+    let window = Duration::from_secs(2);
+    let every = Duration::from_millis(10);
+    let (ra, rb) = tokio::join!(load(&a, every, window), load(&b, every, window));
+    let total = admitted(&ra) + admitted(&rb);
+    assert!(
+        (30..=60).contains(&total),
+        "admitted {total} (a {}, b {}): a shared 20/s should admit about 45",
+        admitted(&ra),
+        admitted(&rb)
+    );
+    assert!(admitted(&ra) > 0 && admitted(&rb) > 0);
+    for (status, _) in ra.iter().chain(&rb) {
+        assert!(*status == 200 || *status == 429, "status {status}");
+    }
+    // The 429s carry the local limiter's headers, for the whole (shared) limit.
+    let (status, headers, _) = send(&plain_client(), "POST", &a.http_url("/limited"), &[], "")
+        .await
+        .unwrap();
+    if status == 429 {
+        assert!(
+            headers["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                >= 1
+        );
+        assert_eq!(headers["ratelimit-policy"], "\"default\";q=5;w=1");
+    }
+    // Round trips: a refused key is not asked again before Redis said it may try (the local
+    // pre-check), so a sender hammering past its limit costs far fewer than one per request.
+    let stats: String = redis.query(&["INFO", "commandstats"]).await;
+    let evalsha: usize = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap());
+    let requests = ra.len() + rb.len();
+    eprintln!("shared limit: {requests} requests, {total} admitted, {evalsha} EVALSHA");
+    assert!(
+        evalsha >= total && evalsha < requests / 2,
+        "{evalsha} round trips for {requests} requests ({total} admitted)"
+    );
+    let m = a.metrics().await;
+    assert_eq!(m.get("hookgate_rate_limit_fallback_total"), Some(&0.0));
+    let keys: Vec<String> = redis.query(&["KEYS", "hg-test:rl:*"]).await;
+    assert_eq!(keys, ["hg-test:rl:limited:r"], "one key per bucket");
+    let ttl: i64 = redis.query(&["PTTL", "hg-test:rl:limited:r"]).await;
+    assert!(
+        ttl > 0 && ttl <= 1001,
+        "the bucket expires when full again: {ttl}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_delivery_sent_to_two_instances_at_once_is_forwarded_once() {
+    let redis = RedisServer::start().await;
+    let a = gateway(&redis.url(), "250ms").await;
+    let b = gateway(&redis.url(), "250ms").await;
+    wait_until_up(&a, 1.0, Duration::from_secs(5)).await;
+    wait_until_up(&b, 1.0, Duration::from_secs(5)).await;
+    let ids: Vec<String> = (0..20).map(|i| format!("redis-delivery-{i}")).collect();
+    for id in &ids {
+        let headers = [
+            ("x-hub-signature-256", GITHUB_SIGNATURE),
+            ("x-github-delivery", id.as_str()),
+        ];
+        let (ca, cb) = (plain_client(), plain_client());
+        let (ua, ub) = (a.http_url("/hooks/github"), b.http_url("/hooks/github"));
+        let (ra, rb) = tokio::join!(
+            send(&ca, "POST", &ua, &headers, GITHUB_BODY),
+            send(&cb, "POST", &ub, &headers, GITHUB_BODY),
+        );
+        let mut statuses = [ra.unwrap().0, rb.unwrap().0];
+        statuses.sort();
+        assert!(
+            statuses == [200, 200] || statuses == [200, 409],
+            "{id}: {statuses:?}"
+        );
+    }
+    // Both upstreams together saw each delivery exactly once.
+    let seen: Vec<String> = a
+        .upstream
+        .seen()
+        .iter()
+        .chain(b.upstream.seen().iter())
+        .map(|s| s.headers["x-github-delivery"].to_str().unwrap().to_string())
+        .collect();
+    for id in &ids {
+        let n = seen.iter().filter(|s| *s == id).count();
+        assert_eq!(n, 1, "{id} forwarded {n} times");
+    }
+    // A later retry on either instance is a 2xx duplicate, not forwarded.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let headers = [
+        ("x-hub-signature-256", GITHUB_SIGNATURE),
+        ("x-github-delivery", ids[0].as_str()),
+    ];
+    for gw in [&a, &b] {
+        let (status, _, _) = send(
+            &plain_client(),
+            "POST",
+            &gw.http_url("/hooks/github"),
+            &headers,
+            GITHUB_BODY,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+    }
+    assert_eq!(a.upstream.seen().len() + b.upstream.seen().len(), ids.len());
+    let value: String = redis
+        .query(&["GET", &format!("hg-test:rp:github\0{}", ids[0])])
+        .await;
+    assert_eq!(value, "d", "marked delivered");
+    let ttl: i64 = redis
+        .query(&["PTTL", &format!("hg-test:rp:github\0{}", ids[0])])
+        .await;
+    assert!(
+        ttl > 23 * 3600 * 1000,
+        "remembered for the replay window: {ttl}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_under_load_changes_no_answer_and_restarted_it_is_shared_again() {
+    let mut redis = RedisServer::start().await;
+    let gw = gateway(&redis.url(), "100ms").await;
+    wait_until_up(&gw, 1.0, Duration::from_secs(5)).await;
+
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        redis.kill();
+    };
+    let (results, ()) = tokio::join!(
+        load(&gw, Duration::from_millis(10), Duration::from_millis(2000)),
+        killer
+    );
+    for (status, latency) in &results {
+        assert!(
+            *status == 200 || *status == 429,
+            "status {status}: only the policy decides"
+        );
+        assert!(
+            *latency < Duration::from_millis(600),
+            "a request took {latency:?} (Redis timeout 100ms)"
+        );
+    }
+    let m = gw.metrics().await;
+    assert!(
+        m["hookgate_rate_limit_fallback_total"] > 0.0,
+        "fallback counted"
+    );
+    assert_eq!(m["hookgate_redis_up"], 0.0);
+    assert!(
+        m.iter()
+            .any(|(k, v)| k.starts_with("hookgate_redis_errors_total") && *v > 0.0),
+        "errors counted"
+    );
+    // Still limited while down (at half the limit, instances: 2): not everything went through.
+    let down: Vec<_> = results.iter().skip(100).collect();
+    assert!(
+        down.iter().any(|(s, _)| *s == 429),
+        "still rate limited while down"
+    );
+
+    // Ready while Redis is down.
+    let admin = gw.gateway.as_ref().unwrap().admin_addr().unwrap();
+    let (status, _, _) = send(
+        &plain_client(),
+        "GET",
+        &format!("http://{admin}/readyz"),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "/readyz stays 200 with Redis down");
+
+    redis.restart().await;
+    let back = wait_until_up(&gw, 1.0, Duration::from_secs(1)).await;
+    let before = gw.metrics().await["hookgate_rate_limit_fallback_total"];
+    let (status, _, _) = send(&plain_client(), "POST", &gw.http_url("/limited"), &[], "")
+        .await
+        .unwrap();
+    assert!(status == 200 || status == 429);
+    let exists: i64 = redis.query(&["EXISTS", "hg-test:rl:limited:r"]).await;
+    assert_eq!(
+        exists, 1,
+        "the bucket is on Redis again ({back:?} after restart)"
+    );
+    assert_eq!(
+        gw.metrics().await["hookgate_rate_limit_fallback_total"],
+        before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blackhole_or_a_frozen_redis_costs_at_most_the_timeout() {
+    // A port that accepts and never answers: the connection is never made, every request is
+    // decided locally at once.
+    let hole = blackhole_port().await;
+    let gw = gateway(&format!("redis://{hole}"), "50ms").await;
+    let results = load(&gw, Duration::from_millis(10), Duration::from_millis(500)).await;
+    for (status, latency) in &results {
+        assert!(*status == 200 || *status == 429, "status {status}");
+        assert!(*latency < Duration::from_millis(500), "took {latency:?}");
+    }
+    let headers = [
+        ("x-hub-signature-256", GITHUB_SIGNATURE),
+        ("x-github-delivery", "blackhole-1"),
+    ];
+    let (status, _, _) = send(
+        &plain_client(),
+        "POST",
+        &gw.http_url("/hooks/github"),
+        &headers,
+        GITHUB_BODY,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "forwarded with the local replay memory");
+    let (status, _, _) = send(
+        &plain_client(),
+        "POST",
+        &gw.http_url("/hooks/github"),
+        &headers,
+        GITHUB_BODY,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "a duplicate by the local replay memory");
+    assert_eq!(gw.upstream.seen().len(), admitted(&results) + 1);
+    let m = gw.metrics().await;
+    assert_eq!(m["hookgate_redis_up"], 0.0);
+    assert!(m["hookgate_rate_limit_fallback_total"] > 0.0);
+    drop(gw);
+
+    // A Redis that answered and then stops answering (SIGSTOP): each call waits at most the
+    // timeout, then the instance runs locally.
+    let redis = RedisServer::start().await;
+    let gw = gateway(&redis.url(), "50ms").await;
+    wait_until_up(&gw, 1.0, Duration::from_secs(5)).await;
+    redis.freeze(true);
+    let results = load(&gw, Duration::from_millis(10), Duration::from_millis(500)).await;
+    redis.freeze(false);
+    for (status, latency) in &results {
+        assert!(*status == 200 || *status == 429, "status {status}");
+        assert!(*latency < Duration::from_millis(500), "took {latency:?}");
+    }
+    assert!(gw.metrics().await["hookgate_rate_limit_fallback_total"] > 0.0);
+    wait_until_up(&gw, 1.0, Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_the_same_redis_block_keeps_the_connection() {
+    let redis = RedisServer::start().await;
+    let gw = gateway(&redis.url(), "250ms").await;
+    wait_until_up(&gw, 1.0, Duration::from_secs(5)).await;
+    let connections = |info: String| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = connections(redis.query(&["INFO", "stats"]).await);
+    gw.edit_config(|text| text.replace("per_second: 20", "per_second: 21"));
+    gw.reload().unwrap();
+    let after = connections(redis.query(&["INFO", "stats"]).await);
+    // The INFO calls themselves are one connection each.
+    assert_eq!(after, before + 1, "no new gateway connection on reload");
+}
+
+#[test]
+fn check_refuses_a_bad_redis_block_without_showing_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    let base = "listeners:\n  - name: plain\n    bind: 127.0.0.1:0\nupstreams:\n  b:\n    url: http://127.0.0.1:1\nroutes:\n  - name: r\n    path: /r\n    upstream: b\n";
+    std::fs::write(
+        &path,
+        format!("{base}redis:\n  url: \"http://app:hunter2@cache:6379\"\n"),
+    )
+    .unwrap();
+    let err = hookgate::config::load(&path).unwrap_err().to_string();
+    assert!(err.contains("redis.url"), "{err}");
+    assert!(err.contains(":12:"), "located: {err}");
+    assert!(!err.contains("hunter2"), "password leaked: {err}");
+    std::fs::write(
+        &path,
+        format!("{base}redis:\n  url: redis://127.0.0.1:6379\n  timeout: 30\n"),
+    )
+    .unwrap();
+    let err = hookgate::config::load(&path).unwrap_err().to_string();
+    assert!(err.contains("redis.timeout"), "{err}");
+    // A good block loads without any Redis running (nothing connects at check time).
+    std::fs::write(
+        &path,
+        format!("{base}redis:\n  url: \"rediss://:hunter2@127.0.0.1:1/0\"\n  timeout: 25ms\n"),
+    )
+    .unwrap();
+    let config = hookgate::config::load(&path).unwrap();
+    let shown = format!("{:?}", config.redis);
+    assert!(
+        !shown.contains("hunter2") && shown.contains("***"),
+        "{shown}"
+    );
+}
