@@ -18,7 +18,7 @@ const GITHUB_SIGNATURE: &str =
 const ROUTES: &str = r#"
 redis:
   url: "{redis}"
-  timeout: {timeout}
+  timeout: "{timeout}"
   key_prefix: "hg-test:"
   instances: 2
 upstreams:
