@@ -33,6 +33,34 @@ const RSA_ONLY: &[SignatureScheme] = &[
 ];
 const ECDSA_ONLY: &[SignatureScheme] = &[SignatureScheme::ECDSA_NISTP256_SHA256];
 
+/// The test listeners: a TLS one serving two certificates by SNI (the first is the default)
+/// and a plain one.
+fn two_cert_listeners(
+    first: (&std::path::Path, &std::path::Path),
+    second: (&std::path::Path, &std::path::Path),
+) -> String {
+    format!(
+        r#"
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ cert: "{}", key: "{}" }}
+        - {{ cert: "{}", key: "{}" }}
+  - name: plain
+    bind: 127.0.0.1:0
+admin:
+  bind: 127.0.0.1:0
+access_log: "{{log}}"
+"#,
+        first.0.display(),
+        first.1.display(),
+        second.0.display(),
+        second.1.display(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_name_gets_its_certificate_and_reload_replaces_only_one() {
     let certs = TestCerts::new();
@@ -195,26 +223,7 @@ async fn a_request_completes_over_the_sni_certificate() {
     let certs = TestCerts::new();
     let (a_crt, a_key, _) = write_named_leaf(&certs, "a", &["a.test"], false);
     let (l_crt, l_key, _) = write_named_leaf(&certs, "l", &["localhost"], true);
-    let listeners = format!(
-        r#"
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - {{ cert: "{}", key: "{}" }}
-        - {{ cert: "{}", key: "{}" }}
-  - name: plain
-    bind: 127.0.0.1:0
-admin:
-  bind: 127.0.0.1:0
-access_log: "{{log}}"
-"#,
-        a_crt.display(),
-        a_key.display(),
-        l_crt.display(),
-        l_key.display(),
-    );
+    let listeners = two_cert_listeners((&a_crt, &a_key), (&l_crt, &l_key));
     let gw = TestGateway::start_with_listeners(&listeners, ROUTES).await;
     for client in [h1_client(&certs), h2_client(&certs)] {
         let (status, _, _) = send(
@@ -318,26 +327,7 @@ async fn sslyze_finds_every_sni_certificate_compliant_with_mozilla_intermediate(
     let certs = TestCerts::new();
     let (a_crt, a_key, _) = write_named_leaf(&certs, "a", &["a.test"], false);
     let (b_crt, b_key, _) = write_named_leaf(&certs, "b", &["b.test"], true);
-    let listeners = format!(
-        r#"
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - {{ cert: "{}", key: "{}" }}
-        - {{ cert: "{}", key: "{}" }}
-  - name: plain
-    bind: 127.0.0.1:0
-admin:
-  bind: 127.0.0.1:0
-access_log: "{{log}}"
-"#,
-        a_crt.display(),
-        a_key.display(),
-        b_crt.display(),
-        b_key.display(),
-    );
+    let listeners = two_cert_listeners((&a_crt, &a_key), (&b_crt, &b_key));
     let gw = TestGateway::start_with_listeners(&listeners, ROUTES).await;
     let sslyze = sslyze_with_ca(&certs.ca_pem);
     let port = gw.tls_addr().port();
