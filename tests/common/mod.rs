@@ -703,14 +703,25 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// A free port is only free until someone takes it: when the server cannot start on the
+    /// one picked (it exits, or never answers), it is tried again on another, three times.
     pub async fn start() -> RedisServer {
-        let port = {
-            let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            socket.local_addr().unwrap().port()
+        let mut server = RedisServer {
+            port: 0,
+            child: None,
         };
-        let mut server = RedisServer { port, child: None };
-        server.restart().await;
-        server
+        for _ in 0..3 {
+            server.port = {
+                let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                socket.local_addr().unwrap().port()
+            };
+            server.spawn();
+            if server.ready().await {
+                return server;
+            }
+            server.kill();
+        }
+        panic!("redis-server did not start on three free ports");
     }
 
     pub fn url(&self) -> String {
@@ -719,6 +730,33 @@ impl RedisServer {
 
     /// Starts the server (again) on the same port and waits until it answers PING.
     pub async fn restart(&mut self) {
+        self.spawn();
+        assert!(
+            self.ready().await,
+            "redis-server on port {} never answered PING",
+            self.port
+        );
+    }
+
+    /// Waits (up to 10 s, a loaded CI machine included) for PING; false at once if it exited.
+    async fn ready(&mut self) -> bool {
+        for _ in 0..1000 {
+            if self.ping().await {
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|child| child.try_wait().ok().flatten().is_some());
+            if exited {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    fn spawn(&mut self) {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -731,13 +769,6 @@ impl RedisServer {
                 )
             });
         self.child = Some(child);
-        for _ in 0..200 {
-            if self.ping().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("redis-server on port {} never answered PING", self.port);
     }
 
     /// SIGKILL, and waits for the process to be gone.
