@@ -6,15 +6,13 @@
 //! scores "OK" or better in `systemd-analyze security`; completions and the man page name every
 //! subcommand and the bash script parses.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
 

@@ -2,13 +2,11 @@
 //! Prometheus project's own linter) accepts the classic text format, no series appears twice
 //! (promtool does not check that), and OpenMetrics is served to scrapers that ask for it.
 
-mod common;
-
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 /// promtool from PATH, or extracted from Debian's `prometheus` package into `target/` (no
 /// install, no service started).

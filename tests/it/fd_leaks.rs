@@ -2,11 +2,9 @@
 //! upstream exchanges, the process has the same number of open file descriptors as after one
 //! normal request. One test in its own binary, so no other test's sockets are counted.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()

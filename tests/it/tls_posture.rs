@@ -3,12 +3,10 @@
 //! to the scanner's own Mozilla trust store inside its private virtualenv under `target/`,
 //! which is the only way to give it a trusted chain without a public CA.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 const SSLYZE: &str = "sslyze==6.3.1";
 

@@ -7,14 +7,12 @@
 //! test: a new certificate is served while a stream of requests, each on a new connection, sees
 //! no failure. A restart serves the cached certificate at once.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const ROUTES: &str = r#"
 upstreams:

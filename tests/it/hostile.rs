@@ -2,11 +2,9 @@
 //! closed connection, a log line where a request was read, and the gateway keeps serving.
 //! (`fd_leaks.rs` repeats these alone in its process and counts file descriptors.)
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROUTES: &str = r#"

@@ -2,13 +2,11 @@
 //! names file, line, column and field path), `version`, and `run` draining an in-flight request
 //! on SIGTERM before it exits 0.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
 
