@@ -392,6 +392,17 @@ async fn issues_with_http01_answered_by_the_plain_listener() {
         metrics[r#"hookgate_requests_total{listener="plain",route="",outcome="acme_challenge",code="404"}"#],
         2.0
     );
+
+    // Renewal at two thirds of pebble's 45 s goes through HTTP-01 again.
+    let renewed =
+        wait_for_trusted_leaf(gw.tls_addr(), &root, Some(&leaf), Duration::from_secs(60)).await;
+    assert_ne!(renewed, leaf);
+    let metrics = gw.metrics().await;
+    assert!(metrics[r#"hookgate_acme_orders_total{result="ok"}"#] >= 2.0);
+    assert!(
+        metrics[answered] >= 2.0,
+        "the renewal was validated over HTTP-01 too"
+    );
     gw.shutdown().await;
 }
 
