@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::{AnswerSeries, Metrics};
+use crate::pipeline::acme_challenge::Http01Tokens;
 use crate::pipeline::replay::ReplayStore;
 use crate::runtime::Runtime;
 
@@ -29,6 +30,8 @@ pub struct Shared {
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Durable delivery (issue 16), when the config has a `spool:`.
     pub delivery: Option<Arc<crate::delivery::Delivery>>,
+    /// Open ACME HTTP-01 challenges, when an `acme:` block uses `challenge: http-01`.
+    pub acme_http01: Option<Http01Tokens>,
 }
 
 /// Facts about the connection a request came in on.

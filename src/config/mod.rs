@@ -254,9 +254,11 @@ pub struct TlsConfig {
     pub acme: Option<AcmeConfig>,
 }
 
-/// `tls.acme`: certificates from an RFC 8555 server, TLS-ALPN-01 on the listener itself.
+/// `tls.acme`: certificates from an RFC 8555 server, proven by TLS-ALPN-01 on the listener
+/// itself or by HTTP-01 on a plain listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcmeConfig {
+    pub challenge: AcmeChallenge,
     pub directory: String,
     /// Lower-case DNS names, the first one names the certificate.
     pub domains: Vec<String>,
@@ -266,6 +268,17 @@ pub struct AcmeConfig {
     pub cache: PathBuf,
     /// Trust roots (PEM) for the ACME server's own TLS; the public roots when absent.
     pub ca: Option<PathBuf>,
+}
+
+/// `tls.acme.challenge`: how the ACME server is shown that we control the domains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AcmeChallenge {
+    /// TLS-ALPN-01 (RFC 8737): a challenge certificate on this TLS listener (port 443).
+    #[default]
+    TlsAlpn01,
+    /// HTTP-01 (RFC 8555 section 8.3): the plain listeners answer
+    /// `/.well-known/acme-challenge/<token>` (port 80).
+    Http01,
 }
 
 /// A certificate chain and its key, already read and parsed from the files the config names.

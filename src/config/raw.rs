@@ -147,7 +147,7 @@ pub struct RawTls {
     /// Several certificates chosen by SNI; the first is the default.
     #[schemars(with = "Option<Vec<RawCertEntry>>")]
     pub certs: Option<Spanned<Vec<RawCertEntry>>>,
-    /// Certificates from an ACME server (TLS-ALPN-01 on this listener).
+    /// Certificates from an ACME server (TLS-ALPN-01 on this listener, or HTTP-01 on a plain one).
     #[schemars(with = "Option<RawAcme>")]
     pub acme: Option<Spanned<RawAcme>>,
 }
@@ -184,6 +184,11 @@ pub struct RawAcme {
     /// Trust roots (PEM) for a private or test ACME server.
     #[schemars(with = "Option<String>")]
     pub ca: Option<Text>,
+    /// How the domains are proven: `tls-alpn-01` (default; on this listener, which port 443
+    /// must reach) or `http-01` (the plain listeners answer `/.well-known/acme-challenge/`;
+    /// needs a plain listener, which port 80 must reach).
+    #[schemars(with = "Option<String>")]
+    pub challenge: Option<Text>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -13,6 +13,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_saphyr::{Location, Spanned};
 
+mod acme;
 mod delivery;
 
 use super::rate_limit::{LimitKey, Rate, RateLimitSettings};
@@ -280,6 +281,7 @@ pub fn validate(
             proxy_protocol,
         });
     }
+    acme::check_http01_listener(&ctx, &raw, &listeners)?;
 
     let admin = match &raw.admin {
         None => None,
@@ -810,6 +812,7 @@ fn acme_config(ctx: &Ctx, raw: &RawAcme, field: &str) -> Result<AcmeConfig, Conf
         }
     };
     Ok(AcmeConfig {
+        challenge: acme::challenge(ctx, raw, field)?,
         directory,
         domains,
         contact,

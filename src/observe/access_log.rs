@@ -42,6 +42,9 @@ pub enum Outcome {
     SpoolFull,
     /// A spool commit failed: nothing is acknowledged until a restart.
     SpoolError,
+    /// An ACME HTTP-01 validation request answered by a plain listener (200, or 404 for a
+    /// token no order has open).
+    AcmeChallenge,
     Internal,
 }
 
@@ -67,6 +70,7 @@ impl Outcome {
             Outcome::Queued => "queued",
             Outcome::SpoolFull => "spool_full",
             Outcome::SpoolError => "spool_error",
+            Outcome::AcmeChallenge => "acme_challenge",
             Outcome::Internal => "internal_error",
         }
     }

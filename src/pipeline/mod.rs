@@ -5,6 +5,7 @@
 //! and counts the one metric. Stages take only what they need; none of them writes to the log
 //! or metrics itself.
 
+pub mod acme_challenge;
 pub mod allowlist;
 pub mod body;
 pub mod client_ip;
@@ -143,6 +144,11 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // 1b. ACME HTTP-01: a plain listener answers the CA's validation request before any route
+    if let (Some(tokens), None) = (&shared.acme_http01, conn.tls_version) {
+        acme_challenge::answer(tokens, &request)?;
+    }
+
     // 2-5. route, client ip, allowlist, rate limits: nothing of the body read yet
     let route = match admit(&request, conn, runtime, shared, ctx).await {
         Ok(route) => route,

@@ -29,6 +29,9 @@ pub enum GatewayAnswer {
     /// Stage 9 on a `delivery: queue` route: the event is durable in the spool; `status` is the
     /// route's `ack_status` (issue 16, `delivery::intake`).
     Queued { status: StatusCode },
+    /// Stage 1: an ACME HTTP-01 validation request, answered with the token's key
+    /// authorization, or 404 for a token no order has open (`acme_challenge`).
+    AcmeChallenge { key_authorization: Option<String> },
 }
 
 impl From<Reject> for GatewayAnswer {
@@ -44,6 +47,7 @@ impl GatewayAnswer {
             GatewayAnswer::Handshake(_) => Outcome::Handshake,
             GatewayAnswer::Duplicate => Outcome::Duplicate,
             GatewayAnswer::Queued { .. } => Outcome::Queued,
+            GatewayAnswer::AcmeChallenge { .. } => Outcome::AcmeChallenge,
             GatewayAnswer::HeadRefused(refused) => refused.outcome(),
         }
     }
@@ -55,6 +59,9 @@ impl GatewayAnswer {
             | GatewayAnswer::Duplicate
             | GatewayAnswer::Queued { .. } => None,
             GatewayAnswer::HeadRefused(refused) => Some(refused.reason),
+            GatewayAnswer::AcmeChallenge { key_authorization } => {
+                key_authorization.is_none().then_some("unknown_token")
+            }
         }
     }
 
@@ -66,6 +73,10 @@ impl GatewayAnswer {
                 text_response(StatusCode::OK, "duplicate: already delivered\n")
             }
             GatewayAnswer::Queued { status } => text_response(status, "queued\n"),
+            GatewayAnswer::AcmeChallenge { key_authorization } => match key_authorization {
+                Some(text) => text_response(StatusCode::OK, text),
+                None => text_response(StatusCode::NOT_FOUND, "Not Found\n"),
+            },
             // hyper has answered (or closed) already; this response is only logged and counted.
             GatewayAnswer::HeadRefused(refused) => {
                 let mut response = Response::new(Full::new(Bytes::new()));
@@ -91,8 +102,8 @@ fn handshake_response(reply: HandshakeReply) -> Response<Full<Bytes>> {
     response
 }
 
-fn text_response(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+fn text_response(status: StatusCode, text: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(text.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

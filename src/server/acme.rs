@@ -1,9 +1,11 @@
 //! Certificates from an ACME (RFC 8555) server, proven with TLS-ALPN-01 (RFC 8737) on the
-//! listener itself. `instant-acme` speaks the protocol; this module drives the order, serves the
-//! challenge certificate through the listener's resolver, caches the account key and the
-//! certificate, and renews at two thirds of the lifetime with backoff. It never blocks a
-//! handshake: until a certificate is issued the listener serves its other certificates, or a
-//! self-signed placeholder.
+//! listener itself, or with HTTP-01 (RFC 8555 section 8.3) on the plain listeners.
+//! `instant-acme` speaks the protocol; this module drives the order, serves the TLS-ALPN-01
+//! challenge certificate through the listener's resolver or publishes the HTTP-01 token in the
+//! shared store the plain listeners answer from (`pipeline::acme_challenge`), caches the account
+//! key and the certificate, and renews at two thirds of the lifetime with backoff. It never
+//! blocks a handshake: until a certificate is issued the listener serves its other certificates,
+//! or a self-signed placeholder.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -22,9 +24,10 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 
-use crate::config::AcmeConfig;
+use crate::config::{AcmeChallenge, AcmeConfig, Config};
 use crate::observe::event;
 use crate::observe::metrics::Metrics;
+use crate::pipeline::acme_challenge::Http01Tokens;
 
 /// The first retry after a failed order; doubled after each failure, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
@@ -88,6 +91,16 @@ impl AcmeSlot {
     }
 }
 
+/// Whether any listener proves its ACME domains with HTTP-01 (then the plain listeners answer
+/// `/.well-known/acme-challenge/`).
+pub fn uses_http01(config: &Config) -> bool {
+    config
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref()?.acme.as_ref())
+        .any(|acme| acme.challenge == AcmeChallenge::Http01)
+}
+
 /// Runs the listener's ACME client until shutdown: orders a certificate when there is none, or
 /// when two thirds of the current one's lifetime have passed; retries with backoff.
 pub async fn run(
@@ -116,7 +129,7 @@ pub async fn run(
         let started = std::time::Instant::now();
         let outcome = tokio::select! {
             _ = super::stopping(&mut shutdown) => return,
-            outcome = order(&config, &slot) => outcome,
+            outcome = order(&config, &slot, shared.acme_http01.as_ref()) => outcome,
         };
         for domain in &config.domains {
             slot.set_challenge(domain, None);
@@ -170,8 +183,12 @@ fn unix_now() -> i64 {
 }
 
 /// One order, start to finish; on success the slot serves the new certificate and the cache
-/// holds it.
-async fn order(config: &AcmeConfig, slot: &AcmeSlot) -> Result<(), String> {
+/// holds it. `http01` is where HTTP-01 tokens are published (present when the config uses it).
+async fn order(
+    config: &AcmeConfig,
+    slot: &AcmeSlot,
+    http01: Option<&Http01Tokens>,
+) -> Result<(), String> {
     ensure_cache_dir(&config.cache)?;
     let account = account(config).await?;
     let identifiers: Vec<Identifier> = config
@@ -183,6 +200,8 @@ async fn order(config: &AcmeConfig, slot: &AcmeSlot) -> Result<(), String> {
         .new_order(&NewOrder::new(&identifiers))
         .await
         .map_err(|e| format!("new order: {e}"))?;
+    // HTTP-01 tokens stay published until validation is over (or the order fails).
+    let mut published = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz = authz.map_err(|e| format!("authorization: {e}"))?;
@@ -191,13 +210,26 @@ async fn order(config: &AcmeConfig, slot: &AcmeSlot) -> Result<(), String> {
             AuthorizationStatus::Pending => {}
             other => return Err(format!("authorization is {other:?}")),
         }
+        let (kind, label) = match config.challenge {
+            AcmeChallenge::TlsAlpn01 => (ChallengeType::TlsAlpn01, "tls-alpn-01"),
+            AcmeChallenge::Http01 => (ChallengeType::Http01, "http-01"),
+        };
         let mut challenge = authz
-            .challenge(ChallengeType::TlsAlpn01)
-            .ok_or("the server offers no tls-alpn-01 challenge")?;
-        let name = challenge.identifier().to_string();
-        let digest = challenge.key_authorization().digest();
-        let cert = challenge_cert(&name, digest.as_ref())?;
-        slot.set_challenge(&name, Some(Arc::new(cert)));
+            .challenge(kind)
+            .ok_or_else(|| format!("the server offers no {label} challenge"))?;
+        match (config.challenge, http01) {
+            (AcmeChallenge::TlsAlpn01, _) => {
+                let name = challenge.identifier().to_string();
+                let digest = challenge.key_authorization().digest();
+                let cert = challenge_cert(&name, digest.as_ref())?;
+                slot.set_challenge(&name, Some(Arc::new(cert)));
+            }
+            (AcmeChallenge::Http01, Some(tokens)) => {
+                let key_authorization = challenge.key_authorization();
+                published.push(tokens.publish(&challenge.token, key_authorization.as_str()));
+            }
+            (AcmeChallenge::Http01, None) => return Err("no plain listener for http-01".into()),
+        }
         challenge
             .set_ready()
             .await
@@ -208,6 +240,8 @@ async fn order(config: &AcmeConfig, slot: &AcmeSlot) -> Result<(), String> {
         .poll_ready(&retries)
         .await
         .map_err(|e| format!("waiting for the order: {e}"))?;
+    // Validation is over: the tokens are answered no more.
+    drop(published);
     if status != OrderStatus::Ready {
         return Err(format!("order is {status:?}, not ready"));
     }

@@ -115,6 +115,7 @@ impl Gateway {
             draining: Default::default(),
             in_flight: Default::default(),
             delivery,
+            acme_http01: acme::uses_http01(&config).then(Default::default),
         });
         if let Some(delivery) = &shared.delivery {
             delivery.start(&shared)?;

@@ -92,6 +92,7 @@ impl InMemory {
             draining: Default::default(),
             in_flight: Default::default(),
             delivery: None,
+            acme_http01: None,
         });
         let peer: SocketAddr = "192.0.2.7:50000".parse().unwrap();
         let conn = Arc::new(ConnInfo {
