@@ -1,5 +1,6 @@
 //! Try-it-out helpers for a fresh machine: a self-signed development certificate and a tiny echo
-//! backend. Neither is part of the request path; `hookgate run` never uses them.
+//! backend. Neither is part of the request path; `hookgate run` never uses them, and they are
+//! part of the binary (`main.rs` declares this module), not of the library.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -51,7 +52,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
 /// the headers the gateway added, body length) so a curl through the gateway shows the whole trip.
 pub async fn run_echo(bind: SocketAddr) -> std::io::Result<()> {
     let socket = TcpListener::bind(bind).await?;
-    crate::observe::event(
+    hookgate::observe::event(
         "info",
         "echo backend listening",
         serde_json::json!({"addr": socket.local_addr()?.to_string()}),

@@ -10,6 +10,9 @@ use hookgate::config;
 use hookgate::observe::event;
 use hookgate::server::Gateway;
 
+/// `hookgate demo`'s self-signed certificate and echo backend: the binary's, not the library's.
+mod demo;
+
 /// mimalloc instead of glibc's malloc: a request makes about 26 allocations, most freed on the
 /// same worker thread soon after, which is what mimalloc's per-thread free lists are for
 /// (bench/README: 3-7% less CPU per request on small bodies, for more resident memory).
@@ -341,7 +344,7 @@ fn queue_via_admin(
 fn demo(path: &Path, echo: SocketAddr) -> anyhow::Result<()> {
     let certs = path.parent().unwrap_or(Path::new("")).join("certs");
     let (cert, key) = (certs.join("localhost.crt"), certs.join("localhost.key"));
-    if hookgate::demo::ensure_dev_certificate(&cert, &key).map_err(anyhow::Error::msg)? {
+    if demo::ensure_dev_certificate(&cert, &key).map_err(anyhow::Error::msg)? {
         event(
             "info",
             "wrote a self-signed development certificate",
@@ -373,7 +376,7 @@ fn serve(path: &Path, echo: Option<SocketAddr>) -> anyhow::Result<()> {
                 .with_context(|| format!("echo backend: cannot bind {bind}"))?;
             drop(backend);
             tokio::spawn(async move {
-                if let Err(e) = hookgate::demo::run_echo(bind).await {
+                if let Err(e) = demo::run_echo(bind).await {
                     event(
                         "error",
                         "echo backend stopped",

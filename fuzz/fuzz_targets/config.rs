@@ -38,9 +38,12 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("hookgate-fuzz-config-{}", std::process::id()));
         let certs = dir.join("certs");
-        hookgate::demo::ensure_dev_certificate(
-            &certs.join("localhost.crt"),
-            &certs.join("localhost.key"),
+        std::fs::create_dir_all(&certs).unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(certs.join("localhost.crt"), certified.cert.pem()).unwrap();
+        std::fs::write(
+            certs.join("localhost.key"),
+            certified.signing_key.serialize_pem(),
         )
         .unwrap();
         std::fs::create_dir_all(dir.join("ips")).unwrap();

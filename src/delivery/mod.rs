@@ -27,7 +27,7 @@ use crate::observe::event;
 use crate::observe::metrics::{
     AttemptLabels, BreakerLabels, Metrics, QueueLabels, RouteLabels, UpstreamLabels,
 };
-use crate::pipeline::Shared;
+use crate::state::Shared;
 use send::Sent;
 use spool::{EventMeta, Filter, Op, RedbSpool, Spool, SpoolError, State, Trigger, Writer};
 use worker::{Admit, Clock, SystemClock, UpstreamQueue, Verdict};

@@ -15,54 +15,24 @@ pub mod reject;
 pub mod replay;
 pub mod route;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::Full;
 use hyper::body::Body;
 
-use crate::observe::access_log::{AccessLog, Entry};
-use crate::observe::metrics::{AnswerSeries, Metrics, RequestLabels, SignatureLabels};
+use crate::observe::access_log::Entry;
+use crate::observe::metrics::{Metrics, RequestLabels, SignatureLabels};
 use crate::observe::request_id;
 use crate::runtime::{Route, Runtime};
+use crate::state::{ConnInfo, Shared};
 use crate::verify::{Failure, SignedRequest, Verified, Verifier};
 use client_ip::normalize;
 use reject::{GatewayAnswer, Outcome, RefusedHead, Reject};
 use replay::{Claim, ClaimGuard, ReplayStore};
-
-/// What every request shares: the current runtime snapshot and the observers.
-pub struct Shared {
-    pub runtime: ArcSwap<Runtime>,
-    pub metrics: Metrics,
-    pub access_log: AccessLog,
-    /// Delivered event ids; outlives reloads.
-    pub replay: Arc<dyn ReplayStore>,
-    /// Set when shutdown begins: `/readyz` turns 503 so balancers stop sending.
-    pub draining: std::sync::atomic::AtomicBool,
-    /// Requests between [`handle`]'s start and its end, whether or not their client is still
-    /// there: shutdown waits for them (within the drain timeout) before it stops the workers.
-    /// Counted by the server (`server::InFlight`).
-    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
-    /// Durable delivery (issue 16), when the config has a `spool:`.
-    pub delivery: Option<Arc<crate::delivery::Delivery>>,
-    /// Open ACME HTTP-01 challenges, when an `acme:` block uses `challenge: http-01`.
-    pub acme_http01: Option<acme_challenge::Http01Tokens>,
-}
-
-/// Facts about the connection a request came in on.
-pub struct ConnInfo {
-    pub listener: Arc<str>,
-    pub peer: SocketAddr,
-    pub tls_version: Option<&'static str>,
-    /// Requests that reached [`handle`] on this connection.
-    pub requests: std::sync::atomic::AtomicU64,
-    /// The metric series of the first answer on this connection (see [`AnswerSeries`]).
-    pub answers: std::sync::OnceLock<AnswerSeries>,
-}
 
 /// What the pipeline knows about one request (pingora's per-request CTX): the facts of its head,
 /// then what each stage learns. `finish` turns it into the access-log [`Entry`] by moving its

@@ -107,7 +107,7 @@ pub async fn run(
     listener: String,
     config: AcmeConfig,
     slot: Arc<AcmeSlot>,
-    shared: Arc<crate::pipeline::Shared>,
+    shared: Arc<crate::state::Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let metrics = &shared.metrics;

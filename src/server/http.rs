@@ -16,7 +16,8 @@ use hyper_util::server::conn::auto;
 use super::deadlines::{self, Deadlines, ResponseBody, Tracker, Verdict, Watched};
 use crate::config::Limits;
 use crate::observe::metrics::{ConnectionClosedLabels, ListenerLabels};
-use crate::pipeline::{self, reject, ConnInfo, Shared};
+use crate::pipeline::{self, reject};
+use crate::state::{ConnInfo, Shared};
 
 /// hyper's HTTP/1 header count limit when none is set (`DEFAULT_MAX_HEADERS` in hyper).
 const HYPER_MAX_HEADERS: usize = 100;

@@ -20,7 +20,7 @@ use crate::config::Limits;
 use crate::observe::event;
 use crate::observe::metrics::ListenerLabels;
 use crate::pipeline::client_ip::normalize;
-use crate::pipeline::{ConnInfo, Shared};
+use crate::state::{ConnInfo, Shared};
 
 /// One bound listener, ready to accept.
 pub struct Listener {

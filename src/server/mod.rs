@@ -25,8 +25,8 @@ use crate::config::{Config, ListenerConfig};
 use crate::observe::access_log::AccessLog;
 use crate::observe::event;
 use crate::observe::metrics::Metrics;
-use crate::pipeline::Shared;
 use crate::runtime::Runtime;
+use crate::state::Shared;
 use workers::Workers;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +53,7 @@ pub enum StartError {
     Workers(std::io::Error),
 }
 
-/// Counts one request in [`Shared::in_flight`](crate::pipeline::Shared::in_flight) for as long as it lives, panics included.
+/// Counts one request in [`Shared::in_flight`](crate::state::Shared::in_flight) for as long as it lives, panics included.
 pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
 
 impl InFlight {

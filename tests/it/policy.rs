@@ -3,14 +3,12 @@
 //! exact count of 429s, their headers, and limiter state across reloads). 127.0.0.1 and
 //! 127.0.0.2 are two different peers on loopback.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http_body_util::Full;
 
 const TRUST_127_0_0_2: &str = r#"

@@ -1,12 +1,10 @@
 //! Every refusal the spine makes, each with a real request: the status code, the one access-log
 //! line with its outcome, the metric increment, and that nothing reached the upstream.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 
 const ROUTES: &str = r#"
 limits:

@@ -5,15 +5,13 @@
 //! spool answers 503 with Retry-After. Backoffs are milliseconds, so no test sleeps for seconds
 //! (the Retry-After test waits the one second it asks for).
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;

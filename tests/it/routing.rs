@@ -3,13 +3,11 @@
 //! route, HTTP/2 is held to what HTTP/1.1 is, refusals before the body reach real clients,
 //! and an upstream's connections are capped.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
 

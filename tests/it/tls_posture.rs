@@ -3,50 +3,14 @@
 //! to the scanner's own Mozilla trust store inside its private virtualenv under `target/`,
 //! which is the only way to give it a trusted chain without a public CA.
 
-mod common;
-
-use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
-
-const SSLYZE: &str = "sslyze==6.3.1";
-
-fn sslyze_trusting(ca_pem: &str) -> PathBuf {
-    let venv = python_venv("sslyze-venv", SSLYZE);
-    let bin = venv.join("bin/sslyze");
-    let stores = std::fs::read_dir(venv.join("lib"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|python| {
-            python
-                .path()
-                .join("site-packages/sslyze/plugins/certificate_info/trust_stores/pem_files")
-        })
-        .find(|p| p.exists())
-        .expect("sslyze trust stores");
-    for store in std::fs::read_dir(stores)
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-    {
-        if store.extension().is_some_and(|e| e == "pem") {
-            // Each run has its own CA: start from the store as shipped, then add this one.
-            let shipped = store.with_extension("pem.shipped");
-            if !shipped.exists() {
-                std::fs::copy(&store, &shipped).unwrap();
-            }
-            let pem = std::fs::read_to_string(&shipped).unwrap();
-            std::fs::write(&store, format!("{pem}\n{ca_pem}")).unwrap();
-        }
-    }
-    bin
-}
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sslyze_finds_the_tls_listener_compliant_with_mozilla_intermediate() {
     let gw = TestGateway::start("upstreams:\n  b:\n    url: http://{upstream}\nroutes:\n  - name: r\n    path: /x\n    upstream: b\n").await;
-    let sslyze = sslyze_trusting(&gw.certs.ca_pem);
+    let sslyze = sslyze_with_ca(&gw.certs.ca_pem);
     let target = format!("localhost:{}", gw.tls_addr().port());
     let out = tokio::task::spawn_blocking(move || {
         Command::new(sslyze)

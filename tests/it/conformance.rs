@@ -8,13 +8,11 @@
 //! The SDKs live in a virtualenv under `target/`, created on first run from the pinned
 //! `tests/conformance/requirements.txt`, so `cargo test` works on a fresh machine.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 
 /// The presets proven by the providers' libraries or published vectors (README, provider table).
 const PROVEN: &[&str] = &[
@@ -42,7 +40,7 @@ const PROVEN: &[&str] = &[
 ];
 
 fn python_with_sdks() -> PathBuf {
-    let requirements = include_str!("conformance/requirements.txt");
+    let requirements = include_str!("../conformance/requirements.txt");
     python_venv("conformance-venv", requirements).join("bin/python")
 }
 

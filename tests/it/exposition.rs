@@ -2,62 +2,10 @@
 //! Prometheus project's own linter) accepts the classic text format, no series appears twice
 //! (promtool does not check that), and OpenMetrics is served to scrapers that ask for it.
 
-mod common;
-
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::*;
-
-/// promtool from PATH, or extracted from Debian's `prometheus` package into `target/` (no
-/// install, no service started).
-fn promtool() -> PathBuf {
-    if Command::new("promtool")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return PathBuf::from("promtool");
-    }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/promtool");
-    let tool = dir.join("usr/bin/promtool");
-    if !tool.exists() {
-        std::fs::create_dir_all(&dir).unwrap();
-        let fetched = Command::new("apt-get")
-            .args(["download", "prometheus"])
-            .current_dir(&dir)
-            .status()
-            .is_ok_and(|s| s.success())
-            || (Command::new("apt-get")
-                .arg("update")
-                .status()
-                .is_ok_and(|s| s.success())
-                && Command::new("apt-get")
-                    .args(["download", "prometheus"])
-                    .current_dir(&dir)
-                    .status()
-                    .is_ok_and(|s| s.success()));
-        assert!(
-            fetched,
-            "could not fetch Debian's prometheus package for promtool"
-        );
-        let deb = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "deb"))
-            .unwrap();
-        assert!(Command::new("dpkg")
-            .arg("-x")
-            .arg(&deb)
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success());
-    }
-    tool
-}
+use crate::common::*;
 
 const ROUTES: &str = r#"
 ip_sets:

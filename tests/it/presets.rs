@@ -3,12 +3,10 @@
 //! schemes are one HMAC or one Ed25519 signature); tests/conformance proves the same presets
 //! against the providers' own libraries.
 
-mod common;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use ring::hmac;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;

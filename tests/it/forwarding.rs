@@ -2,10 +2,8 @@
 //! recording upstream proves the body arrives byte for byte and the headers are right; each
 //! request leaves one access-log line and one metric increment.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 
 const ROUTES: &str = r#"
 upstreams:

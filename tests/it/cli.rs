@@ -1,14 +1,12 @@
 //! The `hookgate` binary as an operator uses it: `check` on good and broken configs (the message
-//! names file, line, column and field path), `version`, and `run` draining an in-flight request
-//! on SIGTERM before it exits 0.
-
-mod common;
+//! names file, line, column and field path), `version`, `demo` on the shipped config, and `run`
+//! draining an in-flight request on SIGTERM before it exits 0.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
 
@@ -151,18 +149,78 @@ fn check_expands_environment_variables_and_never_prints_their_values() {
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
-#[test]
-fn shipped_gateway_yaml_is_valid_once_dev_certificates_exist() {
+/// `hookgate demo` on the shipped gateway.yaml (its ports moved to free ones) writes a dev
+/// certificate, with which the shipped config passes `hookgate check`, and serves the
+/// catch-all route through its echo backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_makes_a_dev_certificate_and_serves_the_shipped_config_through_its_echo_backend() {
     let dir = tempfile::tempdir().unwrap();
     let shipped =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.yaml")).unwrap();
-    std::fs::write(dir.path().join("gateway.yaml"), shipped).unwrap();
-    let certs = dir.path().join("certs");
-    assert!(hookgate::demo::ensure_dev_certificate(
-        &certs.join("localhost.crt"),
-        &certs.join("localhost.key")
+    let echo = free_port();
+    let mut yaml = shipped.clone();
+    for (from, to) in [
+        ("bind: 127.0.0.1:8443", "bind: 127.0.0.1:0".to_string()),
+        ("bind: 127.0.0.1:8080", "bind: 127.0.0.1:0".to_string()),
+        ("bind: 127.0.0.1:9090", "bind: 127.0.0.1:0".to_string()),
+        (
+            "url: http://127.0.0.1:3000",
+            format!("url: http://127.0.0.1:{echo}"),
+        ),
+    ] {
+        assert!(yaml.contains(from), "gateway.yaml no longer has {from}");
+        yaml = yaml.replace(from, &to);
+    }
+    std::fs::write(dir.path().join("gateway.yaml"), &yaml).unwrap();
+    let events = dir.path().join("stderr.log");
+    let mut child = Command::new(BIN)
+        .args(["demo", "-c"])
+        .arg(dir.path().join("gateway.yaml"))
+        .args(["--echo", &format!("127.0.0.1:{echo}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&events).unwrap())
+        .spawn()
+        .unwrap();
+    let mut internal = None;
+    for _ in 0..2000 {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        internal = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["msg"] == "listening" && e["listener"] == "internal")
+            .and_then(|e| e["addr"].as_str().map(str::to_string));
+        if internal.is_some() || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let text = std::fs::read_to_string(&events).unwrap_or_default();
+    let Some(internal) = internal else {
+        let _ = child.kill();
+        panic!("hookgate demo did not start: {text}");
+    };
+    assert!(
+        text.contains("wrote a self-signed development certificate"),
+        "{text}"
+    );
+    let answer = send(
+        &plain_client(),
+        "POST",
+        &format!("http://{internal}/hooks/try"),
+        &[],
+        "hello",
     )
-    .unwrap());
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let (status, _, body) = answer.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let echoed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echoed["echo"], "hookgate demo backend");
+    assert_eq!(echoed["body"], "hello");
+
+    // The shipped config itself (its own ports) is valid with that certificate.
+    std::fs::write(dir.path().join("gateway.yaml"), shipped).unwrap();
     let out = Command::new(BIN)
         .args(["check", "-c"])
         .arg(dir.path().join("gateway.yaml"))

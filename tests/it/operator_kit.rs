@@ -6,15 +6,12 @@
 //! scores "OK" or better in `systemd-analyze security`; completions and the man page name every
 //! subcommand and the bash script parses.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
 
@@ -139,7 +136,7 @@ fn repository_configs(dir: &Path) -> Vec<PathBuf> {
         files.push(entry.unwrap().path());
     }
     let listeners = LISTENERS;
-    let mut tests: Vec<PathBuf> = std::fs::read_dir(repo().join("tests"))
+    let mut tests: Vec<PathBuf> = std::fs::read_dir(repo().join("tests/it"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "rs"))
@@ -284,56 +281,6 @@ fn known_bad_configs_fail_the_schema_and_hookgate_check() {
 
 // ---------------------------------------------------------------------------------------------
 // Prometheus: promtool
-
-/// promtool from PATH, or extracted from Debian's `prometheus` package into `target/` (no
-/// install, no service started), as tests/exposition.rs does.
-fn promtool() -> PathBuf {
-    static ONCE: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = ONCE.lock().unwrap_or_else(|e| e.into_inner());
-    if Command::new("promtool")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return PathBuf::from("promtool");
-    }
-    let dir = repo().join("target/promtool");
-    let tool = dir.join("usr/bin/promtool");
-    if !tool.exists() {
-        std::fs::create_dir_all(&dir).unwrap();
-        let download = || {
-            Command::new("apt-get")
-                .args(["download", "prometheus"])
-                .current_dir(&dir)
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let fetched = download()
-            || (Command::new("apt-get")
-                .arg("update")
-                .status()
-                .is_ok_and(|s| s.success())
-                && download());
-        assert!(
-            fetched,
-            "could not fetch Debian's prometheus package for promtool"
-        );
-        let deb = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "deb"))
-            .unwrap();
-        assert!(Command::new("dpkg")
-            .arg("-x")
-            .arg(&deb)
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success());
-    }
-    tool
-}
 
 fn alert_names(rules: &str) -> BTreeSet<String> {
     rules

@@ -2,12 +2,10 @@
 //! client gets 502 or 504, and the access log's `reason` names the cause (the upstream client's
 //! `UpstreamError::reason`), so an operator can tell a refused port from a bad certificate.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

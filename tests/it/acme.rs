@@ -9,14 +9,12 @@
 //! pebble fetches the token from hookgate's plain listener (pebble's `httpPort`) instead, and
 //! `hookgate check` refuses http-01 when there is no plain listener to answer it.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const ROUTES: &str = r#"
 upstreams:

@@ -3,11 +3,9 @@
 //! persistence), and a gateway that keeps serving, within the Redis timeout, when Redis is
 //! killed, frozen or a blackhole.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const GITHUB_BODY: &str = "Hello, World!";
 const GITHUB_SIGNATURE: &str =

@@ -1,16 +1,11 @@
 //! Nothing leaks: after hundreds of malformed requests, abandoned TLS handshakes and failing
 //! upstream exchanges, the process has the same number of open file descriptors as after one
-//! normal request. One test in its own binary, so no other test's sockets are counted.
-
-mod common;
+//! normal request. The gateway runs as its own process (the real binary) and its descriptors
+//! are the ones counted, so the tests running beside this one in the test binary are not.
 
 use std::time::Duration;
 
-use common::*;
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+use crate::common::*;
 
 const ROUTES: &str = r#"
 limits:
@@ -36,7 +31,7 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_descriptors_return_to_baseline_after_abuse() {
-    let gw = TestGateway::start(ROUTES).await;
+    let gw = GatewayProcess::start(ROUTES).await;
     let client = plain_client();
     // Warm up: one pooled client connection and one pooled upstream connection now exist.
     assert_eq!(
@@ -46,7 +41,7 @@ async fn file_descriptors_return_to_baseline_after_abuse() {
             .0,
         200
     );
-    let baseline = open_fds();
+    let baseline = gw.open_fds();
     for _ in 0..50 {
         raw_exchange(
             gw.plain_addr(),
@@ -100,17 +95,16 @@ async fn file_descriptors_return_to_baseline_after_abuse() {
     );
     // Closed sockets are reaped by tasks on the workers; on a loaded machine give them up to
     // 5 s more before calling it a leak.
-    let mut after = open_fds();
+    let mut after = gw.open_fds();
     for _ in 0..50 {
         if after <= baseline + 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        after = open_fds();
+        after = gw.open_fds();
     }
     assert!(
         after <= baseline + 2,
         "file descriptors: {baseline} before, {after} after"
     );
-    gw.shutdown().await;
 }

@@ -20,6 +20,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+mod process;
+mod promtool;
+pub use process::GatewayProcess;
+pub use promtool::promtool;
+
 /// A CA and a `localhost` / `127.0.0.1` leaf signed by it, written as PEM files.
 pub struct TestCerts {
     pub dir: tempfile::TempDir,
@@ -260,12 +265,13 @@ impl TestGateway {
         let dead = closed_port().await;
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("access.log");
-        let yaml = format!("{listeners}{body}")
-            .replace("{upstream}", &upstream.addr.to_string())
-            .replace("{dead}", &dead.to_string())
-            .replace("{cert}", certs.cert_path.to_str().unwrap())
-            .replace("{key}", certs.key_path.to_str().unwrap())
-            .replace("{log}", log_path.to_str().unwrap());
+        let yaml = fill_placeholders(
+            &format!("{listeners}{body}"),
+            &certs,
+            upstream.addr,
+            dead,
+            &log_path,
+        );
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, yaml).unwrap();
         let config = hookgate::config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
@@ -357,6 +363,21 @@ impl TestGateway {
         self.gateway.take().unwrap().shutdown().await;
         self.dir
     }
+}
+
+/// The config text with its placeholders filled in (see [`TestGateway`]).
+pub fn fill_placeholders(
+    yaml: &str,
+    certs: &TestCerts,
+    upstream: SocketAddr,
+    dead: SocketAddr,
+    log_path: &Path,
+) -> String {
+    yaml.replace("{upstream}", &upstream.to_string())
+        .replace("{dead}", &dead.to_string())
+        .replace("{cert}", certs.cert_path.to_str().unwrap())
+        .replace("{key}", certs.key_path.to_str().unwrap())
+        .replace("{log}", log_path.to_str().unwrap())
 }
 
 pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
@@ -485,9 +506,12 @@ pub async fn presented_certificate(addr: SocketAddr, certs: &TestCerts) -> Vec<u
 }
 
 /// A Python virtualenv under `target/NAME` with `requirements` (pip lines) installed; rebuilt
-/// only when the requirements change. Returns the venv's folder.
+/// only when the requirements change. Returns the venv's folder. Tests running side by side
+/// build one venv at a time, so two that need the same one do not both install into it.
 pub fn python_venv(name: &str, requirements: &str) -> PathBuf {
     use std::process::Command;
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _building = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join(name);
@@ -664,10 +688,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// sslyze (pinned, in `target/sslyze-venv`) with the test CA `ca_pem` added to its trust
-/// stores; returns the sslyze binary. The same as tests/tls_posture.rs does for itself.
+/// sslyze (pinned, in `target/sslyze-venv`) with the test CA `ca_pem` added to its own Mozilla
+/// trust stores (the only way to give it a trusted chain without a public CA); returns the
+/// sslyze binary. Each test has its own CA and scans may run side by side: the stores are the
+/// shipped ones plus every CA added by this process, so adding one never drops another's, and
+/// each store is replaced whole (by rename) so a scan under way never reads half a file.
 pub fn sslyze_with_ca(ca_pem: &str) -> PathBuf {
+    static ADDED: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let venv = python_venv("sslyze-venv", "sslyze==6.3.1");
+    let mut added = ADDED.lock().unwrap_or_else(|e| e.into_inner());
+    added.push(ca_pem.to_string());
     let stores = std::fs::read_dir(venv.join("lib"))
         .unwrap()
         .filter_map(Result::ok)
@@ -689,7 +719,9 @@ pub fn sslyze_with_ca(ca_pem: &str) -> PathBuf {
                 std::fs::copy(&store, &shipped).unwrap();
             }
             let pem = std::fs::read_to_string(&shipped).unwrap();
-            std::fs::write(&store, format!("{pem}\n{ca_pem}")).unwrap();
+            let tmp = store.with_extension("pem.tmp");
+            std::fs::write(&tmp, format!("{pem}\n{}", added.join("\n"))).unwrap();
+            std::fs::rename(&tmp, &store).unwrap();
         }
     }
     venv.join("bin/sslyze")

@@ -5,9 +5,7 @@
 //! leaves the others. Real sockets, a real rustls client; the expiry metric has a series per
 //! certificate.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rustls::SignatureScheme;
 
 const ROUTES: &str = r#"

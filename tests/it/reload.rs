@@ -4,13 +4,11 @@
 //! name and upstream path always match); broken configs are counted and change nothing; new
 //! connections get the new certificate.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const SIG: (&str, &str) = (
     "x-hub-signature-256",

@@ -2,9 +2,7 @@
 //! bad signatures refused with the route's status (and nothing forwarded), duplicates answered
 //! without a second delivery, retries after an upstream failure forwarded again.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// GitHub's documented example ("Validating webhook deliveries"): the secret
 /// `It's a Secret to Everybody` (in ROUTES) and this body give exactly this signature.

@@ -3,13 +3,11 @@
 //! read their responses are closed, through real sockets on loopback. Also the reload metrics:
 //! the start is no reload, and a removed route's series go with it.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -2,13 +2,11 @@
 //! failing `check`, nothing the gateway wrote (access log, its own stderr, /metrics, `check`
 //! output) contains a secret, a signature header value or an Authorization value.
 
-mod common;
-
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
 const GITHUB_SECRET: &str = "It's a Secret to Everybody";
