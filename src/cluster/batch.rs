@@ -102,9 +102,7 @@ impl Op {
         match self {
             Op::Limit { interval_us, burst } => invocation.arg("l").arg(interval_us).arg(burst),
             Op::Claim { owner, ttl_ms } => invocation.arg("c").arg(&**owner).arg(ttl_ms),
-            Op::Delivered { owner, window_ms } => {
-                invocation.arg("d").arg(&**owner).arg(window_ms)
-            }
+            Op::Delivered { owner, window_ms } => invocation.arg("d").arg(&**owner).arg(window_ms),
             Op::Release { owner } => invocation.arg("r").arg(&**owner).arg("-"),
         };
     }

@@ -15,7 +15,7 @@ use crate::pipeline::rate_limit::{Admitted, RateLimitSettings};
 /// Redis did not answer in time or at all; decide locally.
 pub async fn check(
     redis: &RedisHandle,
-    key: String,
+    key: &str,
     settings: &RateLimitSettings,
 ) -> Option<Result<Admitted, Duration>> {
     let interval_us = u64::try_from(settings.rate().interval().as_micros())
@@ -23,7 +23,7 @@ pub async fn check(
         .max(1);
     let burst = u64::from(settings.burst().get());
     let (allowed, value) = redis
-        .call(Op::Limit { interval_us, burst }, key)
+        .call(Op::Limit { interval_us, burst }, key.to_string())
         .await?;
     let value = u64::try_from(value).unwrap_or(0);
     Some(if allowed == 1 {

@@ -238,7 +238,7 @@ impl Inner {
 
 /// Keeps one connection: makes it when there is none, then sleeps until a caller drops it.
 async fn keep_connected(inner: Arc<Inner>) {
-    let client = match redis::Client::open(inner.config.url.as_str()) {
+    let client = match client(&inner.config) {
         Ok(client) => client,
         Err(e) => {
             // Validation parsed this URL already; should it fail anyway, stay local.
@@ -270,6 +270,21 @@ async fn keep_connected(inner: Arc<Inner>) {
             }
         }
         inner.wake.notified().await;
+    }
+}
+
+/// A client for the configured URL; with `redis.ca`, trusting that CA instead of the
+/// system's roots.
+fn client(config: &RedisConfig) -> Result<redis::Client, RedisError> {
+    match &config.ca {
+        None => redis::Client::open(config.url.as_str()),
+        Some(pem) => redis::Client::build_with_tls(
+            config.url.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
     }
 }
 

@@ -49,12 +49,7 @@ impl SharedReplayStore {
 
     /// Runs `op` on `key` from a task of its own: the request does not wait for it. When
     /// Redis does not answer, `otherwise` runs with the local store.
-    fn send(
-        &self,
-        op: Op,
-        key: &str,
-        otherwise: impl FnOnce(&MemoryReplayStore) + Send + 'static,
-    ) {
+    fn send(&self, op: Op, key: &str, otherwise: impl FnOnce(&MemoryReplayStore) + Send + 'static) {
         let Some(redis) = self.redis.load_full() else {
             return;
         };
@@ -84,7 +79,9 @@ impl ReplayStore for SharedReplayStore {
             let ttl = u64::try_from(IN_FLIGHT_TTL.as_millis()).unwrap_or(u64::MAX);
             let redis_key = Self::redis_key(&redis, key);
             let owner = Arc::clone(&self.owner);
-            let answer = redis.call(Op::Claim { owner, ttl_ms: ttl }, redis_key).await;
+            let answer = redis
+                .call(Op::Claim { owner, ttl_ms: ttl }, redis_key)
+                .await;
             match answer {
                 Some((0, _)) => Claim::Fresh,
                 Some((1, _)) => Claim::Delivered,
@@ -101,14 +98,10 @@ impl ReplayStore for SharedReplayStore {
         }
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
         let owner = Arc::clone(&self.owner);
-        self.send(
-            Op::Delivered { owner, window_ms },
-            key,
-            {
-                let key = key.to_string();
-                move |local| local.delivered(&key, now, window)
-            },
-        );
+        self.send(Op::Delivered { owner, window_ms }, key, {
+            let key = key.to_string();
+            move |local| local.delivered(&key, now, window)
+        });
     }
 
     fn release(&self, key: &str) {

@@ -516,8 +516,7 @@ pub struct SharedBucket {
 }
 
 /// Stage 5 for one limiter: counts the request, or refuses it with the 429 headers filled in.
-/// A shared limit is decided on Redis (at most one round trip, shared with the checks in flight
-/// at the same time); when `redis` is absent, down or slow,
+/// A shared limit is decided on Redis (one round trip); when `redis` is absent, down or slow,
 /// by the local buckets at this instance's share, and counted as a fallback.
 pub async fn check(
     limiter: &RouteLimiter,
@@ -536,7 +535,7 @@ pub async fn check(
             return Err(refusal(&shared.settings, limited(wait), scope));
         }
         if let Some(decided) =
-            crate::cluster::rate_limit::check(redis, key.clone(), &shared.settings).await
+            crate::cluster::rate_limit::check(redis, &key, &shared.settings).await
         {
             return decided.map(|_| ()).map_err(|wait| {
                 limiter.denied.remember(key, now + wait);
