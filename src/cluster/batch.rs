@@ -144,3 +144,80 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn job(key: &str) -> (Job, oneshot::Receiver<Option<(i64, i64)>>) {
+        let (reply, answer) = oneshot::channel();
+        let op = Op::Limit {
+            interval_us: 1000,
+            burst: 1,
+        };
+        let key = key.to_string();
+        (Job { op, key, reply }, answer)
+    }
+
+    /// Calls queued while a batch is in flight go together in the next one, in order, each
+    /// caller gets its own pair back, and a caller that gave up is left out.
+    #[tokio::test]
+    async fn queued_calls_share_the_next_batch_and_get_their_own_answers() {
+        let (jobs, queued) = mpsc::unbounded_channel();
+        let sent: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let (first, first_answer) = job("a");
+        jobs.send(first).unwrap();
+        let (gone, gone_answer) = job("b");
+        drop(gone_answer);
+        let mut answers = Vec::new();
+        for key in ["c", "d", "c"] {
+            let (j, answer) = job(key);
+            jobs.send(j).unwrap();
+            answers.push(answer);
+        }
+        jobs.send(gone).unwrap();
+        drop(jobs);
+        let seen = Arc::clone(&sent);
+        run(queued, move |_invocation, n| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock().unwrap().push(n);
+                // Answer i: (i, 10 * i), to tell the callers apart.
+                Some((0..n as i64).flat_map(|i| [i, 10 * i]).collect())
+            }
+        })
+        .await;
+        assert_eq!(
+            *sent.lock().unwrap(),
+            [4],
+            "one batch, the given-up call left out"
+        );
+        assert_eq!(first_answer.await.unwrap(), Some((0, 0)));
+        for (i, answer) in answers.into_iter().enumerate() {
+            let i = i as i64 + 1;
+            assert_eq!(answer.await.unwrap(), Some((i, 10 * i)));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_short_batch_leaves_every_caller_to_decide_locally() {
+        for answer in [None, Some(vec![1, 0])] {
+            let (jobs, queued) = mpsc::unbounded_channel();
+            let (a, a_answer) = job("a");
+            let (b, b_answer) = job("b");
+            jobs.send(a).unwrap();
+            jobs.send(b).unwrap();
+            drop(jobs);
+            let given = answer.clone();
+            run(queued, move |_, _| {
+                let given = given.clone();
+                async move { given }
+            })
+            .await;
+            let first = a_answer.await.unwrap();
+            assert_eq!(b_answer.await.unwrap(), None, "{answer:?}");
+            assert_eq!(first, answer.map(|_| (1, 0)));
+        }
+    }
+}
