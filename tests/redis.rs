@@ -158,6 +158,65 @@ async fn two_instances_share_one_limit_not_one_each() {
     );
 }
 
+/// Checks that arrive while an EVALSHA is in flight go together in the next one (one script
+/// over N keys): fewer EVALSHAs than GCRA steps, and the same key several times in one batch
+/// is still decided in order, so a burst admits exactly the bucket's burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_checks_share_evalshas_and_a_burst_admits_exactly_the_burst() {
+    let redis = RedisServer::start().await;
+    let gw = gateway(&redis.url(), "250ms").await;
+    wait_until_up(&gw, 1.0, Duration::from_secs(5)).await;
+    let url = gw.http_url("/limited");
+    let started = Instant::now();
+    let sent: Vec<_> = (0..64)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                send(&plain_client(), "POST", &url, &[], "{}")
+                    .await
+                    .unwrap()
+                    .0
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for s in sent {
+        statuses.push(s.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    // burst 5, then one every 50 ms (20/s)
+    let most = 5 + (elapsed.as_millis() / 50) as usize;
+    assert!(
+        (5..=most).contains(&admitted),
+        "admitted {admitted} of 64 in {elapsed:?}: the burst is 5"
+    );
+    let stats: String = redis.query(&["INFO", "commandstats"]).await;
+    let calls = |command: &str| -> usize {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    // One GET per GCRA step on Redis (the local pre-check answers some refusals without one).
+    let (evalsha, steps, sets) = (calls("evalsha"), calls("get"), calls("set"));
+    eprintln!("burst: {steps} checks on Redis in {evalsha} EVALSHA, {admitted} admitted");
+    assert!(
+        evalsha < steps,
+        "{evalsha} EVALSHA for {steps} checks: none shared"
+    );
+    assert_eq!(sets, admitted, "every admission decided on Redis");
+    assert_eq!(
+        gw.metrics().await.get("hookgate_rate_limit_fallback_total"),
+        Some(&0.0)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_delivery_sent_to_two_instances_at_once_is_forwarded_once() {
     let redis = RedisServer::start().await;
