@@ -146,7 +146,8 @@ async fn two_instances_share_one_limit_not_one_each() {
         evalsha > 0 && evalsha < requests / 2,
         "{evalsha} round trips for {requests} requests ({total} admitted)"
     );
-    assert_eq!(sets, total, "every admission decided on Redis");
+    let probe = usize::from(status == 200);
+    assert_eq!(sets, total + probe, "every admission decided on Redis");
     let m = a.metrics().await;
     assert_eq!(m.get("hookgate_rate_limit_fallback_total"), Some(&0.0));
     let keys: Vec<String> = redis.query(&["KEYS", "hg-test:rl:*"]).await;
