@@ -510,9 +510,21 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
         perf stat -x, -e task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter \
             -p "$pids" -o "$prof/$w-$target.stat" -- sleep "$dur_s" >/dev/null 2>&1 &
         perf_pids+=($!); STARTED+=($!)
-        if [[ $target == hookgate ]]; then
+        if [[ $target == hookgate-redis ]]; then
+            # redis-server's share of the work: its counters, and where its time goes
+            perf stat -x, -e task-clock,instructions,context-switches,raw_syscalls:sys_enter \
+                -p "$REDIS_PID" -o "$prof/$w-redis-server.stat" -- sleep "$dur_s" >/dev/null 2>&1 &
+            perf_pids+=($!); STARTED+=($!)
+            perf record -q -e cpu-clock -F 999 -g -p "$REDIS_PID" -o "$prof/$w-redis-server.data" \
+                -- sleep "$(awk -v d="$dur_s" 'BEGIN{print (d > 4 ? 4 : d)}')" >/dev/null 2>&1 &
+            perf_pids+=($!); STARTED+=($!)
+        fi
+        if [[ $target == hookgate || $target == hookgate-redis ]]; then
+            perf stat -x, -e instructions -p "$TARGET_PID" -o "$prof/$w-$target.instructions" \
+                -- sleep "$dur_s" >/dev/null 2>&1 &
+            perf_pids+=($!); STARTED+=($!)
             perf record -q -e cpu-clock -F 999 -g --call-graph dwarf,16384 -p "$TARGET_PID" \
-                -o "$prof/$w.data" -- sleep "$(awk -v d="$dur_s" 'BEGIN{print (d > 4 ? 4 : d)}')" \
+                -o "$prof/$w-$target.data" -- sleep "$(awk -v d="$dur_s" 'BEGIN{print (d > 4 ? 4 : d)}')" \
                 >/dev/null 2>&1 &
             perf_pids+=($!); STARTED+=($!)
         fi
@@ -521,7 +533,7 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
     bcpu0=$(cpu_seconds "$BACKEND_PID")
     busy0=$(machine_busy_seconds); wall0=$(date +%s.%N)
     cpu0=$(cpu_seconds "$TARGET_PID"); sys0=$(sys_seconds "$TARGET_PID")
-    local rcalls0="0 0 0"; [[ $target == hookgate-redis ]] && rcalls0=$(redis_calls)
+    local rcalls0="0 0 0" rcpu0=0; [[ $target == hookgate-redis ]] && { rcalls0=$(redis_calls); rcpu0=$(cpu_seconds "$REDIS_PID"); }
     # `times` after wrk: the subshell's children's CPU, i.e. wrk's own
     raw=$( (timeout $((dur_s + 60)) wrk -t "$THREADS" -c "$CONNS" -d "$DURATION" --timeout 10s -s "$lua" "$url" 2>&1
         rc=$?; times; exit $rc)) || die "wrk failed: $raw"
@@ -536,9 +548,9 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
     eval "local ${res#RESULT }"
     local errors=$((connect + read + write + status + timeout))
     if [[ $target == hookgate-redis ]]; then
-        local rcalls1; rcalls1=$(redis_calls)
-        log "$target $w: $(awk -v a="$rcalls0" -v b="$rcalls1" -v n="$requests" 'BEGIN { split(a, x, " "); split(b, y, " ")
-            printf "%d requests; EVALSHA %.3f per request; every command counted by Redis, scripts'"'"' inner ones included, %.3f per request", n, (y[2] - x[2]) / n, (y[3] - x[3] - 1) / n }'), $(curl -fs "http://127.0.0.1:$HG_ADMIN/metrics" | awk '/^hookgate_rate_limit_fallback_total/ { print "fallbacks " $NF }')"
+        local rcalls1 rcpu1; rcalls1=$(redis_calls); rcpu1=$(cpu_seconds "$REDIS_PID")
+        log "$target $w: $(awk -v a="$rcalls0" -v b="$rcalls1" -v n="$requests" -v c0="$rcpu0" -v c1="$rcpu1" -v hc0="$cpu0" -v hc1="$cpu1" 'BEGIN { split(a, x, " "); split(b, y, " ")
+            printf "%d requests; EVALSHA %.3f per request; every command counted by Redis, scripts'"'"' inner ones included, %.3f per request; redis-server CPU s/10k req %.3f, hookgate + redis-server %.3f", n, (y[2] - x[2]) / n, (y[3] - x[3] - 1) / n, (c1 - c0) / n * 10000, ((c1 - c0) + (hc1 - hc0)) / n * 10000 }'), $(curl -fs "http://127.0.0.1:$HG_ADMIN/metrics" | awk '/^hookgate_rate_limit_fallback_total/ { print "fallbacks " $NF }')"
     fi
     if [[ $target == hookgate* ]]; then
         local ok bad; read -r ok bad < <(check_hookgate_outcomes)
@@ -555,6 +567,18 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
                       w, t, rps, v["task-clock"] * 1000 / req, v["context-switches"] / req,
                       v["cpu-migrations"] / req, v["raw_syscalls:sys_enter"] / req }' \
             "$prof/$w-$target.stat" | tee -a "$prof/counters.txt" >&2
+        # instructions per request (immune to contention): the gateway's, and redis-server's
+        local f who
+        for f in "$prof/$w-$target.instructions" "$prof/$w-redis-server.stat"; do
+            [[ -f $f && ( $target == hookgate-redis || $f == *.instructions ) ]] || continue
+            who=$([[ $f == *redis-server* ]] && echo "  redis-server" || echo "$target")
+            awk -F, -v n="$requests" -v d="$duration_us" -v dur="$dur_s" -v w="$w" -v t="$who" '
+                $1 ~ /^[0-9.]+$/ { v[$3] = $1 }
+                END { req = n / (d / 1e6) * dur
+                      printf "%-14s %-16s per request: %8.0f instructions", w, t, v["instructions"] / req
+                      if ("task-clock" in v) printf "  %6.1f us CPU  %5.2f syscalls", v["task-clock"] * 1000 / req, v["raw_syscalls:sys_enter"] / req
+                      printf "\n" }' "$f" | tee -a "$prof/counters.txt" >&2
+        done
         return
     fi
     awk -v r="$round" -v w="$w" -v t="$target" -v n="$requests" -v d="$duration_us" \
@@ -579,7 +603,7 @@ done
 if [[ " $TARGETS " == *" hookgate-redis "* ]]; then
     command -v redis-server >/dev/null || DEBIAN_FRONTEND=noninteractive ${SUDO:-} apt-get install -y -qq redis-server >/dev/null
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.out" 2>&1 &
-    STARTED+=($!)
+    REDIS_PID=$!; STARTED+=($!)
     wait_port "$REDIS_PORT" || die "redis-server did not start"
 fi
 # Round trips: the commands the gateway sent (EVALSHA, plus any other top-level command), not

@@ -5,6 +5,7 @@
 //! route's limit divided by `redis.instances`, the in-memory replay store). A background task
 //! reconnects; no request waits for it.
 
+pub mod batch;
 pub mod rate_limit;
 pub mod redis;
 pub mod replay;

@@ -1,7 +1,8 @@
 //! The connection to the shared Redis: one multiplexed connection (redis-rs), replaced by a
-//! background task when it fails. A call never waits for a reconnect: while there is no
-//! connection it fails at once, and the caller decides locally. Every call has the configured
-//! deadline. The state (up or down) is logged once per transition and exported as
+//! background task when it fails. Calls are coalesced into batches (`batch.rs`), one EVALSHA in
+//! flight at a time. A call never waits for a reconnect: while there is no connection it fails
+//! at once, and the caller decides locally. Every call has the configured deadline, and so has
+//! every batch. The state (up or down) is logged once per transition and exported as
 //! `hookgate_redis_up`; failures count in `hookgate_redis_errors_total{op}`.
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -13,10 +14,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, Script, ToRedisArgs};
-use tokio::sync::Notify;
+use redis::{AsyncConnectionConfig, RedisError};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
+use super::batch::{self, Job, Op};
 use crate::config::RedisConfig;
 use crate::observe::event;
 use crate::observe::metrics::{Metrics, RedisOpLabels};
@@ -36,7 +38,9 @@ const DOWN: u8 = 2;
 /// reconnect task and closes the connection.
 pub struct RedisHandle {
     inner: Arc<Inner>,
+    jobs: mpsc::UnboundedSender<Job>,
     task: JoinHandle<()>,
+    batcher: JoinHandle<()>,
 }
 
 struct Inner {
@@ -45,8 +49,6 @@ struct Inner {
     state: AtomicU8,
     /// Wakes the reconnect task after a connection was dropped.
     wake: Notify,
-    /// Scripts loaded on every new connection, so requests only ever send EVALSHA.
-    scripts: [&'static Script; 4],
     errors: Family<RedisOpLabels, Counter>,
     up: Gauge,
     fallback: Counter,
@@ -63,12 +65,6 @@ impl RedisHandle {
             conn: ArcSwapOption::empty(),
             state: AtomicU8::new(UNKNOWN),
             wake: Notify::new(),
-            scripts: [
-                super::rate_limit::gcra_script(),
-                super::replay::claim_script(),
-                super::replay::delivered_script(),
-                super::replay::release_script(),
-            ],
             errors: metrics.redis_errors.clone(),
             up: metrics.redis_up.clone(),
             fallback: metrics.rate_limit_fallback.clone(),
@@ -76,7 +72,20 @@ impl RedisHandle {
         });
         inner.up.set(0);
         let task = tokio::spawn(keep_connected(Arc::clone(&inner)));
-        Arc::new(RedisHandle { inner, task })
+        let (jobs, queued) = mpsc::unbounded_channel();
+        let batcher = tokio::spawn({
+            let inner = Arc::clone(&inner);
+            batch::run(queued, move |invocation, n| {
+                let inner = Arc::clone(&inner);
+                async move { inner.send_batch(invocation, n).await }
+            })
+        });
+        Arc::new(RedisHandle {
+            inner,
+            jobs,
+            task,
+            batcher,
+        })
     }
 
     pub fn config(&self) -> &RedisConfig {
@@ -97,77 +106,91 @@ impl RedisHandle {
         self.inner.fallback.inc();
     }
 
-    /// Runs `script` with `keys` and `args` within the deadline. `None` when Redis is down,
-    /// slow or failed: the caller decides locally. `op` labels the error count.
-    pub async fn run_script<T: FromRedisValue>(
-        &self,
-        op: &'static str,
-        script: &Script,
-        keys: &[&str],
-        args: &[&dyn ToRedisArgsDyn],
-    ) -> Option<T> {
+    /// Runs `op` on `key` in the next batch, within the deadline: the two integers of the
+    /// answer (see `batch.rs`). `None` when Redis is down, slow or failed: the caller decides
+    /// locally. Counted in `hookgate_redis_errors_total{op}` then.
+    pub async fn call(&self, op: Op, key: String) -> Option<(i64, i64)> {
         let inner = &self.inner;
-        let Some(conn) = inner.conn.load_full() else {
-            inner.count_error(op);
+        let name = op.name();
+        if inner.conn.load().is_none() {
+            inner.count_error(name);
             return None;
-        };
-        let mut conn = MultiplexedConnection::clone(&conn);
-        let mut invocation = script.prepare_invoke();
-        for key in keys {
-            invocation.key(*key);
         }
-        for arg in args {
-            arg.add_to(&mut invocation);
+        let (reply, answer) = oneshot::channel();
+        if self.jobs.send(Job { op, key, reply }).is_err() {
+            inner.count_error(name);
+            return None;
         }
-        match tokio::time::timeout(inner.config.timeout, invocation.invoke_async(&mut conn)).await {
-            Ok(Ok(value)) => Some(value),
-            Ok(Err(e)) => {
-                inner.count_error(op);
-                if e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_unrecoverable_error()
-                    || e.is_timeout()
-                {
-                    inner.lost(&inner.describe(&e));
-                } else {
-                    event(
-                        "warn",
-                        "redis call failed",
-                        serde_json::json!({"op": op, "error": inner.describe(&e)}),
-                    );
-                }
-                None
-            }
-            Err(_) => {
-                inner.count_error(op);
-                inner.lost(&format!(
-                    "no answer within {}",
-                    humantime::format_duration(inner.config.timeout)
-                ));
+        match tokio::time::timeout(inner.config.timeout, answer).await {
+            Ok(Ok(Some(answer))) => Some(answer),
+            // The batch failed (and said why), or this caller's deadline passed first.
+            _ => {
+                inner.count_error(name);
                 None
             }
         }
-    }
-}
-
-/// An argument of any type redis-rs can encode, behind one object-safe trait.
-pub trait ToRedisArgsDyn: Sync {
-    fn add_to(&self, invocation: &mut redis::ScriptInvocation<'_>);
-}
-
-impl<T: ToRedisArgs + Sync> ToRedisArgsDyn for T {
-    fn add_to(&self, invocation: &mut redis::ScriptInvocation<'_>) {
-        invocation.arg(self);
     }
 }
 
 impl Drop for RedisHandle {
     fn drop(&mut self) {
         self.task.abort();
+        self.batcher.abort();
     }
 }
 
 impl Inner {
+    /// One batch of `n` calls: the flat answer (two integers per call), or `None` after an
+    /// error or a missed deadline (the connection is then dropped and made again).
+    async fn send_batch(
+        &self,
+        invocation: redis::ScriptInvocation<'static>,
+        n: usize,
+    ) -> Option<Vec<i64>> {
+        let conn = self.conn.load_full()?;
+        let mut conn = MultiplexedConnection::clone(&conn);
+        let answer: Result<Vec<i64>, RedisError> =
+            match tokio::time::timeout(self.config.timeout, invocation.invoke_async(&mut conn))
+                .await
+            {
+                Ok(answer) => answer,
+                Err(_) => {
+                    self.lost(&format!(
+                        "no answer within {}",
+                        humantime::format_duration(self.config.timeout)
+                    ));
+                    return None;
+                }
+            };
+        match answer {
+            Ok(values) if values.len() == 2 * n => Some(values),
+            Ok(values) => {
+                event(
+                    "warn",
+                    "redis call failed",
+                    serde_json::json!({"error": format!("{} answers for {n} calls", values.len() / 2)}),
+                );
+                None
+            }
+            Err(e) => {
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_unrecoverable_error()
+                    || e.is_timeout()
+                {
+                    self.lost(&self.describe(&e));
+                } else {
+                    event(
+                        "warn",
+                        "redis call failed",
+                        serde_json::json!({"error": self.describe(&e)}),
+                    );
+                }
+                None
+            }
+        }
+    }
+
     fn count_error(&self, op: &'static str) {
         self.errors.get_or_create(&RedisOpLabels { op }).inc();
     }
@@ -215,7 +238,7 @@ impl Inner {
 
 /// Keeps one connection: makes it when there is none, then sleeps until a caller drops it.
 async fn keep_connected(inner: Arc<Inner>) {
-    let client = match redis::Client::open(inner.config.url.as_str()) {
+    let client = match client(&inner.config) {
         Ok(client) => client,
         Err(e) => {
             // Validation parsed this URL already; should it fail anyway, stay local.
@@ -227,7 +250,7 @@ async fn keep_connected(inner: Arc<Inner>) {
     let mut pause = RETRY_MIN;
     loop {
         if inner.conn.load().is_none() {
-            match tokio::time::timeout(CONNECT_DEADLINE, connect(&client, &inner)).await {
+            match tokio::time::timeout(CONNECT_DEADLINE, connect(&client)).await {
                 Ok(Ok(conn)) => {
                     inner.conn.store(Some(Arc::new(conn)));
                     inner.transition(UP, "");
@@ -250,10 +273,22 @@ async fn keep_connected(inner: Arc<Inner>) {
     }
 }
 
-async fn connect(
-    client: &redis::Client,
-    inner: &Inner,
-) -> Result<MultiplexedConnection, RedisError> {
+/// A client for the configured URL; with `redis.ca`, trusting that CA instead of the
+/// system's roots.
+fn client(config: &RedisConfig) -> Result<redis::Client, RedisError> {
+    match &config.ca {
+        None => redis::Client::open(config.url.as_str()),
+        Some(pem) => redis::Client::build_with_tls(
+            config.url.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+    }
+}
+
+async fn connect(client: &redis::Client) -> Result<MultiplexedConnection, RedisError> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_DEADLINE))
         .set_response_timeout(Some(CONNECT_DEADLINE));
@@ -261,9 +296,7 @@ async fn connect(
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
     redis::cmd("PING").query_async::<()>(&mut conn).await?;
-    for script in &inner.scripts {
-        script.load_async(&mut conn).await?;
-    }
+    batch::batch_script().load_async(&mut conn).await?;
     Ok(conn)
 }
 

@@ -2,7 +2,8 @@
 //! `<prefix>rp:<route>\0<id>`:
 //! - claim: `SET key "f:<owner>" NX PX <in-flight ttl>` (in flight, owned by this instance's
 //!   random token); if the key exists, `d` means delivered (2xx duplicate), anything else in
-//!   flight (409). One script, one round trip.
+//!   flight (409). One step of the batch script (`batch.rs`), at most one round trip, shared
+//!   with the other requests' calls in flight.
 //! - delivered (after the upstream's 2xx): compare-and-set to `d` with PX = the replay window,
 //!   only while the value is still this instance's claim (or no claim is left).
 //! - release (the forward failed): compare-and-delete, same condition.
@@ -11,12 +12,12 @@
 //! marked delivered or released locally. An id marked delivered locally stays a duplicate here
 //! even once Redis is back.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use redis::Script;
 
+use super::batch::Op;
 use super::RedisHandle;
 use crate::pipeline::replay::{BoxFuture, Claim, MemoryReplayStore, ReplayStore};
 
@@ -25,48 +26,12 @@ use crate::pipeline::replay::{BoxFuture, Claim, MemoryReplayStore, ReplayStore};
 /// upstream timeout.
 pub const IN_FLIGHT_TTL: Duration = Duration::from_secs(120);
 
-const CLAIM: &str = r#"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
-if redis.call('GET', KEYS[1]) == 'd' then return 1 end
-return 2
-"#;
-
-// Also when the claim is gone (Redis restarted, or the claim outlived IN_FLIGHT_TTL): the
-// event was delivered all the same. Never over another instance's claim.
-const DELIVERED: &str = r#"
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] or v == false then
-  redis.call('SET', KEYS[1], 'd', 'PX', ARGV[2])
-  return 1
-end
-return 0
-"#;
-
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#;
-
-static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
-static DELIVERED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DELIVERED));
-static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
-
-pub fn claim_script() -> &'static Script {
-    &CLAIM_SCRIPT
-}
-pub fn delivered_script() -> &'static Script {
-    &DELIVERED_SCRIPT
-}
-pub fn release_script() -> &'static Script {
-    &RELEASE_SCRIPT
-}
-
 /// The gateway's replay store: Redis when configured and answering, else the local memory.
 pub struct SharedReplayStore {
     local: Arc<MemoryReplayStore>,
     redis: ArcSwapOption<RedisHandle>,
     /// `f:<random>`: this instance's claims.
-    owner: String,
+    owner: Arc<str>,
 }
 
 impl SharedReplayStore {
@@ -74,7 +39,7 @@ impl SharedReplayStore {
         SharedReplayStore {
             local: Arc::new(local),
             redis: ArcSwapOption::empty(),
-            owner: format!("f:{}", uuid::Uuid::new_v4().simple()),
+            owner: Arc::from(format!("f:{}", uuid::Uuid::new_v4().simple())),
         }
     }
 
@@ -82,16 +47,9 @@ impl SharedReplayStore {
         format!("{}rp:{key}", redis.key_prefix())
     }
 
-    /// Runs `script` on `key` from a task of its own: the request does not wait for it. When
+    /// Runs `op` on `key` from a task of its own: the request does not wait for it. When
     /// Redis does not answer, `otherwise` runs with the local store.
-    fn send(
-        &self,
-        op: &'static str,
-        script: &'static Script,
-        key: &str,
-        args: Vec<String>,
-        otherwise: impl FnOnce(&MemoryReplayStore) + Send + 'static,
-    ) {
+    fn send(&self, op: Op, key: &str, otherwise: impl FnOnce(&MemoryReplayStore) + Send + 'static) {
         let Some(redis) = self.redis.load_full() else {
             return;
         };
@@ -101,12 +59,7 @@ impl SharedReplayStore {
         let redis_key = Self::redis_key(&redis, key);
         let local = Arc::clone(&self.local);
         runtime.spawn(async move {
-            let args: Vec<&dyn super::redis::ToRedisArgsDyn> = args
-                .iter()
-                .map(|a| a as &dyn super::redis::ToRedisArgsDyn)
-                .collect();
-            let done: Option<i64> = redis.run_script(op, script, &[&redis_key], &args).await;
-            if done.is_none() {
+            if redis.call(op, redis_key).await.is_none() {
                 otherwise(&local);
             }
         });
@@ -125,12 +78,13 @@ impl ReplayStore for SharedReplayStore {
             }
             let ttl = u64::try_from(IN_FLIGHT_TTL.as_millis()).unwrap_or(u64::MAX);
             let redis_key = Self::redis_key(&redis, key);
-            let answer: Option<i64> = redis
-                .run_script("claim", claim_script(), &[&redis_key], &[&self.owner, &ttl])
+            let owner = Arc::clone(&self.owner);
+            let answer = redis
+                .call(Op::Claim { owner, ttl_ms: ttl }, redis_key)
                 .await;
             match answer {
-                Some(0) => Claim::Fresh,
-                Some(1) => Claim::Delivered,
+                Some((0, _)) => Claim::Fresh,
+                Some((1, _)) => Claim::Delivered,
                 Some(_) => Claim::InFlight,
                 None => self.local.claim_now(key, now),
             }
@@ -143,16 +97,11 @@ impl ReplayStore for SharedReplayStore {
             return;
         }
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.send(
-            "delivered",
-            delivered_script(),
-            key,
-            vec![self.owner.clone(), window_ms.to_string()],
-            {
-                let key = key.to_string();
-                move |local| local.delivered(&key, now, window)
-            },
-        );
+        let owner = Arc::clone(&self.owner);
+        self.send(Op::Delivered { owner, window_ms }, key, {
+            let key = key.to_string();
+            move |local| local.delivered(&key, now, window)
+        });
     }
 
     fn release(&self, key: &str) {
@@ -161,13 +110,8 @@ impl ReplayStore for SharedReplayStore {
             return;
         }
         // Not answered: the claim expires after IN_FLIGHT_TTL.
-        self.send(
-            "release",
-            release_script(),
-            key,
-            vec![self.owner.clone()],
-            |_| {},
-        );
+        let owner = Arc::clone(&self.owner);
+        self.send(Op::Release { owner }, key, |_| {});
     }
 
     fn use_redis(&self, redis: Option<Arc<RedisHandle>>) {

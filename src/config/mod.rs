@@ -148,6 +148,9 @@ pub struct RedisConfig {
     /// How many instances share the limits: while Redis is down each one admits
     /// `limit / instances` on its own. `None`: the full limit.
     pub instances: Option<std::num::NonZeroU32>,
+    /// `redis.ca`: the PEM bundle trusted for `rediss://` instead of the system's roots, as
+    /// read when the config was loaded (a reload that finds it changed reconnects).
+    pub ca: Option<Vec<u8>>,
 }
 
 impl RedisConfig {
@@ -164,6 +167,10 @@ impl std::fmt::Debug for RedisConfig {
             .field("timeout", &self.timeout)
             .field("key_prefix", &self.key_prefix)
             .field("instances", &self.instances)
+            .field(
+                "ca",
+                &self.ca.as_ref().map(|pem| format!("<{} bytes>", pem.len())),
+            )
             .finish()
     }
 }

@@ -64,6 +64,10 @@ pub struct RawRedis {
     /// Instances sharing the limits: while Redis is down each admits `limit / instances`.
     #[schemars(with = "Option<u64>")]
     pub instances: Option<Spanned<u64>>,
+    /// PEM CA bundle to trust for a `rediss://` URL instead of the system's roots (a Redis
+    /// with a certificate from a private CA).
+    #[schemars(with = "Option<String>")]
+    pub ca: Option<Text>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

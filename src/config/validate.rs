@@ -406,7 +406,7 @@ pub fn validate(
 }
 
 /// The `redis:` block: a URL redis-rs can parse with a `redis://` or `rediss://` scheme, a
-/// deadline, a key prefix. Nothing connects here (`hookgate check` runs without Redis).
+/// deadline, a key prefix, for `rediss://` optionally the CA to trust (read and parsed here). Nothing connects here (`hookgate check` runs without Redis).
 fn redis(ctx: &Ctx, raw: &super::raw::RawRedis) -> Result<super::RedisConfig, ConfigError> {
     let url = ctx.text(&raw.url, "redis.url")?;
     let redacted = super::redact_url(&url);
@@ -445,11 +445,48 @@ fn redis(ctx: &Ctx, raw: &super::raw::RawRedis) -> Result<super::RedisConfig, Co
             std::num::NonZeroU32::new(u32::try_from(n).unwrap_or(1))
         }
     };
+    let ca = match &raw.ca {
+        None => None,
+        Some(ca) => {
+            if !url.starts_with("rediss://") {
+                return Err(ctx.err(
+                    &ca.referenced,
+                    "redis.ca",
+                    format!("only for a rediss:// URL; {redacted:?} does not use TLS"),
+                ));
+            }
+            let path = ctx.path(ca, "redis.ca")?;
+            read_certificates(&path).map_err(|m| ctx.err(&ca.referenced, "redis.ca", m))?;
+            let pem = std::fs::read(&path).map_err(|e| {
+                ctx.err(
+                    &ca.referenced,
+                    "redis.ca",
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            let usable = redis::Client::build_with_tls(
+                url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            );
+            if usable.is_err() {
+                return Err(ctx.err(
+                    &ca.referenced,
+                    "redis.ca",
+                    format!("{}: not usable as a trust anchor", path.display()),
+                ));
+            }
+            Some(pem)
+        }
+    };
     Ok(super::RedisConfig {
         url,
         timeout,
         key_prefix,
         instances,
+        ca,
     })
 }
 

@@ -127,18 +127,25 @@ async fn two_instances_share_one_limit_not_one_each() {
     }
     // Round trips: a refused key is not asked again before Redis said it may try (the local
     // pre-check), so a sender hammering past its limit costs far fewer than one per request.
+    // Checks in flight together share one EVALSHA, so the admitted ones are counted by the
+    // script's SETs (one per admitted request, none for a refusal).
     let stats: String = redis.query(&["INFO", "commandstats"]).await;
-    let evalsha: usize = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap());
+    let calls = |command: &str| -> usize {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let (evalsha, sets) = (calls("evalsha"), calls("set"));
     let requests = ra.len() + rb.len();
     eprintln!("shared limit: {requests} requests, {total} admitted, {evalsha} EVALSHA");
     assert!(
-        evalsha >= total && evalsha < requests / 2,
+        evalsha > 0 && evalsha < requests / 2,
         "{evalsha} round trips for {requests} requests ({total} admitted)"
     );
+    let probe = usize::from(status == 200);
+    assert_eq!(sets, total + probe, "every admission decided on Redis");
     let m = a.metrics().await;
     assert_eq!(m.get("hookgate_rate_limit_fallback_total"), Some(&0.0));
     let keys: Vec<String> = redis.query(&["KEYS", "hg-test:rl:*"]).await;
@@ -147,6 +154,65 @@ async fn two_instances_share_one_limit_not_one_each() {
     assert!(
         ttl > 0 && ttl <= 1001,
         "the bucket expires when full again: {ttl}"
+    );
+}
+
+/// Checks that arrive while an EVALSHA is in flight go together in the next one (one script
+/// over N keys): fewer EVALSHAs than GCRA steps, and the same key several times in one batch
+/// is still decided in order, so a burst admits exactly the bucket's burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_checks_share_evalshas_and_a_burst_admits_exactly_the_burst() {
+    let redis = RedisServer::start().await;
+    let gw = gateway(&redis.url(), "250ms").await;
+    wait_until_up(&gw, 1.0, Duration::from_secs(5)).await;
+    let url = gw.http_url("/limited");
+    let started = Instant::now();
+    let sent: Vec<_> = (0..64)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                send(&plain_client(), "POST", &url, &[], "{}")
+                    .await
+                    .unwrap()
+                    .0
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for s in sent {
+        statuses.push(s.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    // burst 5, then one every 50 ms (20/s)
+    let most = 5 + (elapsed.as_millis() / 50) as usize;
+    assert!(
+        (5..=most).contains(&admitted),
+        "admitted {admitted} of 64 in {elapsed:?}: the burst is 5"
+    );
+    let stats: String = redis.query(&["INFO", "commandstats"]).await;
+    let calls = |command: &str| -> usize {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    // One GET per GCRA step on Redis (the local pre-check answers some refusals without one).
+    let (evalsha, steps, sets) = (calls("evalsha"), calls("get"), calls("set"));
+    eprintln!("burst: {steps} checks on Redis in {evalsha} EVALSHA, {admitted} admitted");
+    assert!(
+        evalsha < steps,
+        "{evalsha} EVALSHA for {steps} checks: none shared"
+    );
+    assert_eq!(sets, admitted, "every admission decided on Redis");
+    assert_eq!(
+        gw.metrics().await.get("hookgate_rate_limit_fallback_total"),
+        Some(&0.0)
     );
 }
 
@@ -392,6 +458,26 @@ fn check_refuses_a_bad_redis_block_without_showing_the_password() {
     .unwrap();
     let err = hookgate::config::load(&path).unwrap_err().to_string();
     assert!(err.contains("redis.timeout"), "{err}");
+    // redis.ca: only with TLS, and it must hold a certificate; both located.
+    std::fs::write(dir.path().join("not-a-ca.pem"), "hello").unwrap();
+    std::fs::write(
+        &path,
+        format!("{base}redis:\n  url: redis://127.0.0.1:6379\n  ca: not-a-ca.pem\n"),
+    )
+    .unwrap();
+    let err = hookgate::config::load(&path).unwrap_err().to_string();
+    assert!(err.contains("redis.ca") && err.contains(":13:"), "{err}");
+    assert!(err.contains("rediss://"), "{err}");
+    std::fs::write(
+        &path,
+        format!("{base}redis:\n  url: rediss://127.0.0.1:6379\n  ca: not-a-ca.pem\n"),
+    )
+    .unwrap();
+    let err = hookgate::config::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("redis.ca") && err.contains(":13:") && err.contains("not-a-ca.pem"),
+        "{err}"
+    );
     // A good block loads without any Redis running (nothing connects at check time).
     std::fs::write(
         &path,
@@ -404,4 +490,92 @@ fn check_refuses_a_bad_redis_block_without_showing_the_password() {
         !shown.contains("hunter2") && shown.contains("***"),
         "{shown}"
     );
+}
+
+/// `rediss://` against a real TLS redis-server whose certificate comes from a private CA named
+/// in `redis.ca`: two gateways share one limit through it. A gateway trusting another CA never
+/// connects: it counts the failed connects and the fallbacks, and serves by its local policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rediss_with_a_private_ca_shares_limits_and_a_wrong_ca_falls_back() {
+    let certs = TestCerts::new();
+    let redis = TlsRedisServer::start(&certs).await;
+    let with_ca = |ca: &std::path::Path| {
+        ROUTES
+            .replace("{redis}", &redis.url())
+            .replace("{timeout}", "250ms")
+            .replace(
+                "  instances: 2\n",
+                &format!("  instances: 2\n  ca: \"{}\"\n", path_str(ca)),
+            )
+    };
+    let a = TestGateway::start(&with_ca(&redis.ca_path)).await;
+    let b = TestGateway::start(&with_ca(&redis.ca_path)).await;
+    wait_until_up(&a, 1.0, Duration::from_secs(5)).await;
+    wait_until_up(&b, 1.0, Duration::from_secs(5)).await;
+
+    let window = Duration::from_secs(2);
+    let every = Duration::from_millis(10);
+    let (ra, rb) = tokio::join!(load(&a, every, window), load(&b, every, window));
+    let total = admitted(&ra) + admitted(&rb);
+    assert!(
+        (30..=60).contains(&total),
+        "admitted {total} (a {}, b {}): a shared 20/s over TLS should admit about 45",
+        admitted(&ra),
+        admitted(&rb)
+    );
+    for gw in [&a, &b] {
+        let m = gw.metrics().await;
+        assert_eq!(m.get("hookgate_rate_limit_fallback_total"), Some(&0.0));
+        assert_eq!(m.get("hookgate_redis_up"), Some(&1.0));
+    }
+    let keys: Vec<String> = redis.query(&["KEYS", "hg-test:rl:*"]).await;
+    assert_eq!(
+        keys,
+        ["hg-test:rl:limited:r"],
+        "the shared bucket, over TLS"
+    );
+
+    // The same Redis, trusted through another CA: the handshake fails.
+    let other = TestCerts::new();
+    let other_ca = other.dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, &other.ca_pem).unwrap();
+    let c = TestGateway::start(&with_ca(&other_ca)).await;
+    let started = Instant::now();
+    while !c
+        .metrics()
+        .await
+        .iter()
+        .any(|(k, v)| k.starts_with("hookgate_redis_errors_total{op=\"connect\"") && *v > 0.0)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no failed connect counted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let results = load(&c, Duration::from_millis(10), Duration::from_millis(500)).await;
+    for (status, latency) in &results {
+        assert!(*status == 200 || *status == 429, "status {status}");
+        assert!(*latency < Duration::from_millis(500), "took {latency:?}");
+    }
+    assert!(admitted(&results) > 0, "served by the local limiter");
+    let headers = [
+        ("x-hub-signature-256", GITHUB_SIGNATURE),
+        ("x-github-delivery", "wrong-ca-1"),
+    ];
+    let (status, _, _) = send(
+        &plain_client(),
+        "POST",
+        &c.http_url("/hooks/github"),
+        &headers,
+        GITHUB_BODY,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "forwarded with the local replay memory");
+    let m = c.metrics().await;
+    assert_eq!(m["hookgate_redis_up"], 0.0);
+    assert!(m["hookgate_rate_limit_fallback_total"] >= results.len() as f64);
+    let replay: Vec<String> = redis.query(&["KEYS", "hg-test:rp:*"]).await;
+    assert!(replay.is_empty(), "nothing reached Redis: {replay:?}");
 }

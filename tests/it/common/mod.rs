@@ -873,3 +873,111 @@ pub async fn blackhole_port() -> SocketAddr {
     });
     addr
 }
+
+/// A real `redis-server` that speaks only TLS (`--port 0 --tls-port N`, Debian's build has
+/// TLS), presenting the leaf of `certs`; clients are not asked for a certificate. Its CA is
+/// written next to the leaf as `redis-ca.pem` ([`TlsRedisServer::ca_path`]). Killed when
+/// dropped.
+pub struct TlsRedisServer {
+    pub port: u16,
+    pub ca_path: PathBuf,
+    ca_pem: Vec<u8>,
+    child: Option<std::process::Child>,
+}
+
+impl TlsRedisServer {
+    /// Tried on up to three free ports, like [`RedisServer::start`].
+    pub async fn start(certs: &TestCerts) -> TlsRedisServer {
+        let ca_path = certs.dir.path().join("redis-ca.pem");
+        std::fs::write(&ca_path, &certs.ca_pem).unwrap();
+        for _ in 0..3 {
+            let port = free_port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--tls-cert-file", path_str(&certs.cert_path)])
+                .args(["--tls-key-file", path_str(&certs.key_path)])
+                .args(["--tls-ca-cert-file", path_str(&ca_path)])
+                .args(["--tls-auth-clients", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run redis-server ({e}); apt-get install redis-server")
+                });
+            let mut server = TlsRedisServer {
+                port,
+                ca_path: ca_path.clone(),
+                ca_pem: certs.ca_pem.clone().into_bytes(),
+                child: Some(child),
+            };
+            for _ in 0..1000 {
+                if server.connection().await.is_some() {
+                    return server;
+                }
+                let exited = server
+                    .child
+                    .as_mut()
+                    .is_none_or(|child| child.try_wait().ok().flatten().is_some());
+                if exited {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if let Some(mut child) = server.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        panic!("a TLS redis-server did not start on three free ports");
+    }
+
+    pub fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.port)
+    }
+
+    /// A TLS connection trusting the test CA, once PING is answered.
+    pub async fn connection(&self) -> Option<redis::aio::MultiplexedConnection> {
+        let client = redis::Client::build_with_tls(
+            self.url(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(self.ca_pem.clone()),
+            },
+        )
+        .ok()?;
+        let mut conn = tokio::time::timeout(
+            Duration::from_millis(500),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()?;
+        Some(conn)
+    }
+
+    /// Runs one command and returns its answer.
+    pub async fn query<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut conn = self
+            .connection()
+            .await
+            .expect("connect to the TLS test redis");
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query_async(&mut conn).await.unwrap()
+    }
+}
+
+impl Drop for TlsRedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
