@@ -9,6 +9,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::*;
 
+mod vectors;
+
 fn raw(provider: &str, secrets: &[&str]) -> RawVerify {
     RawVerify {
         provider: provider.into(),
@@ -68,71 +70,14 @@ const GH_SECRET: &str = "It's a Secret to Everybody";
 const GH_SIG: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
 
 #[test]
-fn accepts_githubs_documented_example() {
+fn github_names_its_delivery_and_provider() {
     let v = verifier(&raw("github", &[GH_SECRET]));
     let h = headers(&[
         ("X-Hub-Signature-256", GH_SIG),
         ("X-GitHub-Delivery", "72d3162e"),
     ]);
-    assert_eq!(
-        v.verify(&post(&h, b"Hello, World!"), at(T0)),
-        Ok(Verified { secret_index: 0 })
-    );
     assert_eq!(v.delivery_id(&post(&h, b"")), Some("72d3162e".into()));
     assert_eq!(v.provider(), "github");
-}
-
-#[test]
-fn refuses_github_signature_over_a_tampered_body() {
-    let v = verifier(&raw("github", &[GH_SECRET]));
-    let h = headers(&[("X-Hub-Signature-256", GH_SIG)]);
-    assert_eq!(
-        reason(v.verify(&post(&h, b"Hello, World?"), at(T0))),
-        Reason::Mismatch
-    );
-}
-
-#[test]
-fn refuses_github_request_signed_with_another_secret() {
-    let v = verifier(&raw("github", &["another secret"]));
-    let h = headers(&[("X-Hub-Signature-256", GH_SIG)]);
-    assert_eq!(
-        reason(v.verify(&post(&h, b"Hello, World!"), at(T0))),
-        Reason::Mismatch
-    );
-}
-
-#[test]
-fn reports_which_rotated_secret_matched() {
-    let v = verifier(&raw("github", &["new secret", GH_SECRET]));
-    let h = headers(&[("X-Hub-Signature-256", GH_SIG)]);
-    assert_eq!(
-        v.verify(&post(&h, b"Hello, World!"), at(T0)),
-        Ok(Verified { secret_index: 1 })
-    );
-}
-
-#[test]
-fn refuses_github_request_without_signature_header_as_missing() {
-    let v = verifier(&raw("github", &[GH_SECRET]));
-    let h = headers(&[("X-Hub-Signature", "sha1=0123")]);
-    assert_eq!(
-        reason(v.verify(&post(&h, b"Hello, World!"), at(T0))),
-        Reason::Missing
-    );
-}
-
-#[test]
-fn calls_a_sha1_value_in_the_sha256_header_an_unknown_version() {
-    let v = verifier(&raw("github", &[GH_SECRET]));
-    let h = headers(&[(
-        "X-Hub-Signature-256",
-        "sha1=0a4d55a8d778e5022fab701977c5d840bbc486d0",
-    )]);
-    assert_eq!(
-        reason(v.verify(&post(&h, b"Hello, World!"), at(T0))),
-        Reason::UnknownVersion
-    );
 }
 
 // ---------------------------------------------------------------- malformed headers, all presets
@@ -217,105 +162,12 @@ fn refuses_malformed_signature_headers_of_every_kind_without_panicking() {
     }
 }
 
-#[test]
-fn refuses_an_empty_signature_header_as_malformed() {
-    let v = verifier(&raw("github", &[GH_SECRET]));
-    let h = headers(&[("X-Hub-Signature-256", "")]);
-    assert_eq!(reason(v.verify(&post(&h, b"x"), at(T0))), Reason::Malformed);
-}
-
-#[test]
-fn refuses_a_huge_signature_header_as_malformed() {
-    let v = verifier(&raw("stripe", &["whsec_x"]));
-    let huge = format!("t={T0},{}", "v1=00,".repeat(5000));
-    let h = headers(&[("Stripe-Signature", &huge)]);
-    assert_eq!(reason(v.verify(&post(&h, b"x"), at(T0))), Reason::Malformed);
-}
-
-#[test]
-fn refuses_non_hex_and_wrong_length_signatures_as_malformed() {
-    let v = verifier(&raw("github", &[GH_SECRET]));
-    for bad in ["sha256=xyz", "sha256=757107ea", &format!("{GH_SIG}00")] {
-        let h = headers(&[("X-Hub-Signature-256", bad)]);
-        assert_eq!(
-            reason(v.verify(&post(&h, b"Hello, World!"), at(T0))),
-            Reason::Malformed,
-            "{bad}"
-        );
-    }
-}
-
 // ---------------------------------------------------------------- Slack
 
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const SLACK_BODY: &str = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
 const SLACK_SIG: &str = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
 const SLACK_TS: u64 = 1_531_420_618;
-
-fn slack_headers() -> HeaderMap {
-    headers(&[
-        ("X-Slack-Signature", SLACK_SIG),
-        ("X-Slack-Request-Timestamp", "1531420618"),
-    ])
-}
-
-#[test]
-fn accepts_slacks_documented_example() {
-    let v = verifier(&raw("slack", &[SLACK_SECRET]));
-    let h = slack_headers();
-    assert!(v
-        .verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS + 299))
-        .is_ok());
-}
-
-#[test]
-fn refuses_stale_slack_signature() {
-    let v = verifier(&raw("slack", &[SLACK_SECRET]));
-    let h = slack_headers();
-    assert_eq!(
-        reason(v.verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS + 301))),
-        Reason::Expired
-    );
-}
-
-#[test]
-fn refuses_slack_signature_from_the_future() {
-    let v = verifier(&raw("slack", &[SLACK_SECRET]));
-    let h = slack_headers();
-    assert_eq!(
-        reason(v.verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS - 301))),
-        Reason::Future
-    );
-}
-
-#[test]
-fn refuses_slack_request_without_timestamp() {
-    let v = verifier(&raw("slack", &[SLACK_SECRET]));
-    let h = headers(&[("X-Slack-Signature", SLACK_SIG)]);
-    assert_eq!(
-        reason(v.verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS))),
-        Reason::Missing
-    );
-    let h = headers(&[
-        ("X-Slack-Signature", SLACK_SIG),
-        ("X-Slack-Request-Timestamp", "12:00"),
-    ]);
-    assert_eq!(
-        reason(v.verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS))),
-        Reason::Malformed
-    );
-}
-
-#[test]
-fn tolerance_can_be_widened_per_route() {
-    let mut r = raw("slack", &[SLACK_SECRET]);
-    r.tolerance = Some("1h".into());
-    let v = verifier(&r);
-    let h = slack_headers();
-    assert!(v
-        .verify(&post(&h, SLACK_BODY.as_bytes()), at(SLACK_TS + 3000))
-        .is_ok());
-}
 
 #[test]
 fn answers_slack_url_verification_after_a_valid_signature() {
@@ -349,85 +201,12 @@ const STRIPE_BODY: &str = r#"{"id":"evt_1","object":"event"}"#;
 const STRIPE_SIG: &str = "0c8670ed117751cc551a20e35839447075c42800ea3cf3e8a2fbda99cd1e6edd";
 
 #[test]
-fn accepts_stripe_signature_made_by_the_official_sdk() {
+fn stripe_names_the_event_id_as_its_delivery() {
     let v = verifier(&raw("stripe", &[STRIPE_SECRET]));
     let h = headers(&[("Stripe-Signature", &format!("t={T0},v1={STRIPE_SIG}"))]);
-    assert!(v
-        .verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 + 10))
-        .is_ok());
     assert_eq!(
         v.delivery_id(&post(&h, STRIPE_BODY.as_bytes())),
         Some("evt_1".into())
-    );
-}
-
-#[test]
-fn keys_stripe_hmac_with_the_whole_whsec_string() {
-    // stripe-python 16.1.0 with a secret whose tail is valid base64: the SDK keys HMAC with the
-    // whole string; decoding the tail (as Standard Webhooks does) must not verify.
-    let sig = "t=1700000000,v1=1e58533e9136e20e64d0cc6a7d309ac7aeb8c42d5cfa02e63055723957723ba6";
-    let h = headers(&[("Stripe-Signature", sig)]);
-    let v = verifier(&raw("stripe", &[SW_SECRET]));
-    assert!(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0)).is_ok());
-    let mut r = raw("stripe", &[SW_SECRET]);
-    r.secret_encoding = Some("base64".into());
-    let v = verifier(&r);
-    assert_eq!(
-        reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0))),
-        Reason::Mismatch
-    );
-}
-
-#[test]
-fn refuses_stale_stripe_signature() {
-    let v = verifier(&raw("stripe", &[STRIPE_SECRET]));
-    let h = headers(&[("Stripe-Signature", &format!("t={T0},v1={STRIPE_SIG}"))]);
-    assert_eq!(
-        reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 + 301))),
-        Reason::Expired
-    );
-}
-
-#[test]
-fn accepts_stripe_timestamps_from_the_future_like_the_sdk() {
-    let v = verifier(&raw("stripe", &[STRIPE_SECRET]));
-    let h = headers(&[("Stripe-Signature", &format!("t={T0},v1={STRIPE_SIG}"))]);
-    assert!(v
-        .verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 - 86_400))
-        .is_ok());
-}
-
-#[test]
-fn accepts_any_of_several_stripe_v1_signatures_and_ignores_v0() {
-    let v = verifier(&raw("stripe", &[STRIPE_SECRET]));
-    let other = "1".repeat(64);
-    let value = format!("t={T0},v1={other},v0={other},v1={STRIPE_SIG}");
-    let h = headers(&[("Stripe-Signature", &value)]);
-    assert!(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0)).is_ok());
-}
-
-#[test]
-fn calls_a_stripe_header_with_only_v0_an_unknown_version() {
-    let v = verifier(&raw("stripe", &[STRIPE_SECRET]));
-    let h = headers(&[("Stripe-Signature", &format!("t={T0},v0={STRIPE_SIG}"))]);
-    assert_eq!(
-        reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0))),
-        Reason::UnknownVersion
-    );
-}
-
-#[test]
-fn refuses_stripe_header_without_t() {
-    let v = verifier(&raw("stripe", &[STRIPE_SECRET]));
-    let h = headers(&[("Stripe-Signature", &format!("v1={STRIPE_SIG}"))]);
-    assert_eq!(
-        reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0))),
-        Reason::Malformed
-    );
-    let h = headers(&[("Stripe-Signature", &format!("t=yesterday,v1={STRIPE_SIG}"))]);
-    assert_eq!(
-        reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0))),
-        Reason::Malformed
     );
 }
 
@@ -448,65 +227,10 @@ fn sw_headers(sig: &str) -> HeaderMap {
 }
 
 #[test]
-fn accepts_the_standard_webhooks_test_vector() {
+fn standard_webhooks_names_the_message_id_as_its_delivery() {
     let v = verifier(&raw("standard-webhooks", &[SW_SECRET]));
     let h = sw_headers(SW_SIG);
-    assert!(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS)).is_ok());
     assert_eq!(v.delivery_id(&post(&h, b"")), Some(SW_ID.into()));
-}
-
-#[test]
-fn accepts_one_matching_entry_in_a_standard_webhooks_signature_list() {
-    let v = verifier(&raw("standard-webhooks", &[SW_SECRET]));
-    let list = format!("v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= v1a,abc {SW_SIG}");
-    let h = sw_headers(&list);
-    assert!(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS)).is_ok());
-}
-
-#[test]
-fn calls_a_standard_webhooks_list_of_only_v1a_an_unknown_version() {
-    let v = verifier(&raw("standard-webhooks", &[SW_SECRET]));
-    let h = sw_headers("v1a,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-    assert_eq!(
-        reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS))),
-        Reason::UnknownVersion
-    );
-}
-
-#[test]
-fn refuses_standard_webhooks_outside_five_minutes_both_ways() {
-    let v = verifier(&raw("standard-webhooks", &[SW_SECRET]));
-    let h = sw_headers(SW_SIG);
-    assert_eq!(
-        reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS + 301))),
-        Reason::Expired
-    );
-    assert_eq!(
-        reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS - 301))),
-        Reason::Future
-    );
-}
-
-#[test]
-fn refuses_standard_webhooks_with_a_changed_id() {
-    let v = verifier(&raw("standard-webhooks", &[SW_SECRET]));
-    let h = headers(&[
-        ("webhook-id", "msg_other"),
-        ("webhook-timestamp", "1614265330"),
-        ("webhook-signature", SW_SIG),
-    ]);
-    assert_eq!(
-        reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS))),
-        Reason::Mismatch
-    );
-    let h = headers(&[
-        ("webhook-timestamp", "1614265330"),
-        ("webhook-signature", SW_SIG),
-    ]);
-    assert_eq!(
-        reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS))),
-        Reason::Missing
-    );
 }
 
 // PyNaCl SigningKey(bytes(range(32))) over "msg_p5j...Jek.1614265330.{\"test\": 2432232314}"
@@ -515,7 +239,7 @@ const SW_V1A_SIG: &str =
     "v1a,yoUrgEkc12aGqm0n4Sydmdz55xJfTz4AsAgieHFjmkR7LJtqVCZOQYzvvHjI5kAey+r4iaBGxTFRrl2iBQxtDQ==";
 
 #[test]
-fn accepts_standard_webhooks_v1a_ed25519_with_a_public_key() {
+fn standard_webhooks_v1a_names_the_delivery_and_cannot_sign() {
     let mut r = raw("standard-webhooks", &[]);
     r.public_key = Some(format!(
         "whpk_{} {SW_V1A_PUB}",
@@ -523,24 +247,7 @@ fn accepts_standard_webhooks_v1a_ed25519_with_a_public_key() {
     ));
     let v = verifier(&r);
     let h = sw_headers(&format!("{SW_SIG} {SW_V1A_SIG}"));
-    assert_eq!(
-        v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS)),
-        Ok(Verified { secret_index: 1 })
-    );
     assert_eq!(v.delivery_id(&post(&h, b"")), Some(SW_ID.into()));
-    assert_eq!(
-        reason(v.verify(&post(&h, b"{}"), at(SW_TS))),
-        Reason::Mismatch
-    );
-    assert_eq!(
-        reason(v.verify(&post(&h, SW_BODY.as_bytes()), at(SW_TS + 301))),
-        Reason::Expired
-    );
-    let only_v1 = sw_headers(SW_SIG);
-    assert_eq!(
-        reason(v.verify(&post(&only_v1, SW_BODY.as_bytes()), at(SW_TS))),
-        Reason::UnknownVersion
-    );
     assert!(v.sign(b"x", at(T0), None).is_err());
 }
 
@@ -557,65 +264,12 @@ fn refuses_standard_webhooks_with_both_secrets_and_public_key_or_a_bad_key() {
     );
 }
 
-#[test]
-fn accepts_svix_signature_made_by_the_official_sdk() {
-    // svix 2.9.1 Webhook(SW_SECRET).sign("msg_1", 1700000000, STRIPE_BODY)
-    for provider in ["svix", "clerk", "resend"] {
-        let v = verifier(&raw(provider, &[SW_SECRET]));
-        let h = headers(&[
-            ("svix-id", "msg_1"),
-            ("svix-timestamp", "1700000000"),
-            (
-                "svix-signature",
-                "v1,PK2pTbGdO9pqLZglKL/a98TCXtuzIo+9EgRDI/U+HGY=",
-            ),
-        ]);
-        assert!(
-            v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0)).is_ok(),
-            "{provider}"
-        );
-    }
-}
-
 // ---------------------------------------------------------------- Paddle
 
 const PADDLE_SECRET: &str =
     "pdl_ntfset_01gkpjp8bkm3tm53kdgkx6sms7_6h3qd3uFSi9YCD3OLYAShQI90XTI5vEI";
 // paddle-python-sdk 1.16.1 PaddleSignature.calculate_hmac(secret, "1700000000:" + body)
 const PADDLE_H1: &str = "49bd2d57a59b6bb0d16cf407fd845b04d3000bddb9a16f9938109e133c442b8b";
-
-#[test]
-fn accepts_paddle_signature_made_by_the_official_sdk() {
-    let v = verifier(&raw("paddle", &[PADDLE_SECRET]));
-    let h = headers(&[("Paddle-Signature", &format!("ts={T0};h1={PADDLE_H1}"))]);
-    assert!(v
-        .verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 + 5))
-        .is_ok());
-}
-
-#[test]
-fn accepts_any_of_several_paddle_h1_signatures() {
-    let v = verifier(&raw("paddle", &[PADDLE_SECRET]));
-    let h = headers(&[(
-        "Paddle-Signature",
-        &format!("ts={T0};h1={};h1={PADDLE_H1}", "2".repeat(64)),
-    )]);
-    assert!(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0)).is_ok());
-}
-
-#[test]
-fn refuses_paddle_signature_older_than_five_seconds_or_ahead_of_the_clock() {
-    let v = verifier(&raw("paddle", &[PADDLE_SECRET]));
-    let h = headers(&[("Paddle-Signature", &format!("ts={T0};h1={PADDLE_H1}"))]);
-    assert_eq!(
-        reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 + 6))),
-        Reason::Expired
-    );
-    assert_eq!(
-        reason(v.verify(&post(&h, STRIPE_BODY.as_bytes()), at(T0 - 6))),
-        Reason::Future
-    );
-}
 
 // ---------------------------------------------------------------- PagerDuty
 
@@ -643,89 +297,6 @@ fn twilio(url: &str) -> Verifier {
     let mut r = raw("twilio", &["12345"]);
     r.public_url = Some(url.into());
     verifier(&r)
-}
-
-#[test]
-fn accepts_twilios_documented_example() {
-    let v = twilio("https://mycompany.com/myapp.php");
-    let h = headers(&[
-        ("X-Twilio-Signature", "0/KCTR6DLpKmkAf8muzZqo1nDgQ="),
-        ("Content-Type", "application/x-www-form-urlencoded"),
-    ]);
-    // Out of order on purpose: the parameters are sorted before signing.
-    let body = b"To=%2B18005551212&CallSid=CA1234567890ABCDE&Digits=1234&From=%2B12349013030&Caller=%2B12349013030";
-    let req = SignedRequest {
-        public_url: Some(TWILIO_URL),
-        ..post(&h, body)
-    };
-    assert!(v.verify(&req, at(T0)).is_ok());
-}
-
-#[test]
-fn refuses_twilio_request_with_a_changed_parameter_or_url() {
-    let v = twilio("https://mycompany.com/myapp.php");
-    let h = headers(&[
-        ("X-Twilio-Signature", "0/KCTR6DLpKmkAf8muzZqo1nDgQ="),
-        ("Content-Type", "application/x-www-form-urlencoded"),
-    ]);
-    let body = b"To=%2B18005551212&CallSid=CA1234567890ABCDE&Digits=1235&From=%2B12349013030&Caller=%2B12349013030";
-    let req = SignedRequest {
-        public_url: Some(TWILIO_URL),
-        ..post(&h, body)
-    };
-    assert_eq!(reason(v.verify(&req, at(T0))), Reason::Mismatch);
-    let body = b"To=%2B18005551212&CallSid=CA1234567890ABCDE&Digits=1234&From=%2B12349013030&Caller=%2B12349013030";
-    let req = SignedRequest {
-        public_url: Some("https://mycompany.com/myapp.php?foo=1"),
-        ..post(&h, body)
-    };
-    assert_eq!(reason(v.verify(&req, at(T0))), Reason::Mismatch);
-}
-
-#[test]
-fn accepts_twilio_json_body_with_body_sha256_made_by_the_official_sdk() {
-    // twilio 9.13.0 RequestValidator("12345"): compute_hash(body), compute_signature(url, {})
-    let body = br#"{"property": "value", "boolean": true}"#;
-    let url = "https://mycompany.com/myapp.php?bodySHA256=0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620";
-    let v = twilio("https://mycompany.com/myapp.php");
-    let h = headers(&[
-        ("X-Twilio-Signature", "y77kIzt2vzLz71DgmJGsen2scGs="),
-        ("Content-Type", "application/json"),
-    ]);
-    assert!(v
-        .verify(
-            &SignedRequest {
-                public_url: Some(url),
-                ..post(&h, body)
-            },
-            at(T0)
-        )
-        .is_ok());
-    let tampered = br#"{"property": "value", "boolean": false}"#;
-    assert_eq!(
-        reason(v.verify(
-            &SignedRequest {
-                public_url: Some(url),
-                ..post(&h, tampered)
-            },
-            at(T0)
-        )),
-        Reason::Mismatch
-    );
-}
-
-#[test]
-fn refuses_twilio_json_body_the_signature_does_not_cover() {
-    let v = twilio("https://mycompany.com/myapp.php");
-    let h = headers(&[
-        ("X-Twilio-Signature", "y77kIzt2vzLz71DgmJGsen2scGs="),
-        ("Content-Type", "application/json"),
-    ]);
-    let req = SignedRequest {
-        public_url: Some("https://mycompany.com/myapp.php"),
-        ..post(&h, b"{}")
-    };
-    assert_eq!(reason(v.verify(&req, at(T0))), Reason::Malformed);
 }
 
 #[test]
@@ -801,47 +372,21 @@ fn discord() -> Verifier {
 }
 
 #[test]
-fn accepts_discord_ping_and_answers_pong() {
+fn answers_a_discord_ping_with_pong() {
     let v = discord();
     let h = headers(&[
         ("X-Signature-Ed25519", DISCORD_SIG),
         ("X-Signature-Timestamp", "1700000000"),
     ]);
     let req = post(&h, br#"{"type":1}"#);
-    assert!(v.verify(&req, at(T0)).is_ok());
     let reply = signed_reply(&v, &req).expect("pong");
     assert_eq!(reply.body, br#"{"type":1}"#);
     assert_eq!(v.on_failure_status(), 401);
 }
 
 #[test]
-fn refuses_discord_request_with_tampered_body_or_timestamp() {
-    let v = discord();
-    let h = headers(&[
-        ("X-Signature-Ed25519", DISCORD_SIG),
-        ("X-Signature-Timestamp", "1700000000"),
-    ]);
-    assert_eq!(
-        reason(v.verify(&post(&h, br#"{"type":2}"#), at(T0))),
-        Reason::Mismatch
-    );
-    let h = headers(&[
-        ("X-Signature-Ed25519", DISCORD_SIG),
-        ("X-Signature-Timestamp", "1700000001"),
-    ]);
-    assert_eq!(
-        reason(v.verify(&post(&h, br#"{"type":1}"#), at(T0))),
-        Reason::Mismatch
-    );
-    let h = headers(&[
-        ("X-Signature-Ed25519", "abcd"),
-        ("X-Signature-Timestamp", "1700000000"),
-    ]);
-    assert_eq!(
-        reason(v.verify(&post(&h, br#"{"type":1}"#), at(T0))),
-        Reason::Malformed
-    );
-    assert!(v.sign(b"x", at(T0), None).is_err());
+fn discord_cannot_sign_without_the_private_key() {
+    assert!(discord().sign(b"x", at(T0), None).is_err());
 }
 
 #[test]
@@ -863,27 +408,6 @@ const SG_PUB: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEvXxzuIsum0ztpiAistqL4T
 // Signed with Python cryptography (ECDSA P-256/SHA-256), verified by sendgrid 6.12.5 EventWebhook.
 const SG_SIG: &str = "MEYCIQCN1V4mMlhkZFmhj6gyliRyeoYYmRQecm+gyjrE58FY7QIhAIenCJAx8oGLuN7SGvIXBPcg9wFU2K3WSXXIXwdllOCR";
 const SG_BODY: &str = r#"[{"email":"a@example.com","event":"processed"}]"#;
-
-#[test]
-fn accepts_sendgrid_event_webhook_signature() {
-    let mut r = raw("sendgrid", &[]);
-    r.public_key = Some(SG_PUB.into());
-    let v = verifier(&r);
-    let h = headers(&[
-        ("X-Twilio-Email-Event-Webhook-Signature", SG_SIG),
-        ("X-Twilio-Email-Event-Webhook-Timestamp", "1700000000"),
-    ]);
-    assert!(v.verify(&post(&h, SG_BODY.as_bytes()), at(T0)).is_ok());
-    assert_eq!(reason(v.verify(&post(&h, b"[]"), at(T0))), Reason::Mismatch);
-    let h = headers(&[
-        ("X-Twilio-Email-Event-Webhook-Signature", "not base64!"),
-        ("X-Twilio-Email-Event-Webhook-Timestamp", "1700000000"),
-    ]);
-    assert_eq!(
-        reason(v.verify(&post(&h, SG_BODY.as_bytes()), at(T0))),
-        Reason::Malformed
-    );
-}
 
 #[test]
 fn accepts_sendgrid_signature_from_a_generated_key_in_pem_armour() {
