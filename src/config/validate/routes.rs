@@ -227,12 +227,14 @@ pub(super) fn verifier(
     field: &str,
 ) -> Result<crate::verify::Verifier, ConfigError> {
     use crate::verify::Secret;
-    let at = &raw.referenced;
+    // The key an error names, or the block when it is not known (a block built by an alias).
+    let at = |name: &str| raw.value.locations.of(name).unwrap_or(&raw.referenced);
     let mut expanded = raw.value.clone();
     for (i, secret) in raw.value.secrets.iter().enumerate() {
+        let name = format!("secrets[{i}]");
         let value = ctx
             .expand(secret.expose())
-            .map_err(|m| ctx.err(at, format!("{field}.secrets[{i}]"), m))?;
+            .map_err(|m| ctx.err(at(&name), format!("{field}.{name}"), m))?;
         expanded.secrets[i] = Secret::new(value);
     }
     for (name, value) in [
@@ -242,11 +244,11 @@ pub(super) fn verifier(
         if let Some(text) = value.as_mut() {
             *text = ctx
                 .expand(text)
-                .map_err(|m| ctx.err(at, format!("{field}.{name}"), m))?;
+                .map_err(|m| ctx.err(at(name), format!("{field}.{name}"), m))?;
         }
     }
     crate::verify::Verifier::from_raw(&expanded)
-        .map_err(|e| ctx.err(at, format!("{field}.{}", e.field), e.message))
+        .map_err(|e| ctx.err(at(&e.field), format!("{field}.{}", e.field), e.message))
 }
 
 /// A route path: starts with `/`, plain characters, no dot segments, `*` only as a final `/*`.
@@ -302,6 +304,46 @@ mod tests {
             "hooks", "/a/*/b", "/a*", "/a/../b", "/a/./b", "/a//b", "/a b", "/a?x=1", "/a%2e",
         ] {
             assert!(path_pattern(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    /// A `verify:` mistake is reported at the key it names, not at the block.
+    #[test]
+    fn verify_errors_point_at_the_field() {
+        let config = |verify: &str| {
+            format!(
+                "listeners:\n  - name: internal\n    bind: 127.0.0.1:8080\nupstreams:\n  orders:\n    url: http://127.0.0.1:3000\nroutes:\n  - name: github\n    path: /hooks/github\n    upstream: orders\n    verify:\n{verify}"
+            )
+        };
+        let cases = [
+            (
+                "      provider: hmac\n      secrets: [a]\n      header: x-sig\n      algorithm: md5\n",
+                (15, 18),
+                "routes[0].verify.algorithm",
+            ),
+            (
+                "      provider: github\n      secrets:\n        - good\n        - \"${UNSET_FOR_TEST}\"\n",
+                (15, 11),
+                "routes[0].verify.secrets[1]",
+            ),
+            (
+                "      provider: nope\n      secrets: [a]\n",
+                (12, 17),
+                "routes[0].verify.provider",
+            ),
+        ];
+        for (verify, (line, column), field) in cases {
+            let err = crate::config::validate::parse_and_validate(
+                &config(verify),
+                std::path::Path::new("gateway.yaml"),
+                HashMap::new(),
+            )
+            .expect_err("must refuse");
+            assert_eq!(
+                (err.line, err.column, err.field.as_str()),
+                (line, column, field),
+                "{err}"
+            );
         }
     }
 }
