@@ -7,7 +7,8 @@ use std::fmt;
 use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::{Location, Spanned};
 
 /// A shared secret as written in the config (already `${ENV}`-interpolated by the YAML loader).
 /// Debug and Display never show the value.
@@ -41,7 +42,9 @@ impl fmt::Display for Secret {
 
 /// The `verify:` block of a route (DESIGN.md section 4). Every field but `provider` and
 /// `secrets` is optional; presets fill in what their provider fixes.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+// Read through `LocatedVerify`, so each key's line and column are kept for config errors; the
+// schema is derived from this type.
+#[derive(Debug, Clone, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawVerify {
     /// `github`, `stripe`, ... or the generic `hmac`, `token`, `basic-auth`.
@@ -92,6 +95,123 @@ pub struct RawVerify {
     pub public_key: Option<String>,
     /// Status of a refused signature; default 401.
     pub on_failure: Option<u16>,
+    /// Where each key was written; empty for a block built in code.
+    #[serde(skip)]
+    pub locations: FieldLocations,
+}
+
+/// Line and column of each key of a `verify:` block (`secrets[1]` for each secret), so an error
+/// points at the field it names rather than at the block.
+#[derive(Debug, Clone, Default)]
+pub struct FieldLocations(Vec<(String, Location)>);
+
+impl FieldLocations {
+    /// Where `field` (as a `VerifyConfigError` names it) was written: the exact key, else the key
+    /// it is part of (`secrets` for `secrets[3]` when the list came from an alias).
+    pub fn of(&self, field: &str) -> Option<&Location> {
+        let head = field.split(['[', '.']).next().unwrap_or(field);
+        [field, head].into_iter().find_map(|name| {
+            self.0
+                .iter()
+                .find(|(key, at)| key == name && *at != Location::UNKNOWN)
+                .map(|(_, at)| at)
+        })
+    }
+}
+
+/// `RawVerify` as YAML holds it, every value with its location.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocatedVerify {
+    provider: Spanned<String>,
+    secrets: Option<Spanned<Vec<Spanned<Secret>>>>,
+    secret_encoding: Option<Spanned<String>>,
+    algorithm: Option<Spanned<String>>,
+    header: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    encoding: Option<Spanned<String>>,
+    separator: Option<Spanned<String>>,
+    signature_key: Option<Spanned<String>>,
+    timestamp_key: Option<Spanned<String>>,
+    key_separator: Option<Spanned<String>>,
+    signed: Option<Spanned<String>>,
+    timestamp_header: Option<Spanned<String>>,
+    timestamp_format: Option<Spanned<String>>,
+    tolerance: Option<Spanned<String>>,
+    future_tolerance: Option<Spanned<String>>,
+    id_header: Option<Spanned<String>>,
+    public_url: Option<Spanned<String>>,
+    public_key: Option<Spanned<String>>,
+    on_failure: Option<Spanned<u16>>,
+}
+
+impl<'de> Deserialize<'de> for RawVerify {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let v = LocatedVerify::deserialize(deserializer)?;
+        let mut at = vec![("provider".to_string(), v.provider.referenced)];
+        let mut take = |name: &str, value: Option<Spanned<String>>| {
+            value.map(|s| {
+                at.push((name.to_string(), s.referenced));
+                s.value
+            })
+        };
+        let secret_encoding = take("secret_encoding", v.secret_encoding);
+        let algorithm = take("algorithm", v.algorithm);
+        let header = take("header", v.header);
+        let prefix = take("prefix", v.prefix);
+        let encoding = take("encoding", v.encoding);
+        let separator = take("separator", v.separator);
+        let signature_key = take("signature_key", v.signature_key);
+        let timestamp_key = take("timestamp_key", v.timestamp_key);
+        let key_separator = take("key_separator", v.key_separator);
+        let signed = take("signed", v.signed);
+        let timestamp_header = take("timestamp_header", v.timestamp_header);
+        let timestamp_format = take("timestamp_format", v.timestamp_format);
+        let tolerance = take("tolerance", v.tolerance);
+        let future_tolerance = take("future_tolerance", v.future_tolerance);
+        let id_header = take("id_header", v.id_header);
+        let public_url = take("public_url", v.public_url);
+        let public_key = take("public_key", v.public_key);
+        let on_failure = v.on_failure.map(|s| {
+            at.push(("on_failure".into(), s.referenced));
+            s.value
+        });
+        let secrets = match v.secrets {
+            None => Vec::new(),
+            Some(list) => {
+                at.push(("secrets".into(), list.referenced));
+                let mut secrets = Vec::with_capacity(list.value.len());
+                for (i, s) in list.value.into_iter().enumerate() {
+                    at.push((format!("secrets[{i}]"), s.referenced));
+                    secrets.push(s.value);
+                }
+                secrets
+            }
+        };
+        Ok(RawVerify {
+            provider: v.provider.value,
+            secrets,
+            secret_encoding,
+            algorithm,
+            header,
+            prefix,
+            encoding,
+            separator,
+            signature_key,
+            timestamp_key,
+            key_separator,
+            signed,
+            timestamp_header,
+            timestamp_format,
+            tolerance,
+            future_tolerance,
+            id_header,
+            public_url,
+            public_key,
+            on_failure,
+            locations: FieldLocations(at),
+        })
+    }
 }
 
 /// A verify block that cannot be compiled. `field` is relative to `verify` (`secrets[1]`,

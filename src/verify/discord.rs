@@ -9,7 +9,8 @@ use ring::signature::{UnparsedPublicKey, ED25519};
 
 use super::config::{self, RawVerify, VerifyConfigError};
 use super::encoding;
-use super::scheme::{TimestampRule, TsFormat, TsSource, MAX_HEADER_LEN};
+use super::timestamp::{TimestampRule, TsFormat, TsSource};
+use super::MAX_HEADER_LEN;
 use super::{header_str, Failure, Reason, SignedRequest, Verified};
 
 const SIGNATURE: http::HeaderName = http::HeaderName::from_static("x-signature-ed25519");

@@ -106,18 +106,11 @@ impl Encoding {
     }
 }
 
-/// Constant-time equality for equal-length inputs. A length difference returns false at once
-/// (lengths are public: they follow from the algorithm). ring's own helper is deprecated for
-/// outside use, so the comparison lives here.
+/// Constant-time equality for equal-length inputs (the `subtle` crate's, which rustls uses too).
+/// A length difference returns false at once (lengths are public: they follow from the
+/// algorithm).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut acc = 0u8;
-    for (x, y) in a.iter().zip(b.iter()) {
-        acc |= x ^ y;
-    }
-    std::hint::black_box(acc) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@ use std::time::SystemTime;
 use http::HeaderName;
 
 use super::config::{RawVerify, VerifyConfigError};
+use super::hmac_scheme::Scheme;
 use super::providers::HmacPreset;
-use super::scheme::{Scheme, TokenScheme};
+use super::shared_secret::TokenScheme;
 use super::{Failure, Reason, SignError, SignedRequest, Verified};
 
 const SIGNING_PREFIX: &str = "whsec_";

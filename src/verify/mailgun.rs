@@ -13,7 +13,7 @@ use ring::hmac;
 
 use super::config::{self, RawVerify, SecretEncoding, VerifyConfigError};
 use super::encoding::{self, ct_eq};
-use super::scheme::{TimestampRule, TsFormat, TsSource};
+use super::timestamp::{TimestampRule, TsFormat, TsSource};
 use super::{Failure, Reason, SignError, SignedRequest, Verified};
 
 /// The mailgun SDK's `max_age_seconds` default, applied both ways (`abs(now - timestamp)`).

@@ -12,10 +12,14 @@ mod discord;
 pub mod encoding;
 mod gitlab;
 pub mod handshake;
+pub mod hmac_scheme;
+pub mod hmac_spec;
 mod mailgun;
 pub mod providers;
-pub mod scheme;
 mod sendgrid;
+pub mod shared_secret;
+pub mod template;
+pub mod timestamp;
 mod twilio;
 mod v1a;
 
@@ -30,10 +34,17 @@ use http::{HeaderMap, HeaderName};
 use config::SecretEncoding;
 pub use config::{RawVerify, Secret, VerifyConfigError};
 use handshake::Handshake;
+use hmac_scheme::Scheme;
+use hmac_spec::{HmacSpec, SigFormat};
 use providers::{HmacPreset, Preset, Shape, TsAt};
-use scheme::{
-    BasicScheme, HmacSpec, Part, Scheme, SigFormat, TimestampRule, TokenScheme, TsSource,
-};
+use shared_secret::{BasicScheme, TokenScheme};
+use template::Part;
+use timestamp::{TimestampRule, TsSource};
+
+/// Longest signature header we look at; longer is malformed (no work done on it).
+pub const MAX_HEADER_LEN: usize = 8 * 1024;
+/// Most signature entries considered in one request.
+pub const MAX_CANDIDATES: usize = 16;
 
 /// What a verifier needs to know about one request. Borrowed: nothing is copied.
 #[derive(Debug, Clone, Copy)]
@@ -348,7 +359,7 @@ pub(crate) fn spec_from_preset(
         header_alias: p.header_alias.map(HeaderName::from_static),
         format,
         encoding: p.encoding,
-        template: scheme::parse_template(p.signed)?,
+        template: template::parse_template(p.signed)?,
         timestamp,
         id_header,
         secret_encoding,

@@ -10,7 +10,9 @@
 use super::config::SecretEncoding;
 use super::encoding::Encoding;
 use super::handshake::Handshake;
-use super::scheme::{Algorithm, TsFormat, UrlMode};
+use super::hmac_spec::Algorithm;
+use super::template::UrlMode;
+use super::timestamp::TsFormat;
 
 /// Where the timestamp of a preset comes from.
 #[derive(Debug, Clone, Copy)]

@@ -10,7 +10,8 @@ use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
 
 use super::config::{RawVerify, VerifyConfigError};
 use super::encoding;
-use super::scheme::{TimestampRule, MAX_HEADER_LEN};
+use super::timestamp::TimestampRule;
+use super::MAX_HEADER_LEN;
 use super::{header_str, Failure, Reason, SignedRequest, Verified};
 
 const SIGNATURE: http::HeaderName =

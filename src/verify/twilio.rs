@@ -11,7 +11,7 @@ use ring::{digest, hmac};
 
 use super::config::{self, RawVerify, SecretEncoding, VerifyConfigError};
 use super::encoding::{self, ct_eq};
-use super::scheme::MAX_HEADER_LEN;
+use super::MAX_HEADER_LEN;
 use super::{Failure, Reason, SignError, SignedRequest, Verified};
 
 const SIGNATURE: &str = "x-twilio-signature";

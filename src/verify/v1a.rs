@@ -10,8 +10,9 @@ use ring::signature::{UnparsedPublicKey, ED25519};
 
 use super::config::{self, RawVerify, VerifyConfigError};
 use super::encoding;
-use super::scheme::{TimestampRule, TsFormat, TsSource, MAX_CANDIDATES, MAX_HEADER_LEN};
+use super::timestamp::{TimestampRule, TsFormat, TsSource};
 use super::{header_str, Failure, Reason, SignedRequest, Verified};
+use super::{MAX_CANDIDATES, MAX_HEADER_LEN};
 
 const ID: http::HeaderName = http::HeaderName::from_static("webhook-id");
 const TIMESTAMP: http::HeaderName = http::HeaderName::from_static("webhook-timestamp");
