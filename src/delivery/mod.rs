@@ -8,6 +8,8 @@
 //! it sends the event again, with the same `Idempotency-Key`), and order is not guaranteed.
 
 pub mod intake;
+pub mod log;
+mod meta_codec;
 pub mod ops;
 pub mod send;
 pub mod spool;
@@ -56,6 +58,8 @@ pub struct Delivery {
     /// from disk; bounded by [`FRESH_BYTES`]. An event not here is read from the spool.
     fresh: Mutex<HashMap<String, (EventMeta, bytes::Bytes)>>,
     fresh_bytes: std::sync::atomic::AtomicU64,
+    /// The `kind: delivery` lines, written in batches.
+    attempt_log: log::AttemptLog,
 }
 
 /// Payload bytes [`Delivery::fresh`] may hold.
@@ -121,6 +125,7 @@ impl Delivery {
             evicting: AtomicBool::new(false),
             fresh: Mutex::default(),
             fresh_bytes: Default::default(),
+            attempt_log: log::AttemptLog::default(),
         })))
     }
 
@@ -149,6 +154,9 @@ impl Delivery {
         }
         let me = Arc::clone(self);
         let task = tokio::spawn(async move { me.housekeeping().await });
+        self.lock_tasks().push(task);
+        let me = Arc::clone(self);
+        let task = tokio::spawn(async move { me.flush_attempt_log().await });
         self.lock_tasks().push(task);
         Ok(())
     }
@@ -451,7 +459,8 @@ impl Delivery {
                 ("retry", Some((*at_ms, Trigger::Retry)))
             }
         };
-        if let Err(e) = self.writer.commit(vec![Op::Update(meta.clone())]).await {
+        // Without an fsync of its own: a crash that undoes it means one more attempt.
+        if let Err(e) = self.writer.record(vec![Op::Update(meta.clone())]).await {
             // The upstream's answer is not recorded: after a restart the event is attempted
             // again (at least once), never lost.
             event(
@@ -482,7 +491,7 @@ impl Delivery {
                 upstream: Arc::from(meta.upstream.as_str()),
             })
             .observe(seconds);
-        event(
+        self.attempt_log.line(
             if result == "dead" { "warn" } else { "info" },
             "delivery attempt",
             json!({
@@ -515,6 +524,17 @@ impl Delivery {
                 upstream: queue.name.clone(),
             })
             .set(state);
+    }
+
+    /// Writes the collected attempt lines every [`log::FLUSH_EVERY`] (and at stop).
+    async fn flush_attempt_log(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(log::FLUSH_EVERY) => self.attempt_log.flush(),
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
     }
 
     /// Queue gauges every few seconds; retention and compaction now and then.
@@ -695,6 +715,9 @@ impl Delivery {
         for task in self.lock_tasks().drain(..) {
             task.abort();
         }
+        // Attempt results recorded without fsync become durable before the file closes.
+        let _ = self.writer.commit(Vec::new()).await;
+        self.attempt_log.flush();
         self.spool.close();
     }
 

@@ -16,6 +16,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{ReadableTable, TableDefinition};
+
+use super::meta_codec;
 use serde::{Deserialize, Serialize};
 
 /// Event metadata and state by event id: small, rewritten at every attempt.
@@ -228,9 +230,12 @@ impl Filter {
 
 /// The store. Only the [`Writer`] thread calls [`Spool::commit`]; reads may come from anywhere.
 pub trait Spool: Send + Sync {
-    /// Applies `ops` in one durable transaction (one fsync). `Insert`s beyond `max_bytes` are
-    /// left out and reported by index in the returned list; the rest commit.
-    fn commit(&self, ops: Vec<Op>, max_bytes: u64) -> Result<Vec<usize>, SpoolError>;
+    /// Applies `ops` in one transaction. `durable`: it is on disk (one fsync) when this returns,
+    /// and so is every earlier one; otherwise it is visible at once but only made durable by the
+    /// next durable commit (a crash before that loses it). `Insert`s beyond `max_bytes` are left
+    /// out and reported by index in the returned list; the rest commit.
+    fn commit(&self, ops: Vec<Op>, max_bytes: u64, durable: bool)
+        -> Result<Vec<usize>, SpoolError>;
     /// Every event matching `filter`, oldest first, at most `limit`.
     fn list(&self, filter: &Filter, limit: usize) -> Result<Vec<EventMeta>, SpoolError>;
     fn get(&self, id: &str) -> Result<Option<(EventMeta, Payload)>, SpoolError>;
@@ -278,7 +283,7 @@ impl RedbSpool {
             let meta = rx.open_table(META).map_err(store)?;
             for row in meta.iter().map_err(store)? {
                 let (_, value) = row.map_err(store)?;
-                if let Ok(m) = serde_json::from_slice::<EventMeta>(value.value()) {
+                if let Ok(m) = meta_codec::decode(value.value()) {
                     live += m.stored_bytes;
                 }
             }
@@ -309,10 +314,19 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl Spool for RedbSpool {
-    fn commit(&self, ops: Vec<Op>, max_bytes: u64) -> Result<Vec<usize>, SpoolError> {
+    fn commit(
+        &self,
+        ops: Vec<Op>,
+        max_bytes: u64,
+        durable: bool,
+    ) -> Result<Vec<usize>, SpoolError> {
         let guard = self.read();
         let db = guard.as_ref().ok_or(SpoolError::Stopped)?;
-        let tx = db.begin_write().map_err(store)?;
+        let mut tx = db.begin_write().map_err(store)?;
+        if !durable {
+            // No fsync: the next durable commit (redb's default, `Immediate`) carries it.
+            tx.set_durability(redb::Durability::None);
+        }
         let mut refused = Vec::new();
         let mut live = self.live.load(Ordering::SeqCst);
         {
@@ -325,9 +339,9 @@ impl Spool for RedbSpool {
                             refused.push(i);
                             continue;
                         }
-                        let json =
-                            serde_json::to_vec(&m).map_err(|e| SpoolError::Store(e.to_string()))?;
-                        meta.insert(m.id.as_str(), json.as_slice()).map_err(store)?;
+                        let record = meta_codec::encode(&m);
+                        meta.insert(m.id.as_str(), record.as_slice())
+                            .map_err(store)?;
                         body.insert(m.id.as_str(), payload.as_ref())
                             .map_err(store)?;
                         live += m.stored_bytes;
@@ -336,14 +350,14 @@ impl Spool for RedbSpool {
                         if meta.get(m.id.as_str()).map_err(store)?.is_none() {
                             continue;
                         }
-                        let json =
-                            serde_json::to_vec(&m).map_err(|e| SpoolError::Store(e.to_string()))?;
-                        meta.insert(m.id.as_str(), json.as_slice()).map_err(store)?;
+                        let record = meta_codec::encode(&m);
+                        meta.insert(m.id.as_str(), record.as_slice())
+                            .map_err(store)?;
                     }
                     Op::Remove(id) => {
                         let old = meta.remove(id.as_str()).map_err(store)?;
                         if let Some(old) = old {
-                            if let Ok(m) = serde_json::from_slice::<EventMeta>(old.value()) {
+                            if let Ok(m) = meta_codec::decode(old.value()) {
                                 live = live.saturating_sub(m.stored_bytes);
                             }
                         }
@@ -365,8 +379,7 @@ impl Spool for RedbSpool {
         let mut out = Vec::new();
         if let Some(id) = &filter.id {
             if let Some(value) = table.get(id.as_str()).map_err(store)? {
-                let m: EventMeta = serde_json::from_slice(value.value())
-                    .map_err(|e| SpoolError::Corrupt(e.to_string()))?;
+                let m = meta_codec::decode(value.value())?;
                 if filter.matches(&m) {
                     out.push(m);
                 }
@@ -375,8 +388,7 @@ impl Spool for RedbSpool {
         }
         for row in table.iter().map_err(store)? {
             let (_, value) = row.map_err(store)?;
-            let m: EventMeta = serde_json::from_slice(value.value())
-                .map_err(|e| SpoolError::Corrupt(e.to_string()))?;
+            let m = meta_codec::decode(value.value())?;
             if filter.matches(&m) {
                 out.push(m);
                 if out.len() >= limit {
@@ -396,8 +408,7 @@ impl Spool for RedbSpool {
         let Some(m) = meta.get(id).map_err(store)? else {
             return Ok(None);
         };
-        let m: EventMeta =
-            serde_json::from_slice(m.value()).map_err(|e| SpoolError::Corrupt(e.to_string()))?;
+        let m = meta_codec::decode(m.value())?;
         let Some(b) = body.get(id).map_err(store)? else {
             return Err(SpoolError::Corrupt(format!("event {id} has no body")));
         };
@@ -462,8 +473,16 @@ pub type Reply = Result<(), SpoolError>;
 
 struct Job {
     ops: Vec<Op>,
+    /// Whether the caller needs the change on disk before its answer (see [`Writer::record`]).
+    durable: bool,
     done: tokio::sync::oneshot::Sender<Reply>,
 }
+
+/// The longest a change committed without fsync ([`Writer::record`]) waits for a durable
+/// commit: when no intake brings one sooner, the writer makes one. It bounds both what a
+/// crash can undo (attempt results: a duplicate attempt) and how long redb keeps freed pages,
+/// which it reuses only after a durable commit.
+pub const LAZY_MAX: Duration = Duration::from_millis(200);
 
 /// Called by the writer after each commit: (changes, seconds it took, result).
 pub type CommitObserver = Box<dyn Fn(usize, f64, &Result<(), SpoolError>) + Send>;
@@ -495,12 +514,24 @@ impl Writer {
 
     /// Commits `ops` (with whatever else is waiting) and resolves once they are durable.
     pub async fn commit(&self, ops: Vec<Op>) -> Reply {
+        self.send(ops, true).await
+    }
+
+    /// Commits `ops` without waiting for an fsync of their own: they are visible at once and
+    /// durable with the next durable commit, within [`LAZY_MAX`]. For what a crash may undo
+    /// without harm: an attempt's result (undone, the event is attempted again, which at least
+    /// once allows). Group commits with an intake in them are durable anyway.
+    pub async fn record(&self, ops: Vec<Op>) -> Reply {
+        self.send(ops, false).await
+    }
+
+    async fn send(&self, ops: Vec<Op>, durable: bool) -> Reply {
         if self.failed.load(Ordering::SeqCst) {
             return Err(SpoolError::Failed("an earlier commit failed".into()));
         }
         let (done, wait) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Job { ops, done })
+            .send(Job { ops, durable, done })
             .map_err(|_| SpoolError::Stopped)?;
         wait.await.map_err(|_| SpoolError::Stopped)?
     }
@@ -508,6 +539,15 @@ impl Writer {
     /// Whether a commit has failed: the spool then acknowledges nothing more.
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::SeqCst)
+    }
+}
+
+/// A durable commit of nothing, whose answer nobody awaits: it makes earlier lazy ones durable.
+fn empty_durable_job() -> Job {
+    Job {
+        ops: Vec::new(),
+        durable: true,
+        done: tokio::sync::oneshot::channel().0,
     }
 }
 
@@ -519,7 +559,27 @@ fn write_loop(
     observe: &CommitObserver,
 ) {
     let linger = group_wait();
-    while let Ok(first) = rx.recv() {
+    // When the oldest change committed without fsync was made, if one waits for a durable commit.
+    let mut lazy_since: Option<Instant> = None;
+    loop {
+        let first = match lazy_since {
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+            Some(since) => {
+                let left = (since + LAZY_MAX).saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(job) => job,
+                    // Nothing came to carry them: an empty durable commit does.
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => empty_durable_job(),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        let _ = spool.commit(Vec::new(), max_bytes, true);
+                        return;
+                    }
+                }
+            }
+        };
         let mut jobs = vec![first];
         let mut ops_count = jobs[0].ops.len();
         let until = Instant::now() + linger;
@@ -543,6 +603,7 @@ fn write_loop(
             jobs.push(job);
         }
         if failed.load(Ordering::SeqCst) {
+            lazy_since = None;
             for job in jobs {
                 let _ = job
                     .done
@@ -559,11 +620,18 @@ fn write_loop(
                 ops.push(op);
             }
         }
+        let durable = jobs.iter().any(|j| j.durable)
+            || lazy_since.is_some_and(|since| since.elapsed() >= LAZY_MAX);
         let started = Instant::now();
-        let result = spool.commit(ops, max_bytes);
+        let result = spool.commit(ops, max_bytes, durable);
         let seconds = started.elapsed().as_secs_f64();
         match result {
             Ok(refused) => {
+                if durable {
+                    lazy_since = None;
+                } else {
+                    lazy_since.get_or_insert(started);
+                }
                 observe(ops_count, seconds, &Ok(()));
                 let full: std::collections::HashSet<usize> = refused
                     .iter()
@@ -656,11 +724,13 @@ mod tests {
                 .into(),
             },
         ];
-        assert_eq!(spool.commit(ops, 100).unwrap(), vec![1]);
+        assert_eq!(spool.commit(ops, 100, true).unwrap(), vec![1]);
         assert_eq!(spool.live_bytes(), 60);
         assert!(spool.get("a").unwrap().is_some());
         assert!(spool.get("b").unwrap().is_none());
-        spool.commit(vec![Op::Remove("a".into())], 100).unwrap();
+        spool
+            .commit(vec![Op::Remove("a".into())], 100, true)
+            .unwrap();
         assert_eq!(spool.live_bytes(), 0);
         drop(spool);
         // Reopened, it knows what it holds.
@@ -682,7 +752,7 @@ mod tests {
     struct FailingSpool(std::sync::atomic::AtomicUsize);
 
     impl Spool for FailingSpool {
-        fn commit(&self, _: Vec<Op>, _: u64) -> Result<Vec<usize>, SpoolError> {
+        fn commit(&self, _: Vec<Op>, _: u64, _: bool) -> Result<Vec<usize>, SpoolError> {
             if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
                 Ok(vec![])
             } else {
