@@ -2,6 +2,8 @@
 //! big-endian, text as `u32 length + UTF-8`. A third of JSON's size, so a spool page holds three
 //! times as many and an attempt's state change rewrites fewer pages (bench/README.md, "Durable
 //! delivery"). Records written as JSON by earlier builds (they start with `{`) still decode.
+//!
+//! A binary record ends with its payload's [`Location`]: which commit's batch holds it, where.
 
 use super::spool::{EventMeta, SpoolError, State, Trigger};
 
@@ -9,7 +11,17 @@ const VERSION: u8 = 1;
 /// The length that stands for `None` of an optional text.
 const ABSENT: u32 = u32::MAX;
 
-pub fn encode(m: &EventMeta) -> Vec<u8> {
+/// Where an event's headers and body are: bytes `offset..offset + len` of batch `batch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub batch: u64,
+    pub offset: u64,
+    pub len: u64,
+}
+
+const LOCATION_BYTES: usize = 24;
+
+pub fn encode(m: &EventMeta, at: Location) -> Vec<u8> {
     let text_len: usize = [
         &m.id,
         &m.route,
@@ -59,7 +71,32 @@ pub fn encode(m: &EventMeta) -> Vec<u8> {
     out.extend_from_slice(&m.last_status.unwrap_or(0).to_be_bytes());
     put_opt_text(&mut out, m.last_reason.as_deref());
     out.extend_from_slice(&m.stored_bytes.to_be_bytes());
+    for n in [at.batch, at.offset, at.len] {
+        out.extend_from_slice(&n.to_be_bytes());
+    }
     out
+}
+
+/// The payload's location in a binary record; `None` for an earlier JSON one (whose payload is
+/// stored by event id).
+pub fn location(bytes: &[u8]) -> Result<Option<Location>, SpoolError> {
+    if bytes.first() != Some(&VERSION) {
+        return Ok(None);
+    }
+    let tail = bytes
+        .len()
+        .checked_sub(LOCATION_BYTES)
+        .and_then(|start| bytes.get(start..))
+        .ok_or_else(bad)?;
+    let n = |i: usize| -> Result<u64, SpoolError> {
+        let b: [u8; 8] = tail[i * 8..i * 8 + 8].try_into().map_err(|_| bad())?;
+        Ok(u64::from_be_bytes(b))
+    };
+    Ok(Some(Location {
+        batch: n(0)?,
+        offset: n(1)?,
+        len: n(2)?,
+    }))
 }
 
 pub fn decode(bytes: &[u8]) -> Result<EventMeta, SpoolError> {
@@ -162,7 +199,14 @@ impl Reader<'_> {
             updated_ms: self.u64()?,
             last_status: Some(self.u16()?).filter(|s| *s != 0),
             last_reason: self.opt_text()?,
-            stored_bytes: self.u64()?,
+            stored_bytes: {
+                let n = self.u64()?;
+                // The location follows; a record cut inside it is as broken as one cut earlier.
+                if self.bytes.len() != self.at + LOCATION_BYTES {
+                    return Err(bad());
+                }
+                n
+            },
         })
     }
 }
@@ -200,8 +244,15 @@ mod tests {
     #[test]
     fn binary_and_earlier_json_records_decode_to_the_same_event() {
         let m = sample();
-        let bin = encode(&m);
+        let at = Location {
+            batch: 7,
+            offset: 4096,
+            len: 2100,
+        };
+        let bin = encode(&m, at);
         assert_eq!(decode(&bin).unwrap(), m);
+        assert_eq!(location(&bin).unwrap(), Some(at));
+        assert_eq!(location(&serde_json::to_vec(&m).unwrap()).unwrap(), None);
         assert_eq!(decode(&serde_json::to_vec(&m).unwrap()).unwrap(), m);
         let bare = EventMeta {
             provider: None,
@@ -209,13 +260,18 @@ mod tests {
             last_reason: None,
             ..sample()
         };
-        assert_eq!(decode(&encode(&bare)).unwrap(), bare);
+        assert_eq!(decode(&encode(&bare, at)).unwrap(), bare);
         assert!(bin.len() * 2 < serde_json::to_vec(&m).unwrap().len());
     }
 
     #[test]
     fn a_cut_or_unknown_record_is_an_error_not_a_panic() {
-        let bin = encode(&sample());
+        let at = Location {
+            batch: 1,
+            offset: 0,
+            len: 1,
+        };
+        let bin = encode(&sample(), at);
         for cut in 0..bin.len() {
             assert!(decode(&bin[..cut]).is_err(), "cut at {cut}");
         }
