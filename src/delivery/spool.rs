@@ -32,6 +32,10 @@ const BODY: TableDefinition<&str, &[u8]> = TableDefinition::new("body");
 const BATCH: TableDefinition<u64, &[u8]> = TableDefinition::new("batch");
 /// How many events of a batch are still stored: the batch goes with the last of them.
 const BATCH_LIVE: TableDefinition<u64, u64> = TableDefinition::new("batch_live");
+/// A batch is closed once it holds this much: reading one event back (a retry, a backlog past
+/// what is kept in memory) reads its whole batch, so a batch stays small, and a payload larger
+/// than this has one of its own.
+const BATCH_BYTES: usize = 64 << 10;
 
 /// redb's page cache.
 const CACHE_BYTES: usize = 32 << 20;
@@ -345,10 +349,9 @@ impl Spool for RedbSpool {
         }
         let mut refused = Vec::new();
         let mut live = self.live.load(Ordering::SeqCst);
-        let batch = self.next_batch.load(Ordering::SeqCst);
-        // This commit's payloads, end to end, and how many of its events are still in it.
-        let mut blob: Vec<u8> = Vec::new();
-        let mut members = 0u64;
+        let first_batch = self.next_batch.load(Ordering::SeqCst);
+        // This commit's batches: payloads end to end, and how many of their events are left.
+        let mut fresh: Vec<(Vec<u8>, u64)> = Vec::new();
         {
             let mut meta = tx.open_table(META).map_err(store)?;
             let mut body = tx.open_table(BODY).map_err(store)?;
@@ -361,13 +364,23 @@ impl Spool for RedbSpool {
                             refused.push(i);
                             continue;
                         }
+                        let room = fresh
+                            .last()
+                            .is_some_and(|(blob, _)| blob.len() + payload.len() <= BATCH_BYTES);
+                        if !room {
+                            fresh.push((Vec::with_capacity(BATCH_BYTES.max(payload.len())), 0));
+                        }
+                        let batch = first_batch + fresh.len() as u64 - 1;
+                        let Some((blob, members)) = fresh.last_mut() else {
+                            continue;
+                        };
                         let at = meta_codec::Location {
                             batch,
                             offset: blob.len() as u64,
                             len: payload.len() as u64,
                         };
                         blob.extend_from_slice(&payload);
-                        members += 1;
+                        *members += 1;
                         let record = meta_codec::encode(&m, at);
                         meta.insert(m.id.as_str(), record.as_slice())
                             .map_err(store)?;
@@ -397,8 +410,12 @@ impl Spool for RedbSpool {
                             live = live.saturating_sub(m.stored_bytes);
                         }
                         match meta_codec::location(&old) {
-                            Ok(Some(at)) if at.batch == batch => {
-                                members = members.saturating_sub(1);
+                            Ok(Some(at)) if at.batch >= first_batch => {
+                                if let Some((_, members)) =
+                                    fresh.get_mut((at.batch - first_batch) as usize)
+                                {
+                                    *members = members.saturating_sub(1);
+                                }
                             }
                             Ok(Some(at)) => {
                                 let left = batch_live
@@ -420,16 +437,17 @@ impl Spool for RedbSpool {
                     }
                 }
             }
-            if members > 0 {
-                batches.insert(batch, blob.as_slice()).map_err(store)?;
-                batch_live.insert(batch, members).map_err(store)?;
+            for (batch, (blob, members)) in (first_batch..).zip(&fresh) {
+                if *members > 0 {
+                    batches.insert(batch, blob.as_slice()).map_err(store)?;
+                    batch_live.insert(batch, *members).map_err(store)?;
+                }
             }
         }
         tx.commit().map_err(store)?;
         self.live.store(live, Ordering::SeqCst);
-        if members > 0 {
-            self.next_batch.store(batch + 1, Ordering::SeqCst);
-        }
+        self.next_batch
+            .store(first_batch + fresh.len() as u64, Ordering::SeqCst);
         Ok(refused)
     }
 
@@ -597,19 +615,27 @@ impl Writer {
     /// durable with the next durable commit, within [`LAZY_MAX`]. For what a crash may undo
     /// without harm: an attempt's result (undone, the event is attempted again, which at least
     /// once allows). Group commits with an intake in them are durable anyway.
-    pub async fn record(&self, ops: Vec<Op>) -> Reply {
-        self.send(ops, false).await
+    /// The job is handed to the writer when this is called, not when it is awaited: a commit
+    /// made after this call returns (a shutdown's last one) includes it.
+    pub fn record(&self, ops: Vec<Op>) -> impl std::future::Future<Output = Reply> + use<> {
+        self.send(ops, false)
     }
 
-    async fn send(&self, ops: Vec<Op>, durable: bool) -> Reply {
-        if self.failed.load(Ordering::SeqCst) {
-            return Err(SpoolError::Failed("an earlier commit failed".into()));
-        }
-        let (done, wait) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Job { ops, durable, done })
-            .map_err(|_| SpoolError::Stopped)?;
-        wait.await.map_err(|_| SpoolError::Stopped)?
+    fn send(
+        &self,
+        ops: Vec<Op>,
+        durable: bool,
+    ) -> impl std::future::Future<Output = Reply> + use<> {
+        let sent = if self.failed.load(Ordering::SeqCst) {
+            Err(SpoolError::Failed("an earlier commit failed".into()))
+        } else {
+            let (done, wait) = tokio::sync::oneshot::channel();
+            self.tx
+                .send(Job { ops, durable, done })
+                .map(|()| wait)
+                .map_err(|_| SpoolError::Stopped)
+        };
+        async move { sent?.await.map_err(|_| SpoolError::Stopped)? }
     }
 
     /// Whether a commit has failed: the spool then acknowledges nothing more.
