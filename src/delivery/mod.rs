@@ -175,10 +175,14 @@ impl Delivery {
         self.config.load().queue_routes.get(route).cloned()
     }
 
-    /// Takes a reloaded config's routes and policies (the spool and per-upstream concurrency
-    /// need a restart).
+    /// Takes a reloaded config's routes and policies, per-upstream concurrency included (the
+    /// spool needs a restart). Call on the runtime the workers run on.
     pub fn reconfigure(&self, config: &DeliveryConfig) {
         self.config.store(Arc::new(config.clone()));
+        let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, queue) in queues.iter() {
+            queue.resize(self.settings(name).concurrency);
+        }
     }
 
     /// The admin token, if one is set.
@@ -729,7 +733,8 @@ impl Delivery {
             .cloned()
             .collect();
         for q in queues {
-            let _ = tokio::time::timeout_at(deadline, q.permits.acquire_many(q.concurrency)).await;
+            let _ =
+                tokio::time::timeout_at(deadline, q.permits.acquire_many(q.concurrency())).await;
         }
         for task in self.lock_tasks().drain(..) {
             task.abort();
@@ -836,6 +841,36 @@ mod tests {
         }
         let ops = events.iter().cloned().map(Op::Update).collect();
         d.writer.record(ops).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reload_changes_a_running_upstreams_concurrency() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(FakeClock::at(1));
+        let d = open(dir.path(), &clock);
+        let with = |n: usize| {
+            let mut config = (**d.config.load()).clone();
+            let settings = DeliverySettings {
+                concurrency: n,
+                ..DeliverySettings::default()
+            };
+            config.upstreams.insert("u".into(), settings);
+            config
+        };
+        d.reconfigure(&with(4));
+        let q = d.queue("u");
+        assert_eq!(q.permits.available_permits(), 4);
+        // Three slots busy while the reload halves the limit: no attempt starts until they
+        // are given back, and then two at most.
+        let busy = Arc::clone(&q.permits).acquire_many_owned(3).await.unwrap();
+        d.reconfigure(&with(2));
+        assert_eq!(q.concurrency(), 2);
+        assert_eq!(q.permits.available_permits(), 0);
+        drop(busy);
+        tokio::task::yield_now().await;
+        assert_eq!(q.permits.available_permits(), 2);
+        d.reconfigure(&with(16));
+        assert_eq!(q.permits.available_permits(), 16);
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -265,8 +265,8 @@ pub struct UpstreamQueue {
     inner: Mutex<Inner>,
     pub notify: Notify,
     pub permits: Arc<Semaphore>,
-    /// The permits there are (attempts at once).
-    pub concurrency: u32,
+    /// The permits there are (attempts at once); a reload may change it ([`Self::resize`]).
+    concurrency: AtomicU32,
     pub breaker: Mutex<Breaker>,
 }
 
@@ -277,8 +277,35 @@ impl UpstreamQueue {
             inner: Mutex::default(),
             notify: Notify::new(),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            concurrency: concurrency.clamp(1, u32::MAX as usize) as u32,
+            concurrency: (concurrency.clamp(1, u32::MAX as usize) as u32).into(),
             breaker: Mutex::default(),
+        }
+    }
+
+    /// The attempts allowed at once.
+    pub fn concurrency(&self) -> u32 {
+        self.concurrency.load(Ordering::SeqCst)
+    }
+
+    /// Makes `to` attempts allowed at once (a reload). Fewer take effect as attempts under way
+    /// finish: the slots they give back are withdrawn instead of reused.
+    pub fn resize(&self, to: usize) {
+        let to = to.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
+        let from = self.concurrency.swap(to, Ordering::SeqCst);
+        if to > from {
+            self.permits.add_permits((to - from) as usize);
+        } else if to < from {
+            let owed = (from - to) as usize;
+            let left = owed - self.permits.forget_permits(owed);
+            // Outside a runtime (never, from a reload) the extra slots would stay.
+            if let (true, Ok(runtime)) = (left > 0, tokio::runtime::Handle::try_current()) {
+                let permits = Arc::clone(&self.permits);
+                runtime.spawn(async move {
+                    if let Ok(taken) = permits.acquire_many_owned(left as u32).await {
+                        taken.forget();
+                    }
+                });
+            }
         }
     }
 
