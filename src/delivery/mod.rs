@@ -439,7 +439,7 @@ impl Delivery {
         };
         let seconds = started.elapsed().as_secs_f64();
         let now = self.clock.now_ms();
-        let jitter = (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0;
+        let jitter = (worker::cheap_random() % 1_000_000) as f64 / 1_000_000.0;
         let verdict = worker::decide(&settings, &meta, &sent, now, jitter);
         queue
             .breaker()
