@@ -64,8 +64,9 @@ pub enum Verdict {
 }
 
 /// 64 bits that differ from call to call and from process to process, without a `getrandom`
-/// syscall (the id and the jitter took 2 % of a queued event's CPU that way): the std hasher's random keys
-/// (per thread) over a process-wide counter. For jitter and ids, not for secrets.
+/// syscall (the id and the jitter took 2 % of a queued event's CPU that way): the std
+/// hasher's random keys (per thread) over a process-wide counter. For jitter and ids, not for
+/// secrets.
 pub fn cheap_random() -> u64 {
     use std::hash::BuildHasher;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
