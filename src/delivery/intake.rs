@@ -33,19 +33,13 @@ pub async fn accept<'r>(
 ) -> GatewayAnswer {
     let now = delivery.now_ms();
     let id = event_id(now);
-    let mut bytes = Vec::with_capacity(body.len() as usize);
-    for frame in body.as_slice() {
-        bytes.extend_from_slice(frame);
-    }
-    let payload = Payload {
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect(),
-        body: bytes,
-    }
-    .encode();
+    let frames: Vec<&[u8]> = body.as_slice().iter().map(|f| f.as_ref()).collect();
+    let headers: Vec<(&[u8], &[u8])> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+        .collect();
+    let payload = Payload::encode_from(&headers, &frames);
     let mut meta = EventMeta {
         idempotency_key: ctx.event_id.clone().unwrap_or_else(|| id.clone()),
         id,

@@ -145,22 +145,34 @@ impl Payload {
     /// `u32 count`, then per header `u16 name length, name, u32 value length, value`, then the
     /// body to the end.
     pub fn encode(&self) -> Vec<u8> {
-        let size: usize = self
+        let headers: Vec<(&[u8], &[u8])> = self
             .headers
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
+            .collect();
+        Self::encode_from(&headers, &[self.body.as_slice()])
+    }
+
+    /// [`Payload::encode`] straight from borrowed headers and body pieces (a request's frames),
+    /// copying each byte once.
+    pub fn encode_from(headers: &[(&[u8], &[u8])], body: &[&[u8]]) -> Vec<u8> {
+        let size: usize = headers
             .iter()
             .map(|(n, v)| 6 + n.len() + v.len())
             .sum::<usize>()
             + 4
-            + self.body.len();
+            + body.iter().map(|piece| piece.len()).sum::<usize>();
         let mut out = Vec::with_capacity(size);
-        out.extend_from_slice(&(self.headers.len() as u32).to_be_bytes());
-        for (name, value) in &self.headers {
+        out.extend_from_slice(&(headers.len() as u32).to_be_bytes());
+        for &(name, value) in headers {
             out.extend_from_slice(&(name.len() as u16).to_be_bytes());
             out.extend_from_slice(name);
             out.extend_from_slice(&(value.len() as u32).to_be_bytes());
             out.extend_from_slice(value);
         }
-        out.extend_from_slice(&self.body);
+        for piece in body {
+            out.extend_from_slice(piece);
+        }
         out
     }
 
