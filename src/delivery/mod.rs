@@ -404,7 +404,9 @@ impl Delivery {
             return;
         };
         let stored = match self.take_fresh(id) {
-            Some((meta, payload)) => spool::Payload::decode(&payload).map(|p| Some((meta, p))),
+            Some((meta, payload)) => {
+                spool::Payload::decode_shared(&payload).map(|p| Some((meta, p)))
+            }
             None => self.spool.get(id),
         };
         let (mut meta, payload) = match stored {
@@ -823,7 +825,7 @@ mod tests {
             (meta.received_ms, meta.updated_ms) = (now, now);
             let payload = Payload {
                 headers: vec![],
-                body: vec![7; 2048],
+                body: vec![7; 2048].into(),
             }
             .encode();
             meta.stored_bytes = payload.len() as u64 + 512;

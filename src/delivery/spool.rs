@@ -138,7 +138,7 @@ pub type Header = (Vec<u8>, Vec<u8>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload {
     pub headers: Vec<Header>,
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
 }
 
 impl Payload {
@@ -150,7 +150,7 @@ impl Payload {
             .iter()
             .map(|(n, v)| (n.as_slice(), v.as_slice()))
             .collect();
-        Self::encode_from(&headers, &[self.body.as_slice()])
+        Self::encode_from(&headers, &[self.body.as_ref()])
     }
 
     /// [`Payload::encode`] straight from borrowed headers and body pieces (a request's frames),
@@ -177,6 +177,23 @@ impl Payload {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Payload, SpoolError> {
+        let (headers, at) = Self::decode_headers(bytes)?;
+        let body = bytes::Bytes::copy_from_slice(&bytes[at..]);
+        Ok(Payload { headers, body })
+    }
+
+    /// [`Payload::decode`] whose body shares `bytes` instead of copying it (an event kept in
+    /// memory since its intake).
+    pub fn decode_shared(bytes: &bytes::Bytes) -> Result<Payload, SpoolError> {
+        let (headers, at) = Self::decode_headers(bytes)?;
+        Ok(Payload {
+            headers,
+            body: bytes.slice(at..),
+        })
+    }
+
+    /// The headers, and where the body starts.
+    fn decode_headers(bytes: &[u8]) -> Result<(Vec<Header>, usize), SpoolError> {
         let bad = || SpoolError::Corrupt("payload".into());
         let mut at = 0usize;
         let mut take = |n: usize| -> Result<&[u8], SpoolError> {
@@ -193,8 +210,7 @@ impl Payload {
             let value = take(v)?.to_vec();
             headers.push((name, value));
         }
-        let body = bytes.get(at..).ok_or_else(bad)?.to_vec();
-        Ok(Payload { headers, body })
+        Ok((headers, at))
     }
 }
 
@@ -809,7 +825,7 @@ mod tests {
     fn payload_round_trips_exact_bytes() {
         let p = Payload {
             headers: vec![(b"x-a".to_vec(), vec![0xff, b'a']), (b"b".to_vec(), vec![])],
-            body: vec![0, 1, 2, 255],
+            body: vec![0, 1, 2, 255].into(),
         };
         assert_eq!(Payload::decode(&p.encode()).unwrap(), p);
         assert!(Payload::decode(&[0, 0, 0, 5]).is_err());
@@ -824,7 +840,7 @@ mod tests {
                 meta: meta("a", 60),
                 payload: Payload {
                     headers: vec![],
-                    body: b"x".to_vec(),
+                    body: b"x".to_vec().into(),
                 }
                 .encode()
                 .into(),
@@ -833,7 +849,7 @@ mod tests {
                 meta: meta("b", 60),
                 payload: Payload {
                     headers: vec![],
-                    body: b"y".to_vec(),
+                    body: b"y".to_vec().into(),
                 }
                 .encode()
                 .into(),
@@ -858,7 +874,7 @@ mod tests {
             meta: meta(id, 10),
             payload: Payload {
                 headers: vec![(b"x-id".to_vec(), id.as_bytes().to_vec())],
-                body: body.to_vec(),
+                body: body.to_vec().into(),
             }
             .encode()
             .into(),
@@ -885,7 +901,7 @@ mod tests {
         assert_eq!(batches(&spool), 1);
         for (id, body) in [("a", &b"AA"[..]), ("b", b"B"), ("c", b"")] {
             let (m, p) = spool.get(id).unwrap().unwrap();
-            assert_eq!((m.id.as_str(), p.body.as_slice()), (id, body));
+            assert_eq!((m.id.as_str(), &p.body[..]), (id, body));
             assert_eq!(p.headers, vec![(b"x-id".to_vec(), id.as_bytes().to_vec())]);
         }
         // An update keeps the payload where it is.
@@ -893,7 +909,7 @@ mod tests {
         b.state = State::Delivered;
         spool.commit(vec![Op::Update(b)], u64::MAX, false).unwrap();
         let (m, p) = spool.get("b").unwrap().unwrap();
-        assert_eq!((m.state, p.body.as_slice()), (State::Delivered, &b"B"[..]));
+        assert_eq!((m.state, &p.body[..]), (State::Delivered, &b"B"[..]));
         spool
             .commit(
                 vec![Op::Remove("a".into()), Op::Remove("b".into())],
@@ -902,7 +918,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(batches(&spool), 1);
-        assert_eq!(spool.get("c").unwrap().unwrap().1.body, b"");
+        assert_eq!(spool.get("c").unwrap().unwrap().1.body, &b""[..]);
         drop(spool);
         // Reopened, the next commit's batch does not collide with the one still stored.
         let spool = RedbSpool::open(dir.path()).unwrap();
@@ -910,12 +926,12 @@ mod tests {
             .commit(vec![insert("e", b"E")], u64::MAX, true)
             .unwrap();
         assert_eq!(batches(&spool), 2);
-        assert_eq!(spool.get("c").unwrap().unwrap().1.body, b"");
+        assert_eq!(spool.get("c").unwrap().unwrap().1.body, &b""[..]);
         spool
             .commit(vec![Op::Remove("c".into())], u64::MAX, true)
             .unwrap();
         assert_eq!(batches(&spool), 1);
-        assert_eq!(spool.get("e").unwrap().unwrap().1.body, b"E");
+        assert_eq!(spool.get("e").unwrap().unwrap().1.body, &b"E"[..]);
         assert_eq!(spool.live_bytes(), 10);
     }
 
