@@ -552,6 +552,14 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
         log "$target $w: $(awk -v a="$rcalls0" -v b="$rcalls1" -v n="$requests" -v c0="$rcpu0" -v c1="$rcpu1" -v hc0="$cpu0" -v hc1="$cpu1" 'BEGIN { split(a, x, " "); split(b, y, " ")
             printf "%d requests; EVALSHA %.3f per request; every command counted by Redis, scripts'"'"' inner ones included, %.3f per request; redis-server CPU s/10k req %.3f, hookgate + redis-server %.3f", n, (y[2] - x[2]) / n, (y[3] - x[3] - 1) / n, (c1 - c0) / n * 10000, ((c1 - c0) + (hc1 - hc0)) / n * 10000 }'), $(curl -fs "http://127.0.0.1:$HG_ADMIN/metrics" | awk '/^hookgate_rate_limit_fallback_total/ { print "fallbacks " $NF }')"
     fi
+    if [[ $target == hookgate-queue ]]; then
+        # Whether delivery kept up: events acknowledged but not yet delivered when the load
+        # stopped (the CPU above counts only the delivery work done by then).
+        log "$target $w: backlog at the end of the load $(curl -fs "http://127.0.0.1:$HG_ADMIN/metrics" | awk '
+            /^hookgate_requests_total\{/ && /outcome="queued"/ { q += $NF }
+            /^hookgate_delivery_attempts_total\{/ && /result="delivered"/ { d += $NF }
+            END { printf "%d events (%.1f%% of %d queued)", q - d, (q > 0 ? (q - d) * 100 / q : 0), q }')"
+    fi
     if [[ $target == hookgate* ]]; then
         local ok bad; read -r ok bad < <(check_hookgate_outcomes)
         ((bad == refused)) || die "$target $w: $((bad - refused)) requests were not forwarded with 200 (see metrics)"

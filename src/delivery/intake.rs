@@ -32,20 +32,14 @@ pub async fn accept<'r>(
     ctx: &mut RequestCtx<'r>,
 ) -> GatewayAnswer {
     let now = delivery.now_ms();
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    let mut bytes = Vec::with_capacity(body.len() as usize);
-    for frame in body.as_slice() {
-        bytes.extend_from_slice(frame);
-    }
-    let payload = Payload {
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect(),
-        body: bytes,
-    }
-    .encode();
+    let id = event_id(now);
+    let frames: Vec<&[u8]> = body.as_slice().iter().map(|f| f.as_ref()).collect();
+    let headers: Vec<(&[u8], &[u8])> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+        .collect();
+    let payload = Payload::encode_from(&headers, &frames);
     let mut meta = EventMeta {
         idempotency_key: ctx.event_id.clone().unwrap_or_else(|| id.clone()),
         id,
@@ -83,5 +77,33 @@ pub async fn accept<'r>(
         }
         Err(SpoolError::Full) => Reject::SpoolFull.into(),
         Err(_) => Reject::SpoolFailed.into(),
+    }
+}
+
+/// A UUIDv7 (time-ordered, 32 hex digits): `now_ms`, then 74 bits from
+/// [`super::worker::cheap_random`] rather than the OS's random source (a syscall per event).
+pub fn event_id(now_ms: u64) -> String {
+    let (a, b) = (super::worker::cheap_random(), super::worker::cheap_random());
+    let mut bits = [0u8; 10];
+    bits[..8].copy_from_slice(&a.to_be_bytes());
+    bits[8..].copy_from_slice(&b.to_be_bytes()[..2]);
+    uuid::Builder::from_unix_timestamp_millis(now_ms, &bits)
+        .into_uuid()
+        .simple()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_ids_are_uuid_v7_ordered_by_time_and_distinct() {
+        let a = super::event_id(1_700_000_000_000);
+        let b = super::event_id(1_700_000_000_001);
+        let parsed = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(parsed.get_version_num(), 7);
+        assert!(a < b);
+        let same_ms: std::collections::HashSet<String> =
+            (0..1000).map(|_| super::event_id(5)).collect();
+        assert_eq!(same_ms.len(), 1000);
     }
 }

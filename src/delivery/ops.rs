@@ -249,7 +249,7 @@ pub fn offline(
                 ops.push(Op::Update(m));
             }
             let n = ops.len();
-            spool.commit(ops, u64::MAX)?;
+            spool.commit(ops, u64::MAX, true)?;
             Ok(json!({"replayed": n}))
         }
         "purge" => {
@@ -263,7 +263,7 @@ pub fn offline(
                 .map(|m| Op::Remove(m.id))
                 .collect();
             let n = ops.len();
-            spool.commit(ops, u64::MAX)?;
+            spool.commit(ops, u64::MAX, true)?;
             if n > 0 {
                 let _ = spool.compact();
             }

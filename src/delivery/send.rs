@@ -7,7 +7,6 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 
 use super::spool::{EventMeta, Payload, Trigger};
@@ -85,7 +84,7 @@ pub async fn send(
         X_HOOKGATE_TRIGGER,
         HeaderValue::from_static(trigger.as_str()),
     ));
-    let body = [Bytes::from(payload.body)];
+    let body = [payload.body];
     let len = body[0].len() as u64;
     match forward::send_with(upstream, parts, &body, len, &forwarding, &extra).await {
         Ok(answer) => {

@@ -10,7 +10,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -61,6 +61,21 @@ pub enum Verdict {
     Delivered,
     Retry { at_ms: u64, reason: String },
     Dead { reason: String },
+}
+
+/// 64 bits that differ from call to call and from process to process, without a `getrandom`
+/// syscall (the id and the jitter took 2 % of a queued event's CPU that way): the std
+/// hasher's random keys (per thread) over a process-wide counter. For jitter and ids, not for
+/// secrets.
+pub fn cheap_random() -> u64 {
+    use std::hash::BuildHasher;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static KEYS: std::collections::hash_map::RandomState =
+            std::collections::hash_map::RandomState::new();
+    }
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    KEYS.with(|keys| keys.hash_one(n))
 }
 
 /// The delay before retry number `n` (1 = the first retry): `initial * 2^(n-1)`, capped at
@@ -265,8 +280,8 @@ pub struct UpstreamQueue {
     inner: Mutex<Inner>,
     pub notify: Notify,
     pub permits: Arc<Semaphore>,
-    /// The permits there are (attempts at once).
-    pub concurrency: u32,
+    /// The permits there are (attempts at once); a reload may change it ([`Self::resize`]).
+    concurrency: AtomicU32,
     pub breaker: Mutex<Breaker>,
 }
 
@@ -277,8 +292,35 @@ impl UpstreamQueue {
             inner: Mutex::default(),
             notify: Notify::new(),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            concurrency: concurrency.clamp(1, u32::MAX as usize) as u32,
+            concurrency: (concurrency.clamp(1, u32::MAX as usize) as u32).into(),
             breaker: Mutex::default(),
+        }
+    }
+
+    /// The attempts allowed at once.
+    pub fn concurrency(&self) -> u32 {
+        self.concurrency.load(Ordering::SeqCst)
+    }
+
+    /// Makes `to` attempts allowed at once (a reload). Fewer take effect as attempts under way
+    /// finish: the slots they give back are withdrawn instead of reused.
+    pub fn resize(&self, to: usize) {
+        let to = to.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
+        let from = self.concurrency.swap(to, Ordering::SeqCst);
+        if to > from {
+            self.permits.add_permits((to - from) as usize);
+        } else if to < from {
+            let owed = (from - to) as usize;
+            let left = owed - self.permits.forget_permits(owed);
+            // Outside a runtime (never, from a reload) the extra slots would stay.
+            if let (true, Ok(runtime)) = (left > 0, tokio::runtime::Handle::try_current()) {
+                let permits = Arc::clone(&self.permits);
+                runtime.spawn(async move {
+                    if let Ok(taken) = permits.acquire_many_owned(left as u32).await {
+                        taken.forget();
+                    }
+                });
+            }
         }
     }
 
@@ -471,6 +513,12 @@ mod tests {
             code,
             retry_after: None,
         }
+    }
+
+    #[test]
+    fn cheap_random_values_differ() {
+        let values: std::collections::HashSet<u64> = (0..1000).map(|_| cheap_random()).collect();
+        assert_eq!(values.len(), 1000);
     }
 
     #[test]
