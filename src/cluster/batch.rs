@@ -25,6 +25,9 @@ pub const MAX_BATCH: usize = 256;
 /// the answer is two integers per key, in order. One `TIME` for the whole batch: the clock of
 /// every GCRA step in it (the batch runs atomically, so that is also their true order).
 /// - `l interval_us burst`: GCRA (see `rate_limit.rs`): `{1, remaining}` or `{0, wait_us}`.
+///   A bucket is read once per batch and written once at its end, however many of the batch's
+///   checks it takes (with `key: route` that is all of them): Redis's cost per check is then a
+///   few Lua operations, not a GET and a SET.
 /// - `c owner ttl_ms`: claim (see `replay.rs`): `{0}` fresh, `{1}` delivered, `{2}` in flight.
 /// - `d owner window_ms`: mark delivered unless another instance holds the claim: `{1}` done.
 /// - `r owner -`: release our own claim: `{1}` done.
@@ -32,20 +35,29 @@ const BATCH: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
+local tats, dirty, order = {}, {}, {}
 for i, key in ipairs(KEYS) do
   local op, a, b = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
   local r1, r2 = 0, 0
   if op == 'l' then
     local interval = tonumber(a)
     local burst = tonumber(b)
-    local tat = tonumber(redis.call('GET', key))
-    if tat == nil or tat < now then tat = now end
+    local tat = tats[key]
+    if tat == nil then
+      tat = tonumber(redis.call('GET', key))
+      if tat == nil or tat < now then tat = now end
+      tats[key] = tat
+    end
     local new_tat = tat + interval
     local allow_at = new_tat - interval * burst
     if allow_at > now then
       r2 = allow_at - now
     else
-      redis.call('SET', key, string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1)
+      if not dirty[key] then
+        dirty[key] = true
+        order[#order + 1] = key
+      end
+      tats[key] = new_tat
       r1 = 1
       r2 = math.floor((now - allow_at) / interval)
     end
@@ -64,6 +76,10 @@ for i, key in ipairs(KEYS) do
   end
   out[2 * i - 1] = r1
   out[2 * i] = r2
+end
+for _, key in ipairs(order) do
+  local tat = tats[key]
+  redis.call('SET', key, string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1)
 end
 return out
 "#;
