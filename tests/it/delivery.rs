@@ -593,12 +593,35 @@ fn delivery_config_mistakes_are_located() {
 
 /// Starts the real binary on `config`; its stderr goes to `log`. Returns it and the address of
 /// its `plain` listener. The caller kills and waits for it.
-#[allow(clippy::zombie_processes)]
 async fn spawn_gateway(
     config: &std::path::Path,
     log: &std::path::Path,
 ) -> (std::process::Child, SocketAddr) {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+    spawn_gateway_limited(config, log, None).await
+}
+
+/// As [`spawn_gateway`]; with `max_file_kib`, through bash's `ulimit -f` (RLIMIT_FSIZE), so the
+/// kernel refuses any write past that size in any file the gateway writes (EFBIG, with SIGXFSZ
+/// ignored): a real disk error at a size the test chooses.
+#[allow(clippy::zombie_processes)]
+async fn spawn_gateway_limited(
+    config: &std::path::Path,
+    log: &std::path::Path,
+    max_file_kib: Option<u64>,
+) -> (std::process::Child, SocketAddr) {
+    let mut command = match max_file_kib {
+        None => std::process::Command::new(env!("CARGO_BIN_EXE_hookgate")),
+        Some(kib) => {
+            let mut bash = std::process::Command::new("bash");
+            bash.args([
+                "-c",
+                &format!("trap '' XFSZ; ulimit -f {kib} && exec \"$0\" \"$@\""),
+                env!("CARGO_BIN_EXE_hookgate"),
+            ]);
+            bash
+        }
+    };
+    let child = command
         .args(["run", "-c"])
         .arg(config)
         .stdout(std::process::Stdio::null())
@@ -706,6 +729,95 @@ async fn kill_9_during_intake_and_delivery_twenty_times_loses_no_acknowledged_ev
         acked.len(),
         hits.len(),
         keys.len()
+    );
+}
+
+/// A write error on the spool (the kernel's EFBIG past RLIMIT_FSIZE, on a real file) fails the
+/// commit: that request and every one after it gets 503, nothing refused is ever delivered,
+/// and every event acknowledged before it is delivered after a restart without the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_error_on_commit_answers_503_from_then_on_and_loses_no_acknowledged_event() {
+    let backend_addr = free_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("gateway.yaml");
+    let yaml = format!(
+        "{LISTENER}limits: {{ worker_threads: 1 }}\naccess_log: off\nspool: {{ path: spool }}\n\
+         upstreams:\n  backend:\n    url: http://{backend_addr}\n    connect_timeout: 200ms\n    delivery: {{ backoff: {{ initial: 10ms, max: 50ms }} }}\n\
+         routes:\n  - name: queued\n    path: /hooks/queued\n    upstream: backend\n    delivery: queue\n"
+    );
+    std::fs::write(&config_path, yaml).unwrap();
+    let log = dir.path().join("stderr-limited.log");
+    let (mut child, addr) = spawn_gateway_limited(&config_path, &log, Some(4096)).await;
+    let client = plain_client();
+    let url = format!("http://{addr}/hooks/queued");
+    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+    let pad = "x".repeat(32 << 10);
+    for i in 0..400 {
+        let body = format!("{{\"n\":{i},\"pad\":\"{pad}\"}}");
+        let (status, _, _) = send(&client, "POST", &url, &[], body.clone())
+            .await
+            .unwrap();
+        match status {
+            200 => acked.push(body),
+            503 => {
+                refused.push(body);
+                break;
+            }
+            other => panic!("event {i}: status {other}"),
+        }
+    }
+    assert!(
+        !refused.is_empty(),
+        "4 MiB never filled: {} acknowledged",
+        acked.len()
+    );
+    assert!(
+        acked.len() > 10,
+        "only {} acknowledged before the error",
+        acked.len()
+    );
+    // After a failed commit nothing more is acknowledged, even an event that would fit.
+    for i in 0..3 {
+        let body = format!("{{\"small\":{i}}}");
+        let (status, _, _) = send(&client, "POST", &url, &[], body.clone())
+            .await
+            .unwrap();
+        assert_eq!(status, 503, "after the disk error");
+        refused.push(body);
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("spool") && l.to_lowercase().contains("large")),
+        "the log says why: {text}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let backend = Backend::start_on(backend_addr, always(200)).await;
+    let (mut child, _) = spawn_gateway(&config_path, &dir.path().join("stderr-after.log")).await;
+    backend
+        .wait_for("every acknowledged event", |hits| {
+            let seen: HashSet<&[u8]> = hits.iter().map(|h| &h.body[..]).collect();
+            acked.iter().all(|b| seen.contains(b.as_bytes()))
+        })
+        .await;
+    // Time for anything else in the spool to be attempted too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hits = backend.hits();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for body in &refused {
+        assert!(
+            hits.iter().all(|h| h.body != body.as_bytes()),
+            "an event answered 503 was delivered"
+        );
+    }
+    eprintln!(
+        "disk error after {} acknowledged events; {} refused; {} attempts seen",
+        acked.len(),
+        refused.len(),
+        hits.len()
     );
 }
 
