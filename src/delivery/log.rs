@@ -20,14 +20,7 @@ pub struct AttemptLog {
 impl AttemptLog {
     /// Adds one line: `ts`, `level`, `msg`, then `fields` (an object).
     pub fn line(&self, level: &str, msg: &str, fields: serde_json::Value) {
-        let mut line = serde_json::json!({
-            "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            "level": level,
-            "msg": msg,
-        });
-        if let (Some(line), serde_json::Value::Object(extra)) = (line.as_object_mut(), fields) {
-            line.extend(extra);
-        }
+        let line = crate::observe::event_line(level, msg, fields);
         let full = {
             let mut pending = self.lock();
             if serde_json::to_writer(&mut *pending, &line).is_err() {

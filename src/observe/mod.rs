@@ -16,6 +16,15 @@ pub mod request_id;
 /// some events carry (a delivery attempt's `reason`, `next_retry`) would need `field::Empty` at
 /// each site and a subscriber that writes unrecorded fields as null. More code, no gain.
 pub fn event(level: &str, msg: &str, fields: serde_json::Value) {
+    // One string, one write: stderr is unbuffered, and a `Value` displayed straight into it
+    // is written fragment by fragment. A stderr that cannot be written stops nothing.
+    let mut text = event_line(level, msg, fields).to_string();
+    text.push('\n');
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
+}
+
+/// An event's JSON object: `ts`, `level`, `msg`, then `fields` (an object).
+pub fn event_line(level: &str, msg: &str, fields: serde_json::Value) -> serde_json::Value {
     let mut line = serde_json::json!({
         "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
         "level": level,
@@ -24,7 +33,7 @@ pub fn event(level: &str, msg: &str, fields: serde_json::Value) {
     if let (Some(line), serde_json::Value::Object(extra)) = (line.as_object_mut(), fields) {
         line.extend(extra);
     }
-    eprintln!("{line}");
+    line
 }
 
 /// Seconds since the Unix epoch, for `*_timestamp_seconds` gauges.
