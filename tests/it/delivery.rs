@@ -591,6 +591,16 @@ fn delivery_config_mistakes_are_located() {
     assert!(!e.contains("short"), "the token is never printed: {e}");
 }
 
+/// The config of the tests that run the binary as its own process: one queued route to
+/// `backend`, with `limits` and the upstream's `delivery` options (flow-style YAML bodies).
+fn process_config(backend: SocketAddr, limits: &str, delivery: &str) -> String {
+    format!(
+        "{LISTENER}limits: {{ {limits} }}\naccess_log: off\nspool: {{ path: spool }}\n\
+         upstreams:\n  backend:\n    url: http://{backend}\n    delivery: {{ {delivery} }}\n\
+         routes:\n  - name: queued\n    path: /hooks/queued\n    upstream: backend\n    delivery: queue\n"
+    )
+}
+
 /// Starts the real binary on `config`; its stderr goes to `log`. Returns it and the address of
 /// its `plain` listener. The caller kills and waits for it.
 async fn spawn_gateway(
@@ -655,11 +665,10 @@ async fn kill_9_during_intake_and_delivery_twenty_times_loses_no_acknowledged_ev
     .await;
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("gateway.yaml");
-    let yaml = format!(
-        "{LISTENER}limits: {{ worker_threads: 1 }}\naccess_log: off\nspool: {{ path: spool }}\n\
-         upstreams:\n  backend:\n    url: http://{}\n    delivery: {{ backoff: {{ initial: 10ms, max: 50ms }}, concurrency: 4 }}\n\
-         routes:\n  - name: queued\n    path: /hooks/queued\n    upstream: backend\n    delivery: queue\n",
-        backend.addr
+    let yaml = process_config(
+        backend.addr,
+        "worker_threads: 1",
+        "backoff: { initial: 10ms, max: 50ms }, concurrency: 4",
     );
     std::fs::write(&config_path, yaml).unwrap();
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -740,10 +749,10 @@ async fn a_disk_error_on_commit_answers_503_from_then_on_and_loses_no_acknowledg
     let backend_addr = free_port().await;
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("gateway.yaml");
-    let yaml = format!(
-        "{LISTENER}limits: {{ worker_threads: 1 }}\naccess_log: off\nspool: {{ path: spool }}\n\
-         upstreams:\n  backend:\n    url: http://{backend_addr}\n    connect_timeout: 200ms\n    delivery: {{ backoff: {{ initial: 10ms, max: 50ms }} }}\n\
-         routes:\n  - name: queued\n    path: /hooks/queued\n    upstream: backend\n    delivery: queue\n"
+    let yaml = process_config(
+        backend_addr,
+        "worker_threads: 1",
+        "backoff: { initial: 10ms, max: 50ms }",
     );
     std::fs::write(&config_path, yaml).unwrap();
     let log = dir.path().join("stderr-limited.log");
@@ -850,11 +859,10 @@ async fn sigterm_mid_delivery_exits_within_the_drain_and_the_restart_delivers_th
     .await;
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("gateway.yaml");
-    let yaml = format!(
-        "{LISTENER}limits: {{ worker_threads: 1, drain_timeout: 1s }}\naccess_log: off\nspool: {{ path: spool }}\n\
-         upstreams:\n  backend:\n    url: http://{}\n    delivery: {{ concurrency: 2 }}\n\
-         routes:\n  - name: queued\n    path: /hooks/queued\n    upstream: backend\n    delivery: queue\n",
-        backend.addr
+    let yaml = process_config(
+        backend.addr,
+        "worker_threads: 1, drain_timeout: 1s",
+        "concurrency: 2",
     );
     std::fs::write(&config_path, yaml).unwrap();
     let (mut child, addr) = spawn_gateway(&config_path, &dir.path().join("first.log")).await;

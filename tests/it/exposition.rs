@@ -37,32 +37,8 @@ routes:
 async fn promtool_accepts_the_exposition_and_no_series_repeats() {
     let gw = TestGateway::start(ROUTES).await;
     let client = h2_client(&gw.certs);
-    let sig = [(
-        "x-hub-signature-256",
-        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
-    )];
-    let traffic: &[Probe] = &[
-        ("/signed", &sig, 200),
-        ("/signed", &[], 401),
-        ("/signed", &sig, 429),
-        ("/office", &[], 403),
-        ("/gone", &[], 502),
-        ("/open/a", &[], 200),
-        ("/nothing", &[], 404),
-    ];
-    for (path, headers, want) in traffic {
-        let (status, _, _) = send(
-            &client,
-            "POST",
-            &gw.https_url(path),
-            headers,
-            "Hello, World!",
-        )
-        .await
-        .unwrap();
-        assert_eq!(status, *want, "{path}");
-    }
-    gw.log_lines(traffic.len()).await;
+    let sent = send_one_of_every_outcome(&gw, &client).await;
+    gw.log_lines(sent).await;
     let url = format!(
         "http://{}/metrics",
         gw.gateway.as_ref().unwrap().admin_addr().unwrap()

@@ -537,31 +537,7 @@ async fn dashboard_queries_parse_and_name_only_metrics_a_scrape_shows() {
 
     let gw = TestGateway::start(DASHBOARD_ROUTES).await;
     let client = h2_client(&gw.certs);
-    let sig = [(
-        "x-hub-signature-256",
-        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
-    )];
-    let traffic: &[Probe] = &[
-        ("/signed", &sig, 200),
-        ("/signed", &[], 401),
-        ("/signed", &sig, 429),
-        ("/office", &[], 403),
-        ("/gone", &[], 502),
-        ("/open/a", &[], 200),
-        ("/nothing", &[], 404),
-    ];
-    for (path, headers, want) in traffic {
-        let (status, _, _) = send(
-            &client,
-            "POST",
-            &gw.https_url(path),
-            headers,
-            "Hello, World!",
-        )
-        .await
-        .unwrap();
-        assert_eq!(status, *want, "{path}");
-    }
+    let sent = send_one_of_every_outcome(&gw, &client).await;
     // Not TLS on the TLS listener: a failed handshake.
     raw_exchange(
         gw.tls_addr(),
@@ -588,7 +564,7 @@ async fn dashboard_queries_parse_and_name_only_metrics_a_scrape_shows() {
         Duration::from_millis(500),
     )
     .await;
-    gw.log_lines(traffic.len()).await;
+    gw.log_lines(sent).await;
 
     // Some series appear a moment later: rate-limit key counts with the housekeeping round
     // (every 10 s), a protocol error when its connection's task ends.

@@ -82,6 +82,27 @@ async fn load(gw: &TestGateway, every: Duration, duration: Duration) -> Vec<(u16
     out
 }
 
+/// Every answer of a `load` is the policy's (200 or 429), and came within `within`.
+fn assert_policy_answers_within(results: &[(u16, Duration)], within: Duration) {
+    for (status, latency) in results {
+        assert!(*status == 200 || *status == 429, "status {status}");
+        assert!(*latency < within, "took {latency:?}");
+    }
+}
+
+/// Sends the signed GitHub delivery `id` to `gw`'s `/hooks/github`; the status.
+async fn signed_delivery(gw: &TestGateway, id: &str) -> u16 {
+    let headers = [
+        ("x-hub-signature-256", GITHUB_SIGNATURE),
+        ("x-github-delivery", id),
+    ];
+    let url = gw.http_url("/hooks/github");
+    let (status, _, _) = send(&plain_client(), "POST", &url, &headers, GITHUB_BODY)
+        .await
+        .unwrap();
+    status
+}
+
 fn admitted(results: &[(u16, Duration)]) -> usize {
     results.iter().filter(|(s, _)| *s == 200).count()
 }
@@ -312,21 +333,8 @@ async fn the_same_delivery_sent_to_two_instances_at_once_is_forwarded_once() {
     }
     // A later retry on either instance is a 2xx duplicate, not forwarded.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let headers = [
-        ("x-hub-signature-256", GITHUB_SIGNATURE),
-        ("x-github-delivery", ids[0].as_str()),
-    ];
     for gw in [&a, &b] {
-        let (status, _, _) = send(
-            &plain_client(),
-            "POST",
-            &gw.http_url("/hooks/github"),
-            &headers,
-            GITHUB_BODY,
-        )
-        .await
-        .unwrap();
-        assert_eq!(status, 200);
+        assert_eq!(signed_delivery(gw, &ids[0]).await, 200);
     }
     assert_eq!(a.upstream.seen().len() + b.upstream.seen().len(), ids.len());
     let value: String = redis
@@ -422,33 +430,10 @@ async fn a_blackhole_or_a_frozen_redis_costs_at_most_the_timeout() {
     let hole = blackhole_port().await;
     let gw = gateway(&format!("redis://{hole}"), "50ms").await;
     let results = load(&gw, Duration::from_millis(10), Duration::from_millis(500)).await;
-    for (status, latency) in &results {
-        assert!(*status == 200 || *status == 429, "status {status}");
-        assert!(*latency < Duration::from_millis(500), "took {latency:?}");
-    }
-    let headers = [
-        ("x-hub-signature-256", GITHUB_SIGNATURE),
-        ("x-github-delivery", "blackhole-1"),
-    ];
-    let (status, _, _) = send(
-        &plain_client(),
-        "POST",
-        &gw.http_url("/hooks/github"),
-        &headers,
-        GITHUB_BODY,
-    )
-    .await
-    .unwrap();
+    assert_policy_answers_within(&results, Duration::from_millis(500));
+    let status = signed_delivery(&gw, "blackhole-1").await;
     assert_eq!(status, 200, "forwarded with the local replay memory");
-    let (status, _, _) = send(
-        &plain_client(),
-        "POST",
-        &gw.http_url("/hooks/github"),
-        &headers,
-        GITHUB_BODY,
-    )
-    .await
-    .unwrap();
+    let status = signed_delivery(&gw, "blackhole-1").await;
     assert_eq!(status, 200, "a duplicate by the local replay memory");
     assert_eq!(gw.upstream.seen().len(), admitted(&results) + 1);
     let m = gw.metrics().await;
@@ -464,10 +449,7 @@ async fn a_blackhole_or_a_frozen_redis_costs_at_most_the_timeout() {
     redis.freeze(true);
     let results = load(&gw, Duration::from_millis(10), Duration::from_millis(500)).await;
     redis.freeze(false);
-    for (status, latency) in &results {
-        assert!(*status == 200 || *status == 429, "status {status}");
-        assert!(*latency < Duration::from_millis(500), "took {latency:?}");
-    }
+    assert_policy_answers_within(&results, Duration::from_millis(500));
     assert!(gw.metrics().await["hookgate_rate_limit_fallback_total"] > 0.0);
     wait_until_up(&gw, 1.0, Duration::from_secs(2)).await;
 }
@@ -610,24 +592,9 @@ async fn rediss_with_a_private_ca_shares_limits_and_a_wrong_ca_falls_back() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let results = load(&c, Duration::from_millis(10), Duration::from_millis(500)).await;
-    for (status, latency) in &results {
-        assert!(*status == 200 || *status == 429, "status {status}");
-        assert!(*latency < Duration::from_millis(500), "took {latency:?}");
-    }
+    assert_policy_answers_within(&results, Duration::from_millis(500));
     assert!(admitted(&results) > 0, "served by the local limiter");
-    let headers = [
-        ("x-hub-signature-256", GITHUB_SIGNATURE),
-        ("x-github-delivery", "wrong-ca-1"),
-    ];
-    let (status, _, _) = send(
-        &plain_client(),
-        "POST",
-        &c.http_url("/hooks/github"),
-        &headers,
-        GITHUB_BODY,
-    )
-    .await
-    .unwrap();
+    let status = signed_delivery(&c, "wrong-ca-1").await;
     assert_eq!(status, 200, "forwarded with the local replay memory");
     let m = c.metrics().await;
     assert_eq!(m["hookgate_redis_up"], 0.0);

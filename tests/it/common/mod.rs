@@ -484,6 +484,40 @@ pub fn path_str(p: &Path) -> &str {
 /// A request to send and the status it must get: path, headers, status.
 pub type Probe<'a> = (&'a str, &'a [(&'a str, &'a str)], u16);
 
+/// Over HTTP/2 and TLS, one request of each outcome a gateway with routes `signed` (GitHub
+/// signature, burst 2 a minute), `office` (allowlist without loopback), `gone` (a dead
+/// upstream) and `open/*` can give: forwarded, refused by signature, limit and allowlist, 502,
+/// and no route, on `client` (the caller's: its connection stays open). Returns how many
+/// requests were sent.
+pub async fn send_one_of_every_outcome(gw: &TestGateway, client: &TestClient) -> usize {
+    let sig = [(
+        "x-hub-signature-256",
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+    )];
+    let traffic: &[Probe] = &[
+        ("/signed", &sig, 200),
+        ("/signed", &[], 401),
+        ("/signed", &sig, 429),
+        ("/office", &[], 403),
+        ("/gone", &[], 502),
+        ("/open/a", &[], 200),
+        ("/nothing", &[], 404),
+    ];
+    for (path, headers, want) in traffic {
+        let (status, _, _) = send(
+            client,
+            "POST",
+            &gw.https_url(path),
+            headers,
+            "Hello, World!",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, *want, "{path}");
+    }
+    traffic.len()
+}
+
 /// The DER of the certificate a TLS server presents on a new connection.
 pub async fn presented_certificate(addr: SocketAddr, certs: &TestCerts) -> Vec<u8> {
     use rustls_pki_types::pem::PemObject;
