@@ -142,29 +142,7 @@ async fn pebble_root(certs: &TestCerts, pebble: &Pebble) -> String {
     String::from_utf8(body.to_vec()).unwrap()
 }
 
-/// The leaf the listener presents for `localhost` now, if a client trusting only `root`
-/// accepts it.
-async fn trusted_leaf(addr: std::net::SocketAddr, root: &str) -> Option<Vec<u8>> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(root.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(name, tcp).await.ok()?;
-    Some(tls.get_ref().1.peer_certificates()?[0].to_vec())
-}
-
-async fn wait_for_trusted_leaf(
+async fn wait_for_leaf_trusted_by(
     addr: std::net::SocketAddr,
     root: &str,
     not: Option<&[u8]>,
@@ -172,7 +150,7 @@ async fn wait_for_trusted_leaf(
 ) -> Vec<u8> {
     let deadline = Instant::now() + within;
     loop {
-        if let Some(leaf) = trusted_leaf(addr, root).await {
+        if let Some(leaf) = leaf_trusted_by(addr, root).await {
             if Some(leaf.as_slice()) != not {
                 return leaf;
             }
@@ -209,7 +187,7 @@ async fn issues_from_pebble_renews_without_a_dropped_request_and_restarts_from_t
     );
 
     // Issued at start, proven on the listener itself, trusted through pebble's root.
-    let first = wait_for_trusted_leaf(addr, &root, None, Duration::from_secs(30)).await;
+    let first = wait_for_leaf_trusted_by(addr, &root, None, Duration::from_secs(30)).await;
     let client = client_trusting(&root, true);
     let url = gw.https_url("/hooks/github");
     let (status, _, _) = send(&client, "POST", &url, &[SIG], "Hello, World!")
@@ -268,7 +246,7 @@ async fn issues_from_pebble_renews_without_a_dropped_request_and_restarts_from_t
             failures
         })
     };
-    let second = wait_for_trusted_leaf(addr, &root, Some(&first), Duration::from_secs(60)).await;
+    let second = wait_for_leaf_trusted_by(addr, &root, Some(&first), Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let failures = sender.await.unwrap();
@@ -288,7 +266,7 @@ async fn issues_from_pebble_renews_without_a_dropped_request_and_restarts_from_t
     drop(gw.shutdown().await);
     let listeners = gateway_listeners(port, 0, "tls-alpn-01", &pebble, &certs, cache_text);
     let gw = TestGateway::start_with_listeners(&listeners, ROUTES).await;
-    let leaf = trusted_leaf(gw.tls_addr(), &root).await;
+    let leaf = leaf_trusted_by(gw.tls_addr(), &root).await;
     let leaf = leaf.expect("the cached certificate is served at once");
     use rustls_pki_types::pem::PemObject;
     let cached_leaf = rustls_pki_types::CertificateDer::pem_slice_iter(&cached)
@@ -306,7 +284,7 @@ async fn issues_from_pebble_renews_without_a_dropped_request_and_restarts_from_t
         assert!(Instant::now() < deadline, "a failed order is counted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let leaf = trusted_leaf(gw.tls_addr(), &root).await;
+    let leaf = leaf_trusted_by(gw.tls_addr(), &root).await;
     assert_eq!(
         leaf,
         Some(cached_leaf.to_vec()),
@@ -331,7 +309,7 @@ async fn issues_with_http01_answered_by_the_plain_listener() {
     let root = pebble_root(&certs, &pebble).await;
     let gw = TestGateway::start_with_listeners(&listeners, ROUTES).await;
 
-    let leaf = wait_for_trusted_leaf(gw.tls_addr(), &root, None, Duration::from_secs(30)).await;
+    let leaf = wait_for_leaf_trusted_by(gw.tls_addr(), &root, None, Duration::from_secs(30)).await;
     assert!(!leaf.is_empty());
     let client = client_trusting(&root, true);
     let (status, _, _) = send(
@@ -393,7 +371,7 @@ async fn issues_with_http01_answered_by_the_plain_listener() {
 
     // Renewal at two thirds of pebble's 45 s goes through HTTP-01 again.
     let renewed =
-        wait_for_trusted_leaf(gw.tls_addr(), &root, Some(&leaf), Duration::from_secs(60)).await;
+        wait_for_leaf_trusted_by(gw.tls_addr(), &root, Some(&leaf), Duration::from_secs(60)).await;
     assert_ne!(renewed, leaf);
     let metrics = gw.metrics().await;
     assert!(metrics[r#"hookgate_acme_orders_total{result="ok"}"#] >= 2.0);

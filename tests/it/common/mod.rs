@@ -393,18 +393,7 @@ pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
 pub type TestClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 fn tls_connector(ca_pem: &str, h2: bool) -> hyper_rustls::HttpsConnector<HttpConnector> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = tls_client_config(ca_pem);
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
@@ -520,23 +509,33 @@ pub async fn send_one_of_every_outcome(gw: &TestGateway, client: &TestClient) ->
 
 /// The DER of the certificate a TLS server presents on a new connection.
 pub async fn presented_certificate(addr: SocketAddr, certs: &TestCerts) -> Vec<u8> {
+    leaf_trusted_by(addr, &certs.ca_pem)
+        .await
+        .expect("a certificate the test CA signed")
+}
+
+/// The leaf a TLS listener presents for `localhost`, if a client trusting only `ca_pem`
+/// accepts it.
+pub async fn leaf_trusted_by(addr: SocketAddr, ca_pem: &str) -> Option<Vec<u8>> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(ca_pem)));
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.ok()?;
+    Some(tls.get_ref().1.peer_certificates()?[0].to_vec())
+}
+
+/// A rustls client configuration that trusts only the certificates in `ca_pem`.
+pub fn tls_client_config(ca_pem: &str) -> rustls::ClientConfig {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(certs.ca_pem.as_bytes()) {
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
-    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// A Python virtualenv under `target/NAME` with `requirements` (pip lines) installed; rebuilt
