@@ -519,7 +519,7 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
                 -- sleep "$(awk -v d="$dur_s" 'BEGIN{print (d > 4 ? 4 : d)}')" >/dev/null 2>&1 &
             perf_pids+=($!); STARTED+=($!)
         fi
-        if [[ $target == hookgate || $target == hookgate-redis ]]; then
+        if [[ $target == hookgate || $target == hookgate-redis || $target == hookgate-queue ]]; then
             perf stat -x, -e instructions -p "$TARGET_PID" -o "$prof/$w-$target.instructions" \
                 -- sleep "$dur_s" >/dev/null 2>&1 &
             perf_pids+=($!); STARTED+=($!)
