@@ -388,7 +388,7 @@ access_log: {"off" if variant == "nolog" else work + "/hookgate-access.log"}{chr
 upstreams:
   backend:
     url: http://127.0.0.1:{backend}
-    timeout: 15s
+    timeout: 15s{chr(10) + "    delivery: { concurrency: 64 }  # as many attempts at once as direct mode has forwards (CONNS)" if queue else ""}
 routes:
 """)
     for i, path in enumerate(extra_routes):
@@ -558,7 +558,9 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
         log "$target $w: backlog at the end of the load $(curl -fs "http://127.0.0.1:$HG_ADMIN/metrics" | awk '
             /^hookgate_requests_total\{/ && /outcome="queued"/ { q += $NF }
             /^hookgate_delivery_attempts_total\{/ && /result="delivered"/ { d += $NF }
-            END { printf "%d events (%.1f%% of %d queued)", q - d, (q > 0 ? (q - d) * 100 / q : 0), q }')"
+            /^hookgate_spool_commit_duration_seconds_count/ { c = $NF }
+            /^hookgate_spool_commit_duration_seconds_sum/ { t = $NF }
+            END { printf "%d events (%.1f%% of %d queued); %d commits, %.1f events per commit, mean commit %.3f ms", q - d, (q > 0 ? (q - d) * 100 / q : 0), q, c, (c > 0 ? q / c : 0), (c > 0 ? t / c * 1000 : 0) }')"
     fi
     if [[ $target == hookgate* ]]; then
         local ok bad; read -r ok bad < <(check_hookgate_outcomes)

@@ -83,7 +83,7 @@ pub struct DeliveryConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpoolConfig {
-    /// The spool's folder (the database file is `spool.redb` inside it).
+    /// The spool's folder (its segment files and lock file are inside it).
     pub path: PathBuf,
     pub max_bytes: u64,
     /// Delivered and dead events are removed this long after their last change.

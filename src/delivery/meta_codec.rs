@@ -1,9 +1,8 @@
 //! The stored form of [`EventMeta`]: a version byte and the fields in a fixed order, integers
-//! big-endian, text as `u32 length + UTF-8`. A third of JSON's size, so a spool page holds three
-//! times as many and an attempt's state change rewrites fewer pages (bench/README.md, "Durable
-//! delivery"). Records written as JSON by earlier builds (they start with `{`) still decode.
+//! big-endian, text as `u32 length + UTF-8`: a third of JSON's size, and no serde on the
+//! spool's write path (bench/README.md, "Durable delivery").
 //!
-//! A binary record ends with its payload's [`Location`]: which commit's batch holds it, where.
+//! A record ends with its payload's [`Location`]: which segment holds it, where.
 
 use super::spool::{EventMeta, SpoolError, State, Trigger};
 
@@ -11,10 +10,10 @@ const VERSION: u8 = 1;
 /// The length that stands for `None` of an optional text.
 const ABSENT: u32 = u32::MAX;
 
-/// Where an event's headers and body are: bytes `offset..offset + len` of batch `batch`.
+/// Where an event's headers and body are: bytes `offset..offset + len` of segment `segment`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
-    pub batch: u64,
+    pub segment: u64,
     pub offset: u64,
     pub len: u64,
 }
@@ -71,17 +70,17 @@ pub fn encode(m: &EventMeta, at: Location) -> Vec<u8> {
     out.extend_from_slice(&m.last_status.unwrap_or(0).to_be_bytes());
     put_opt_text(&mut out, m.last_reason.as_deref());
     out.extend_from_slice(&m.stored_bytes.to_be_bytes());
-    for n in [at.batch, at.offset, at.len] {
+    for n in [at.segment, at.offset, at.len] {
         out.extend_from_slice(&n.to_be_bytes());
     }
     out
 }
 
-/// The payload's location in a binary record; `None` for an earlier JSON one (whose payload is
-/// stored by event id).
-pub fn location(bytes: &[u8]) -> Result<Option<Location>, SpoolError> {
+/// The payload's location in a record.
+#[cfg(test)]
+pub fn location(bytes: &[u8]) -> Result<Location, SpoolError> {
     if bytes.first() != Some(&VERSION) {
-        return Ok(None);
+        return Err(bad());
     }
     let tail = bytes
         .len()
@@ -92,19 +91,16 @@ pub fn location(bytes: &[u8]) -> Result<Option<Location>, SpoolError> {
         let b: [u8; 8] = tail[i * 8..i * 8 + 8].try_into().map_err(|_| bad())?;
         Ok(u64::from_be_bytes(b))
     };
-    Ok(Some(Location {
-        batch: n(0)?,
+    Ok(Location {
+        segment: n(0)?,
         offset: n(1)?,
         len: n(2)?,
-    }))
+    })
 }
 
 pub fn decode(bytes: &[u8]) -> Result<EventMeta, SpoolError> {
     match bytes.first() {
         Some(&VERSION) => Reader { bytes, at: 1 }.meta(),
-        Some(b'{') => {
-            serde_json::from_slice(bytes).map_err(|e| SpoolError::Corrupt(format!("event: {e}")))
-        }
         _ => Err(bad()),
     }
 }
@@ -242,18 +238,17 @@ mod tests {
     }
 
     #[test]
-    fn binary_and_earlier_json_records_decode_to_the_same_event() {
+    fn records_decode_to_the_same_event_and_location() {
         let m = sample();
         let at = Location {
-            batch: 7,
+            segment: 7,
             offset: 4096,
             len: 2100,
         };
         let bin = encode(&m, at);
         assert_eq!(decode(&bin).unwrap(), m);
-        assert_eq!(location(&bin).unwrap(), Some(at));
-        assert_eq!(location(&serde_json::to_vec(&m).unwrap()).unwrap(), None);
-        assert_eq!(decode(&serde_json::to_vec(&m).unwrap()).unwrap(), m);
+        assert_eq!(location(&bin).unwrap(), at);
+        assert!(decode(&serde_json::to_vec(&m).unwrap()).is_err());
         let bare = EventMeta {
             provider: None,
             last_status: None,
@@ -267,7 +262,7 @@ mod tests {
     #[test]
     fn a_cut_or_unknown_record_is_an_error_not_a_panic() {
         let at = Location {
-            batch: 1,
+            segment: 1,
             offset: 0,
             len: 1,
         };

@@ -11,6 +11,7 @@ pub mod intake;
 pub mod log;
 mod meta_codec;
 pub mod ops;
+mod segments;
 pub mod send;
 pub mod spool;
 pub mod worker;
@@ -30,9 +31,10 @@ use crate::observe::metrics::{
     AttemptLabels, BreakerLabels, Metrics, QueueLabels, RouteLabels, UpstreamLabels,
 };
 use crate::state::Shared;
+use segments::SegmentSpool;
 use send::Sent;
-use spool::{EventMeta, Filter, Op, RedbSpool, Spool, SpoolError, State, Trigger, Writer};
-use worker::{Admit, Clock, SystemClock, UpstreamQueue, Verdict};
+use spool::{EventMeta, Filter, Op, Spool, SpoolError, State, Trigger, Writer};
+use worker::{Admit, BreakerState, Clock, SystemClock, UpstreamQueue, Verdict};
 
 /// How often queue gauges are refreshed and retention is applied.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
@@ -94,8 +96,9 @@ impl Delivery {
             path: spool_config.path.display().to_string(),
             error,
         };
+        let segment_bytes = segments::segment_bytes_for(spool_config.max_bytes);
         let spool: Arc<dyn Spool> =
-            Arc::new(RedbSpool::open(&spool_config.path).map_err(open_error)?);
+            Arc::new(SegmentSpool::open(&spool_config.path, segment_bytes).map_err(open_error)?);
         let observe = {
             let duration = metrics.delivery.commit_duration.clone();
             let errors = metrics.delivery.commit_errors.clone();
@@ -257,8 +260,7 @@ impl Delivery {
             Ok(()) => {
                 self.count(&meta.route, None, Some(State::Pending));
                 self.remember_fresh(&meta, &payload_kept);
-                self.queue(&meta.upstream)
-                    .schedule(&meta, meta.next_attempt_ms, Trigger::Initial);
+                self.first_attempt(&meta);
             }
             Err(SpoolError::Full) => {}
             Err(e) => {
@@ -272,6 +274,34 @@ impl Delivery {
             }
         }
         result
+    }
+
+    /// Starts a just-stored event's first attempt. When its upstream has a free slot, a closed
+    /// breaker and nothing due before it, the attempt runs at once on the caller's thread (the
+    /// intake's worker, whose idle upstream connections it uses) instead of going through the
+    /// upstream's queue on the main runtime: one cross-thread wake-up less per event, and
+    /// deliveries spread over the workers (measured: bench/README.md, "Durable delivery").
+    /// Otherwise it joins the queue.
+    fn first_attempt(self: &Arc<Self>, meta: &EventMeta) {
+        let queue = self.queue(&meta.upstream);
+        let now = self.clock.now_ms();
+        let started = self.handle.get().is_some() && !*self.stop.borrow();
+        let free =
+            started && queue.peek(now).is_err() && queue.breaker().state() == BreakerState::Closed;
+        let permit = free
+            .then(|| Arc::clone(&queue.permits).try_acquire_owned().ok())
+            .flatten();
+        match permit {
+            Some(permit) if queue.begin(meta, Trigger::Initial) => {
+                let (me, id) = (Arc::clone(self), meta.id.clone());
+                tokio::spawn(async move {
+                    me.attempt(&queue, &id, Trigger::Initial, permit).await;
+                });
+            }
+            _ => {
+                queue.schedule(meta, meta.next_attempt_ms, Trigger::Initial);
+            }
+        }
     }
 
     /// Removes the oldest delivered events, a tenth of `max_bytes` of them, when no other
@@ -797,11 +827,14 @@ mod tests {
         }
     }
 
+    /// Segments of 1 MiB: small enough for a test to see space come back.
+    const MAX_BYTES: u64 = 16 << 20;
+
     fn open(dir: &std::path::Path, clock: &Arc<FakeClock>) -> Arc<Delivery> {
         let config = DeliveryConfig {
             spool: Some(SpoolConfig {
                 path: dir.to_path_buf(),
-                max_bytes: 1 << 30,
+                max_bytes: MAX_BYTES,
                 retention: 7 * DAY,
             }),
             ..DeliveryConfig::default()
@@ -896,8 +929,9 @@ mod tests {
         assert!(d.get(&first[5].id).unwrap().is_none());
         assert_eq!(d.spool.live_bytes(), 10 * (2048 + 4 + 512));
 
-        // Steady state: a day's events delivered, and removed a retention later. The file
-        // reuses the space of removed events (and compaction gives it back) instead of growing.
+        // Steady state: a day's events delivered, and removed a retention later. Space comes
+        // back by whole segments (the first one's ten pending events are copied forward), so
+        // the files hold a segment or two, however many rounds go by.
         let mut sizes = Vec::new();
         for _ in 0..8 {
             let mut batch = spool_events(&d, 200).await;
@@ -907,12 +941,15 @@ mod tests {
             sizes.push(d.spool.file_bytes());
         }
         assert_eq!(d.list(&Filter::default(), usize::MAX).unwrap().len(), 10);
-        // Eight rounds wrote 8 x 200 x 2.5 KiB = 4 MiB of events; the file holds one round's
-        // worth and some free pages, however many rounds go by.
-        let bound = 2 * sizes[1];
+        for (id, m) in first[20..].iter().map(|m| (&m.id, m)) {
+            let (kept, payload) = d.get(id).unwrap().unwrap();
+            assert_eq!((&kept, payload.body.len()), (m, 2048));
+        }
+        // Eight rounds wrote 8 x 200 x 2.5 KiB = 4 MiB of events.
+        let segment = segments::segment_bytes_for(MAX_BYTES);
         assert!(
-            sizes.iter().all(|s| *s <= bound) && bound < 2 << 20,
-            "the file grew while holding the same events: {sizes:?}"
+            sizes.iter().all(|s| *s <= 2 * segment),
+            "the files grew while holding the same events: {sizes:?}"
         );
         d.stop(tokio::time::Instant::now() + Duration::from_secs(1))
             .await;

@@ -11,7 +11,8 @@ use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
 
-use super::spool::{EventMeta, Filter, Op, RedbSpool, Spool, SpoolError, State, Trigger};
+use super::segments::{self, SegmentSpool};
+use super::spool::{EventMeta, Filter, Op, Spool, SpoolError, State, Trigger};
 use super::Delivery;
 
 /// Most events one listing returns unless `limit` says otherwise.
@@ -224,7 +225,7 @@ pub fn offline(
     filter: &Filter,
     limit: usize,
 ) -> Result<serde_json::Value, SpoolError> {
-    let spool = RedbSpool::open(dir)?;
+    let spool = SegmentSpool::open(dir, segments::DEFAULT_SEGMENT_BYTES)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

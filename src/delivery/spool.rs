@@ -1,48 +1,19 @@
-//! The spool: where queued events live between their acknowledgement and their delivery. An
-//! embedded transactional store behind the small [`Spool`] trait, and the single writer thread
-//! that every change goes through ([`Writer`]), so that requests arriving together share one
-//! commit and one fsync (group commit).
+//! The spool: where queued events live between their acknowledgement and their delivery. The
+//! store sits behind the small [`Spool`] trait (the one used is [`super::segments`]'s
+//! append-only log), and every change goes through the single writer thread ([`Writer`]), so
+//! that requests arriving together share one commit and one fsync (group commit).
 //!
-//! The store is `redb` (see [`RedbSpool`]): a pure-Rust, copy-on-write B-tree file with
-//! checksummed single-fsync commits that survive a torn last write, and an OS file lock so only
-//! one process opens it. It never holds an event only in memory once its commit has returned,
-//! and it never drops one: a full spool refuses new events ([`SpoolError::Full`]), and after an
-//! fsync error it refuses every further change ([`SpoolError::Failed`]) until a restart.
+//! A store never holds an event only in memory once its commit has returned, and never drops
+//! one: a full spool refuses new events ([`SpoolError::Full`]), and after a failed write or
+//! fsync the writer refuses every further change ([`SpoolError::Failed`]) until a restart.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::{ReadableTable, TableDefinition};
-
-use super::meta_codec;
 use serde::{Deserialize, Serialize};
-
-/// Event metadata and state by event id: small, rewritten at every attempt.
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-/// Received headers and exact body by event id, as earlier builds stored them (read and
-/// removed, no longer written).
-const BODY: TableDefinition<&str, &[u8]> = TableDefinition::new("body");
-/// The payloads (headers and body) of the events one commit inserted, end to end, by batch
-/// number: one B-tree insert per commit (up to [`BATCH_BYTES`] each) instead of one per event,
-/// and no half-empty page per 2 KiB body (measured: redb's share of a queued event's CPU 37% ->
-/// 26%, bench/README.md). Each event's metadata says where its payload is
-/// ([`meta_codec::Location`]). A batch stays until its last event is removed.
-const BATCH: TableDefinition<u64, &[u8]> = TableDefinition::new("batch");
-/// How many events of a batch are still stored: the batch goes with the last of them.
-const BATCH_LIVE: TableDefinition<u64, u64> = TableDefinition::new("batch_live");
-/// A batch is closed once it holds this much: reading one event back (a retry, a backlog past
-/// what is kept in memory) reads its whole batch, so a batch stays small, and a payload larger
-/// than this has one of its own.
-const BATCH_BYTES: usize = 64 << 10;
-
-/// redb's page cache.
-const CACHE_BYTES: usize = 32 << 20;
-
-/// The database file inside `spool.path`.
-pub const FILE_NAME: &str = "spool.redb";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -230,13 +201,6 @@ pub enum SpoolError {
     Stopped,
 }
 
-fn store(e: impl Into<redb::Error>) -> SpoolError {
-    match e.into() {
-        redb::Error::DatabaseAlreadyOpen => SpoolError::Locked,
-        e => SpoolError::Store(e.to_string()),
-    }
-}
-
 /// One change, applied with others in one transaction.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -290,281 +254,6 @@ pub trait Spool: Send + Sync {
     fn close(&self);
 }
 
-/// The redb-backed spool.
-pub struct RedbSpool {
-    /// Write-locked only to compact (redb needs `&mut` and no open transaction for it).
-    /// `None` once closed.
-    db: RwLock<Option<redb::Database>>,
-    file: PathBuf,
-    live: AtomicU64,
-    /// The number the next commit's batch gets.
-    next_batch: AtomicU64,
-}
-
-impl RedbSpool {
-    /// Opens (or creates, mode 0700) the spool folder and its file. A torn last commit (a
-    /// crash mid-write) is rolled back by redb's checksums here.
-    pub fn open(dir: &Path) -> Result<RedbSpool, SpoolError> {
-        create_private_dir(dir)
-            .map_err(|e| SpoolError::Store(format!("cannot create {}: {e}", dir.display())))?;
-        let file = dir.join(FILE_NAME);
-        // redb's default page cache is 1 GiB; the spool is written once and read about once
-        // per event, so a small cache does (measured: RSS 250-1000 MiB under load otherwise).
-        let db = redb::Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&file)
-            .map_err(store)?;
-        let tx = db.begin_write().map_err(store)?;
-        let mut live = 0u64;
-        let next_batch;
-        {
-            tx.open_table(META).map_err(store)?;
-            tx.open_table(BODY).map_err(store)?;
-            tx.open_table(BATCH_LIVE).map_err(store)?;
-            let batches = tx.open_table(BATCH).map_err(store)?;
-            let last = batches.last().map_err(store)?;
-            next_batch = last.map_or(0, |(k, _)| k.value() + 1);
-        }
-        tx.commit().map_err(store)?;
-        {
-            let rx = db.begin_read().map_err(store)?;
-            let meta = rx.open_table(META).map_err(store)?;
-            for row in meta.iter().map_err(store)? {
-                let (_, value) = row.map_err(store)?;
-                if let Ok(m) = meta_codec::decode(value.value()) {
-                    live += m.stored_bytes;
-                }
-            }
-        }
-        Ok(RedbSpool {
-            db: RwLock::new(Some(db)),
-            file,
-            live: AtomicU64::new(live),
-            next_batch: AtomicU64::new(next_batch),
-        })
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<redb::Database>> {
-        self.db
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-impl Spool for RedbSpool {
-    fn commit(
-        &self,
-        ops: Vec<Op>,
-        max_bytes: u64,
-        durable: bool,
-    ) -> Result<Vec<usize>, SpoolError> {
-        let guard = self.read();
-        let db = guard.as_ref().ok_or(SpoolError::Stopped)?;
-        let mut tx = db.begin_write().map_err(store)?;
-        if !durable {
-            // No fsync: the next durable commit (redb's default, `Immediate`) carries it.
-            tx.set_durability(redb::Durability::None);
-        }
-        let mut refused = Vec::new();
-        let mut live = self.live.load(Ordering::SeqCst);
-        let first_batch = self.next_batch.load(Ordering::SeqCst);
-        // This commit's batches: payloads end to end, and how many of their events are left.
-        let mut fresh: Vec<(Vec<u8>, u64)> = Vec::new();
-        {
-            let mut meta = tx.open_table(META).map_err(store)?;
-            let mut body = tx.open_table(BODY).map_err(store)?;
-            let mut batches = tx.open_table(BATCH).map_err(store)?;
-            let mut batch_live = tx.open_table(BATCH_LIVE).map_err(store)?;
-            for (i, op) in ops.into_iter().enumerate() {
-                match op {
-                    Op::Insert { meta: m, payload } => {
-                        if live.saturating_add(m.stored_bytes) > max_bytes {
-                            refused.push(i);
-                            continue;
-                        }
-                        let room = fresh
-                            .last()
-                            .is_some_and(|(blob, _)| blob.len() + payload.len() <= BATCH_BYTES);
-                        if !room {
-                            fresh.push((Vec::with_capacity(BATCH_BYTES.max(payload.len())), 0));
-                        }
-                        let batch = first_batch + fresh.len() as u64 - 1;
-                        let Some((blob, members)) = fresh.last_mut() else {
-                            continue;
-                        };
-                        let at = meta_codec::Location {
-                            batch,
-                            offset: blob.len() as u64,
-                            len: payload.len() as u64,
-                        };
-                        blob.extend_from_slice(&payload);
-                        *members += 1;
-                        let record = meta_codec::encode(&m, at);
-                        meta.insert(m.id.as_str(), record.as_slice())
-                            .map_err(store)?;
-                        live += m.stored_bytes;
-                    }
-                    Op::Update(m) => {
-                        // Ignored when purged meanwhile; the payload stays where it is.
-                        let at = match meta.get(m.id.as_str()).map_err(store)? {
-                            None => continue,
-                            Some(old) => meta_codec::location(old.value())?,
-                        };
-                        let record = match at {
-                            Some(at) => meta_codec::encode(&m, at),
-                            // An earlier build's event: its payload stays in BODY, by id.
-                            None => serde_json::to_vec(&m)
-                                .map_err(|e| SpoolError::Store(e.to_string()))?,
-                        };
-                        meta.insert(m.id.as_str(), record.as_slice())
-                            .map_err(store)?;
-                    }
-                    Op::Remove(id) => {
-                        let Some(old) = meta.remove(id.as_str()).map_err(store)? else {
-                            continue;
-                        };
-                        let old = old.value().to_vec();
-                        if let Ok(m) = meta_codec::decode(&old) {
-                            live = live.saturating_sub(m.stored_bytes);
-                        }
-                        match meta_codec::location(&old) {
-                            Ok(Some(at)) if at.batch >= first_batch => {
-                                if let Some((_, members)) =
-                                    fresh.get_mut((at.batch - first_batch) as usize)
-                                {
-                                    *members = members.saturating_sub(1);
-                                }
-                            }
-                            Ok(Some(at)) => {
-                                let left = batch_live
-                                    .get(at.batch)
-                                    .map_err(store)?
-                                    .map_or(0, |n| n.value())
-                                    .saturating_sub(1);
-                                if left == 0 {
-                                    batch_live.remove(at.batch).map_err(store)?;
-                                    batches.remove(at.batch).map_err(store)?;
-                                } else {
-                                    batch_live.insert(at.batch, left).map_err(store)?;
-                                }
-                            }
-                            _ => {
-                                body.remove(id.as_str()).map_err(store)?;
-                            }
-                        }
-                    }
-                }
-            }
-            for (batch, (blob, members)) in (first_batch..).zip(&fresh) {
-                if *members > 0 {
-                    batches.insert(batch, blob.as_slice()).map_err(store)?;
-                    batch_live.insert(batch, *members).map_err(store)?;
-                }
-            }
-        }
-        tx.commit().map_err(store)?;
-        self.live.store(live, Ordering::SeqCst);
-        self.next_batch
-            .store(first_batch + fresh.len() as u64, Ordering::SeqCst);
-        Ok(refused)
-    }
-
-    fn list(&self, filter: &Filter, limit: usize) -> Result<Vec<EventMeta>, SpoolError> {
-        let guard = self.read();
-        let db = guard.as_ref().ok_or(SpoolError::Stopped)?;
-        let rx = db.begin_read().map_err(store)?;
-        let table = rx.open_table(META).map_err(store)?;
-        let mut out = Vec::new();
-        if let Some(id) = &filter.id {
-            if let Some(value) = table.get(id.as_str()).map_err(store)? {
-                let m = meta_codec::decode(value.value())?;
-                if filter.matches(&m) {
-                    out.push(m);
-                }
-            }
-            return Ok(out);
-        }
-        for row in table.iter().map_err(store)? {
-            let (_, value) = row.map_err(store)?;
-            let m = meta_codec::decode(value.value())?;
-            if filter.matches(&m) {
-                out.push(m);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn get(&self, id: &str) -> Result<Option<(EventMeta, Payload)>, SpoolError> {
-        let guard = self.read();
-        let db = guard.as_ref().ok_or(SpoolError::Stopped)?;
-        let rx = db.begin_read().map_err(store)?;
-        let meta = rx.open_table(META).map_err(store)?;
-        let Some(record) = meta.get(id).map_err(store)? else {
-            return Ok(None);
-        };
-        let m = meta_codec::decode(record.value())?;
-        let missing = || SpoolError::Corrupt(format!("event {id} has no body"));
-        let payload = match meta_codec::location(record.value())? {
-            Some(at) => {
-                let batches = rx.open_table(BATCH).map_err(store)?;
-                let blob = batches.get(at.batch).map_err(store)?.ok_or_else(missing)?;
-                let end = at.offset.checked_add(at.len).ok_or_else(missing)?;
-                let bytes = blob
-                    .value()
-                    .get(at.offset as usize..end as usize)
-                    .ok_or_else(missing)?;
-                Payload::decode(bytes)?
-            }
-            None => {
-                let body = rx.open_table(BODY).map_err(store)?;
-                let b = body.get(id).map_err(store)?.ok_or_else(missing)?;
-                Payload::decode(b.value())?
-            }
-        };
-        Ok(Some((m, payload)))
-    }
-
-    fn live_bytes(&self) -> u64 {
-        self.live.load(Ordering::SeqCst)
-    }
-
-    fn file_bytes(&self) -> u64 {
-        std::fs::metadata(&self.file).map_or(0, |m| m.len())
-    }
-
-    fn compact(&self) -> Result<bool, SpoolError> {
-        let mut guard = self
-            .db
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let db = guard.as_mut().ok_or(SpoolError::Stopped)?;
-        db.compact().map_err(|e| SpoolError::Store(e.to_string()))
-    }
-
-    fn close(&self) {
-        // Waits for a commit under way; then the file and its lock are released.
-        let mut guard = self
-            .db
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        guard.take();
-    }
-}
-
 /// Counts of stored events, for metrics at start.
 pub fn count_by_route_state(
     spool: &dyn Spool,
@@ -576,12 +265,14 @@ pub fn count_by_route_state(
     Ok(counts)
 }
 
-/// How long the writer waits for more changes to join a commit that has fewer than
-/// [`GROUP_MAX`]: requests arriving within it share the fsync.
-pub const GROUP_WAIT: Duration = Duration::from_millis(2);
+/// How long the writer waits for more changes to join a commit: none by default. Changes that
+/// arrive while a commit is under way (its write and fsync) wait for it to end, and then all go
+/// in the next one, so the group grows with the load by itself; a linger would only add its
+/// length to every answer (measured, bench/README.md, "Durable delivery").
+pub const GROUP_WAIT: Duration = Duration::ZERO;
 
 /// The linger actually used: [`GROUP_WAIT`], or `HOOKGATE_SPOOL_GROUP_WAIT_US` microseconds
-/// (a benchmarking knob; 0 commits whatever is waiting at once).
+/// (a benchmarking knob).
 fn group_wait() -> Duration {
     std::env::var("HOOKGATE_SPOOL_GROUP_WAIT_US")
         .ok()
@@ -602,19 +293,32 @@ struct Job {
 }
 
 /// The longest a change committed without fsync ([`Writer::record`]) waits for a durable
-/// commit: when no intake brings one sooner, the writer makes one. It bounds both what a
-/// crash can undo (attempt results: a duplicate attempt) and how long redb keeps freed pages,
-/// which it reuses only after a durable commit.
+/// commit: when no intake brings one sooner, the writer makes one. It bounds what a crash can
+/// undo (attempt results: a duplicate attempt).
 pub const LAZY_MAX: Duration = Duration::from_millis(200);
+
+/// The longest a change given to [`Writer::record`] waits before the writer wakes for it, when
+/// no durable change wakes it sooner: such changes do not wake the writer one by one.
+pub const LAZY_WAKE: Duration = Duration::from_millis(10);
 
 /// Called by the writer after each commit: (changes, seconds it took, result).
 pub type CommitObserver = Box<dyn Fn(usize, f64, &Result<(), SpoolError>) + Send>;
 
-/// The single writer: a thread that takes jobs from a channel and commits them in groups.
-/// Cloned into every intake and worker. Each caller awaits its own job's commit.
+/// What wakes the writer.
+enum Wake {
+    /// A durable job.
+    Job(Job),
+    /// Lazy jobs wait in [`Writer::lazy`] (sent by the first of them only).
+    Lazy,
+}
+
+/// The single writer: a thread that takes jobs and commits them in groups. Cloned into every
+/// intake and worker. Each caller awaits its own job's commit.
 #[derive(Clone)]
 pub struct Writer {
-    tx: std::sync::mpsc::Sender<Job>,
+    tx: std::sync::mpsc::Sender<Wake>,
+    /// Jobs that wait for the writer's next wake (at most [`LAZY_WAKE`]).
+    lazy: Arc<std::sync::Mutex<Vec<Job>>>,
     failed: Arc<AtomicBool>,
 }
 
@@ -626,13 +330,24 @@ impl Writer {
         max_bytes: u64,
         observe: CommitObserver,
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (tx, rx) = std::sync::mpsc::channel::<Wake>();
         let failed = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&failed);
+        let lazy = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (flag, lazy_jobs) = (Arc::clone(&failed), Arc::clone(&lazy));
         let handle = std::thread::Builder::new()
             .name("hookgate-spool".into())
-            .spawn(move || write_loop(&*spool, max_bytes, rx, &flag, &observe))?;
-        Ok((Writer { tx, failed }, handle))
+            .spawn(move || {
+                WriteLoop {
+                    spool: &*spool,
+                    max_bytes,
+                    rx,
+                    lazy: &lazy_jobs,
+                    failed: &flag,
+                    observe: &observe,
+                }
+                .run()
+            })?;
+        Ok((Writer { tx, lazy, failed }, handle))
     }
 
     /// Commits `ops` (with whatever else is waiting) and resolves once they are durable.
@@ -640,8 +355,9 @@ impl Writer {
         self.send(ops, true).await
     }
 
-    /// Commits `ops` without waiting for an fsync of their own: they are visible at once and
-    /// durable with the next durable commit, within [`LAZY_MAX`]. For what a crash may undo
+    /// Commits `ops` without waiting for an fsync of their own, and without waking the writer:
+    /// they go with the next commit, at most [`LAZY_WAKE`] later, are visible once it is made,
+    /// and durable with the next durable commit, within [`LAZY_MAX`]. For what a crash may undo
     /// without harm: an attempt's result (undone, the event is attempted again, which at least
     /// once allows). Group commits with an intake in them are durable anyway.
     /// The job is handed to the writer when this is called, not when it is awaited: a commit
@@ -659,10 +375,22 @@ impl Writer {
             Err(SpoolError::Failed("an earlier commit failed".into()))
         } else {
             let (done, wait) = tokio::sync::oneshot::channel();
-            self.tx
-                .send(Job { ops, durable, done })
-                .map(|()| wait)
-                .map_err(|_| SpoolError::Stopped)
+            let job = Job { ops, durable, done };
+            let wake = if durable {
+                Some(Wake::Job(job))
+            } else {
+                let mut lazy = self
+                    .lazy
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                lazy.push(job);
+                (lazy.len() == 1).then_some(Wake::Lazy)
+            };
+            match wake {
+                Some(wake) => self.tx.send(wake).map_err(|_| SpoolError::Stopped),
+                None => Ok(()),
+            }
+            .map(|()| wait)
         };
         async move { sent?.await.map_err(|_| SpoolError::Stopped)? }
     }
@@ -682,67 +410,106 @@ fn empty_durable_job() -> Job {
     }
 }
 
-fn write_loop(
-    spool: &dyn Spool,
+struct WriteLoop<'a> {
+    spool: &'a dyn Spool,
     max_bytes: u64,
-    rx: std::sync::mpsc::Receiver<Job>,
-    failed: &AtomicBool,
-    observe: &CommitObserver,
-) {
-    let linger = group_wait();
-    // When the oldest change committed without fsync was made, if one waits for a durable commit.
-    let mut lazy_since: Option<Instant> = None;
-    loop {
-        let first = match lazy_since {
-            None => match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            },
-            Some(since) => {
-                let left = (since + LAZY_MAX).saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(job) => job,
-                    // Nothing came to carry them: an empty durable commit does.
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => empty_durable_job(),
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                        let _ = spool.commit(Vec::new(), max_bytes, true);
-                        return;
+    rx: std::sync::mpsc::Receiver<Wake>,
+    lazy: &'a std::sync::Mutex<Vec<Job>>,
+    failed: &'a AtomicBool,
+    observe: &'a CommitObserver,
+}
+
+impl WriteLoop<'_> {
+    fn take_lazy(&self, into: &mut Vec<Job>) {
+        into.append(
+            &mut self
+                .lazy
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+    }
+
+    fn run(self) {
+        let linger = group_wait();
+        // Since when lazy jobs wait; since when changes committed without fsync wait for a
+        // durable commit.
+        let mut lazy_since: Option<Instant> = None;
+        let mut unsynced_since: Option<Instant> = None;
+        loop {
+            let deadline = [
+                lazy_since.map(|t| t + LAZY_WAKE),
+                unsynced_since.map(|t| t + LAZY_MAX),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let woken = match deadline {
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(at) => self
+                    .rx
+                    .recv_timeout(at.saturating_duration_since(Instant::now())),
+            };
+            let mut jobs = Vec::new();
+            match woken {
+                Ok(Wake::Job(job)) => jobs.push(job),
+                Ok(Wake::Lazy) => {
+                    lazy_since.get_or_insert_with(Instant::now);
+                    continue;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if unsynced_since.is_some_and(|t| t.elapsed() >= LAZY_MAX) {
+                        jobs.push(empty_durable_job());
                     }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Every Writer is gone (shutdown): what they recorded is committed,
+                    // durably, unless the spool is already closed.
+                    self.take_lazy(&mut jobs);
+                    let ops = jobs.iter_mut().flat_map(|j| j.ops.drain(..)).collect();
+                    let _ = self.spool.commit(ops, self.max_bytes, true);
+                    return;
                 }
             }
-        };
-        let mut jobs = vec![first];
-        let mut ops_count = jobs[0].ops.len();
-        let until = Instant::now() + linger;
-        // Take what is already waiting, then wait a moment for more, up to a full group.
-        while ops_count < GROUP_MAX {
-            let job = match rx.try_recv() {
-                Ok(job) => job,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
-                Err(std::sync::mpsc::TryRecvError::Empty) => {
-                    let left = until.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
+            let until = Instant::now() + linger;
+            let mut ops_count: usize = jobs.iter().map(|j| j.ops.len()).sum();
+            // Take what is already waiting, then (with a linger) wait a moment for more.
+            while ops_count < GROUP_MAX && !jobs.is_empty() {
+                let left = until.saturating_duration_since(Instant::now());
+                let next = match self.rx.try_recv() {
+                    Err(TryRecvError::Empty) if !left.is_zero() => self.rx.recv_timeout(left).ok(),
+                    next => next.ok(),
+                };
+                match next {
+                    Some(Wake::Job(job)) => {
+                        ops_count += job.ops.len();
+                        jobs.push(job);
                     }
-                    match rx.recv_timeout(left) {
-                        Ok(job) => job,
-                        Err(_) => break,
-                    }
+                    Some(Wake::Lazy) => {}
+                    None => break,
                 }
-            };
-            ops_count += job.ops.len();
-            jobs.push(job);
-        }
-        if failed.load(Ordering::SeqCst) {
+            }
+            self.take_lazy(&mut jobs);
             lazy_since = None;
+            if !jobs.is_empty() {
+                self.commit_group(jobs, &mut unsynced_since);
+            }
+        }
+    }
+
+    /// One transaction for all of `jobs`, durable if any of them is (or unsynced changes have
+    /// waited [`LAZY_MAX`]); each job gets its answer.
+    fn commit_group(&self, mut jobs: Vec<Job>, unsynced_since: &mut Option<Instant>) {
+        if self.failed.load(Ordering::SeqCst) {
+            *unsynced_since = None;
             for job in jobs {
                 let _ = job
                     .done
                     .send(Err(SpoolError::Failed("an earlier commit failed".into())));
             }
-            continue;
+            return;
         }
-        // One transaction for all; remember which job each op came from.
+        let ops_count = jobs.iter().map(|j| j.ops.len()).sum();
+        // Remember which job each op came from.
         let mut owners = Vec::with_capacity(ops_count);
         let mut ops = Vec::with_capacity(ops_count);
         for (j, job) in jobs.iter_mut().enumerate() {
@@ -752,18 +519,18 @@ fn write_loop(
             }
         }
         let durable = jobs.iter().any(|j| j.durable)
-            || lazy_since.is_some_and(|since| since.elapsed() >= LAZY_MAX);
+            || unsynced_since.is_some_and(|since| since.elapsed() >= LAZY_MAX);
         let started = Instant::now();
-        let result = spool.commit(ops, max_bytes, durable);
+        let result = self.spool.commit(ops, self.max_bytes, durable);
         let seconds = started.elapsed().as_secs_f64();
         match result {
             Ok(refused) => {
                 if durable {
-                    lazy_since = None;
+                    *unsynced_since = None;
                 } else {
-                    lazy_since.get_or_insert(started);
+                    unsynced_since.get_or_insert(started);
                 }
-                observe(ops_count, seconds, &Ok(()));
+                (self.observe)(ops_count, seconds, &Ok(()));
                 let full: std::collections::HashSet<usize> = refused
                     .iter()
                     .filter_map(|i| owners.get(*i).copied())
@@ -778,11 +545,12 @@ fn write_loop(
                 }
             }
             Err(e) => {
-                // An fsync that failed may have lost pages the kernel already dropped: nothing
-                // after it can be trusted to be durable, so nothing more is acknowledged.
-                failed.store(true, Ordering::SeqCst);
+                // A write or fsync that failed may have lost pages the kernel already dropped:
+                // nothing after it can be trusted to be durable, so nothing more is
+                // acknowledged.
+                self.failed.store(true, Ordering::SeqCst);
                 let err = Err(SpoolError::Failed(e.to_string()));
-                observe(ops_count, seconds, &err);
+                (self.observe)(ops_count, seconds, &err);
                 for job in jobs {
                     let _ = job.done.send(Err(SpoolError::Failed(e.to_string())));
                 }
@@ -829,120 +597,6 @@ mod tests {
         };
         assert_eq!(Payload::decode(&p.encode()).unwrap(), p);
         assert!(Payload::decode(&[0, 0, 0, 5]).is_err());
-    }
-
-    #[test]
-    fn inserts_beyond_max_bytes_are_refused_and_others_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = RedbSpool::open(dir.path()).unwrap();
-        let ops = vec![
-            Op::Insert {
-                meta: meta("a", 60),
-                payload: Payload {
-                    headers: vec![],
-                    body: b"x".to_vec().into(),
-                }
-                .encode()
-                .into(),
-            },
-            Op::Insert {
-                meta: meta("b", 60),
-                payload: Payload {
-                    headers: vec![],
-                    body: b"y".to_vec().into(),
-                }
-                .encode()
-                .into(),
-            },
-        ];
-        assert_eq!(spool.commit(ops, 100, true).unwrap(), vec![1]);
-        assert_eq!(spool.live_bytes(), 60);
-        assert!(spool.get("a").unwrap().is_some());
-        assert!(spool.get("b").unwrap().is_none());
-        spool
-            .commit(vec![Op::Remove("a".into())], 100, true)
-            .unwrap();
-        assert_eq!(spool.live_bytes(), 0);
-        drop(spool);
-        // Reopened, it knows what it holds.
-        let spool = RedbSpool::open(dir.path()).unwrap();
-        assert_eq!(spool.live_bytes(), 0);
-    }
-
-    fn insert(id: &str, body: &[u8]) -> Op {
-        Op::Insert {
-            meta: meta(id, 10),
-            payload: Payload {
-                headers: vec![(b"x-id".to_vec(), id.as_bytes().to_vec())],
-                body: body.to_vec().into(),
-            }
-            .encode()
-            .into(),
-        }
-    }
-
-    fn batches(spool: &RedbSpool) -> usize {
-        use redb::ReadableTableMetadata;
-        let guard = spool.read();
-        let rx = guard.as_ref().unwrap().begin_read().unwrap();
-        let table = rx.open_table(BATCH).unwrap();
-        table.len().unwrap() as usize
-    }
-
-    #[test]
-    fn a_commits_payloads_share_one_batch_that_goes_with_its_last_event() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = RedbSpool::open(dir.path()).unwrap();
-        let ops = vec![insert("a", b"AA"), insert("b", b"B"), insert("c", b"")];
-        spool.commit(ops, u64::MAX, true).unwrap();
-        // Inserted and removed in the same commit: its batch never holds it.
-        let ops = vec![insert("d", b"DDDD"), Op::Remove("d".into())];
-        spool.commit(ops, u64::MAX, false).unwrap();
-        assert_eq!(batches(&spool), 1);
-        for (id, body) in [("a", &b"AA"[..]), ("b", b"B"), ("c", b"")] {
-            let (m, p) = spool.get(id).unwrap().unwrap();
-            assert_eq!((m.id.as_str(), &p.body[..]), (id, body));
-            assert_eq!(p.headers, vec![(b"x-id".to_vec(), id.as_bytes().to_vec())]);
-        }
-        // An update keeps the payload where it is.
-        let mut b = meta("b", 10);
-        b.state = State::Delivered;
-        spool.commit(vec![Op::Update(b)], u64::MAX, false).unwrap();
-        let (m, p) = spool.get("b").unwrap().unwrap();
-        assert_eq!((m.state, &p.body[..]), (State::Delivered, &b"B"[..]));
-        spool
-            .commit(
-                vec![Op::Remove("a".into()), Op::Remove("b".into())],
-                u64::MAX,
-                true,
-            )
-            .unwrap();
-        assert_eq!(batches(&spool), 1);
-        assert_eq!(spool.get("c").unwrap().unwrap().1.body, &b""[..]);
-        drop(spool);
-        // Reopened, the next commit's batch does not collide with the one still stored.
-        let spool = RedbSpool::open(dir.path()).unwrap();
-        spool
-            .commit(vec![insert("e", b"E")], u64::MAX, true)
-            .unwrap();
-        assert_eq!(batches(&spool), 2);
-        assert_eq!(spool.get("c").unwrap().unwrap().1.body, &b""[..]);
-        spool
-            .commit(vec![Op::Remove("c".into())], u64::MAX, true)
-            .unwrap();
-        assert_eq!(batches(&spool), 1);
-        assert_eq!(spool.get("e").unwrap().unwrap().1.body, &b"E"[..]);
-        assert_eq!(spool.live_bytes(), 10);
-    }
-
-    #[test]
-    fn a_second_process_is_refused_by_the_lock() {
-        let dir = tempfile::tempdir().unwrap();
-        let _spool = RedbSpool::open(dir.path()).unwrap();
-        assert!(matches!(
-            RedbSpool::open(dir.path()),
-            Err(SpoolError::Locked)
-        ));
     }
 
     /// A store whose disk fails on the second commit, as a full or broken disk does.

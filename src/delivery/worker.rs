@@ -360,6 +360,30 @@ impl UpstreamQueue {
         true
     }
 
+    /// Marks `meta`'s event in flight for an attempt that starts now, outside the due order
+    /// (see [`super::Delivery::enqueue`]). False if the queue already knows the event.
+    pub fn begin(&self, meta: &EventMeta, trigger: Trigger) -> bool {
+        let mut inner = self.lock();
+        if inner.entries.contains_key(&meta.id) {
+            return false;
+        }
+        inner.seq += 1;
+        let seq = inner.seq;
+        inner.entries.insert(
+            meta.id.clone(),
+            Due {
+                due_ms: meta.next_attempt_ms,
+                trigger,
+                route: meta.route.clone(),
+                received_ms: meta.received_ms,
+                seq,
+                in_flight: true,
+                replay_requested: false,
+            },
+        );
+        true
+    }
+
     /// Whether an event is due now; if not, when the earliest one is.
     pub fn peek(&self, now_ms: u64) -> Result<(), Option<u64>> {
         let mut inner = self.lock();

@@ -1,0 +1,670 @@
+//! The spool's store: an append-only log in numbered segment files, and an index in memory.
+//!
+//! A commit appends one record per change (a new event with its payload, a new state, a
+//! removal) to the active segment in one `pwrite`, then `fdatasync`s it when it must be durable.
+//! Nothing is rewritten in place, so a commit costs what it writes (measured against redb's
+//! B-tree, which rewrote pages and their parents per commit: bench/README.md, "Durable
+//! delivery"). On open every segment is read once, in order, to rebuild the index; the last
+//! record of the last segment may be torn by a crash mid-write, and is cut off there.
+//!
+//! Space comes back by whole segments: the oldest one goes once no live event has its payload
+//! or its latest state there. Deleting oldest first is what keeps a removal's record alive as
+//! long as the record it cancels. A mostly-dead oldest segment has its few live events copied
+//! to the end of the log first ([`SegmentSpool::compact`]), so one long-lived event does not
+//! hold every later segment.
+//!
+//! A record: `u32 crc32 of the rest, u32 length of the rest, u8 kind`, then
+//! - `1` insert: `u32 payload length, payload, metadata`;
+//! - `2` state: `metadata`;
+//! - `3` removal: the event id.
+//!
+//! Integers are big-endian; the metadata is [`meta_codec`]'s, whose trailing [`Location`] is
+//! where the payload was written (on open, a record's own position is what counts).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::meta_codec::{self, Location};
+use super::spool::{EventMeta, Filter, Op, Payload, Spool, SpoolError};
+
+/// Held locked (`flock`) while a process has the spool open.
+pub const LOCK_FILE: &str = "spool.lock";
+const SUFFIX: &str = ".seg";
+/// crc, length, kind.
+const HEADER: usize = 9;
+const INSERT: u8 = 1;
+const STATE: u8 = 2;
+const REMOVE: u8 = 3;
+/// No record is larger: a length beyond it is a torn or corrupt header, not an allocation.
+const MAX_RECORD: usize = 1 << 30;
+/// The largest commit buffer kept for the next commit.
+const SCRATCH_MAX: usize = 4 << 20;
+/// Segment size for a spool opened without its config (`hookgate queue` on a stopped gateway).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Segments of a sixteenth of `spool.max_bytes`, between 1 and 64 MiB: space comes back in
+/// steps small against the limit, and a large spool is not thousands of files.
+pub fn segment_bytes_for(max_bytes: u64) -> u64 {
+    (max_bytes / 16).clamp(1 << 20, DEFAULT_SEGMENT_BYTES)
+}
+
+/// The store behind [`Spool`] (see the module's documentation).
+pub struct SegmentSpool {
+    dir: PathBuf,
+    /// A new segment starts once the active one holds this much.
+    segment_bytes: u64,
+    /// `None` once closed.
+    inner: Mutex<Option<Log>>,
+    /// Mirrors [`Log::live`], for readers that do not need the lock.
+    live: AtomicU64,
+    file_bytes: AtomicU64,
+    /// Keeps the `flock`; released when dropped.
+    _lock: File,
+}
+
+struct Log {
+    index: BTreeMap<String, Entry>,
+    segments: BTreeMap<u64, Segment>,
+    /// The segment appended to: the last in `segments`.
+    active: u64,
+    /// Stored bytes of the events in `index` (what `max_bytes` limits).
+    live: u64,
+    /// The last commit's buffer, kept for the next: a fresh one of a few hundred KiB each
+    /// time was page faults and zeroed pages (measured: 7% of a queued event's CPU).
+    scratch: Vec<u8>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    meta: EventMeta,
+    /// Where the payload is (`segment` is the segment's number).
+    payload: Location,
+    /// The segment holding the event's latest state record.
+    state_segment: u64,
+}
+
+struct Segment {
+    file: File,
+    len: u64,
+    /// Live events whose payload, or latest state, is here (one each): the segment goes when 0.
+    refs: u64,
+    /// Payload bytes of live events here: what copying them forward would cost.
+    live_payload: u64,
+}
+
+impl SegmentSpool {
+    /// Opens (or creates, mode 0700) the spool folder, takes its lock, and reads every segment
+    /// to rebuild the index. `segment_bytes` sizes the segments: space comes back in steps of
+    /// about that.
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<SegmentSpool, SpoolError> {
+        create_private_dir(dir).map_err(|e| io_error(dir, "cannot create", &e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| io_error(&lock_path, "cannot open", &e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io_error(&lock_path, "cannot lock", &e))
+            }
+        }
+        let mut numbers = Vec::new();
+        for item in std::fs::read_dir(dir).map_err(|e| io_error(dir, "cannot read", &e))? {
+            let item = item.map_err(|e| io_error(dir, "cannot read", &e))?;
+            let name = item.file_name();
+            let Some(number) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(SUFFIX))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            numbers.push(number);
+        }
+        numbers.sort_unstable();
+        let mut log = Log {
+            index: BTreeMap::new(),
+            segments: BTreeMap::new(),
+            active: 0,
+            live: 0,
+            scratch: Vec::new(),
+        };
+        let last = numbers.last().copied();
+        for number in numbers {
+            let path = segment_path(dir, number);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| io_error(&path, "cannot open", &e))?;
+            let len = replay(&mut log, number, &file, &path, Some(number) == last)?;
+            log.segments.insert(
+                number,
+                Segment {
+                    file,
+                    len,
+                    refs: 0,
+                    live_payload: 0,
+                },
+            );
+            log.active = number;
+        }
+        if log.segments.is_empty() {
+            log.start_segment(dir, 1)?;
+        }
+        log.count_refs();
+        let spool = SegmentSpool {
+            dir: dir.to_path_buf(),
+            segment_bytes: segment_bytes.max(1),
+            live: AtomicU64::new(log.live),
+            file_bytes: AtomicU64::new(log.file_bytes()),
+            inner: Mutex::new(Some(log)),
+            _lock: lock,
+        };
+        Ok(spool)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Log>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, log: &Log) {
+        self.live.store(log.live, Ordering::SeqCst);
+        self.file_bytes.store(log.file_bytes(), Ordering::SeqCst);
+    }
+}
+
+/// Reads one segment's records into the index; returns its length. In the last segment a torn
+/// record ends the log and is cut off; anywhere else it is corruption, and the spool does not
+/// open rather than lose what follows it.
+fn replay(
+    log: &mut Log,
+    number: u64,
+    file: &File,
+    path: &Path,
+    last: bool,
+) -> Result<u64, SpoolError> {
+    let mut bytes = Vec::new();
+    (&*file)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(path, "cannot read", &e))?;
+    let mut at = 0usize;
+    while at < bytes.len() {
+        match parse_record(&bytes, at, number) {
+            Some((kind_body, end)) => {
+                apply_recovered(log, number, kind_body)?;
+                at = end;
+            }
+            None if last => {
+                file.set_len(at as u64)
+                    .map_err(|e| io_error(path, "cannot cut the torn record off", &e))?;
+                file.sync_data()
+                    .map_err(|e| io_error(path, "cannot sync", &e))?;
+                return Ok(at as u64);
+            }
+            None => {
+                return Err(SpoolError::Corrupt(format!(
+                    "{}: unreadable record at byte {at}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    Ok(at as u64)
+}
+
+/// A whole record starting at `at` whose checksum holds: `(Recovered, end)`.
+fn parse_record(bytes: &[u8], at: usize, segment: u64) -> Option<(Recovered<'_>, usize)> {
+    let header = bytes.get(at..at.checked_add(HEADER)?)?;
+    let crc = u32::from_be_bytes(header[0..4].try_into().ok()?);
+    let len = u32::from_be_bytes(header[4..8].try_into().ok()?) as usize;
+    if len == 0 || len > MAX_RECORD {
+        return None;
+    }
+    let start = at + 8;
+    let end = start.checked_add(len)?;
+    let rest = bytes.get(start..end)?;
+    if crc32fast::hash(rest) != crc {
+        return None;
+    }
+    let body = &rest[1..];
+    let recovered = match rest[0] {
+        INSERT => {
+            let payload_len = u32::from_be_bytes(body.get(0..4)?.try_into().ok()?) as usize;
+            let meta_start = 4usize.checked_add(payload_len)?;
+            let meta = body.get(meta_start..)?;
+            let payload = Location {
+                segment,
+                offset: (start + 1 + 4) as u64,
+                len: payload_len as u64,
+            };
+            Recovered::Insert(meta, payload)
+        }
+        STATE => Recovered::State(body),
+        REMOVE => Recovered::Remove(std::str::from_utf8(body).ok()?),
+        _ => return None,
+    };
+    Some((recovered, end))
+}
+
+enum Recovered<'a> {
+    Insert(&'a [u8], Location),
+    State(&'a [u8]),
+    Remove(&'a str),
+}
+
+fn apply_recovered(log: &mut Log, number: u64, record: Recovered<'_>) -> Result<(), SpoolError> {
+    match record {
+        Recovered::Insert(meta, payload) => {
+            let meta = meta_codec::decode(meta)?;
+            let entry = Entry {
+                meta,
+                payload,
+                state_segment: number,
+            };
+            if let Some(old) = log.index.insert(entry.meta.id.clone(), entry.clone()) {
+                log.live = log.live.saturating_sub(old.meta.stored_bytes);
+            }
+            log.live += entry.meta.stored_bytes;
+        }
+        Recovered::State(meta) => {
+            let meta = meta_codec::decode(meta)?;
+            // A state for an event removed or moved on since is stale: skip it.
+            if let Some(entry) = log.index.get_mut(&meta.id) {
+                log.live = log.live.saturating_sub(entry.meta.stored_bytes) + meta.stored_bytes;
+                entry.meta = meta;
+                entry.state_segment = number;
+            }
+        }
+        Recovered::Remove(id) => {
+            if let Some(old) = log.index.remove(id) {
+                log.live = log.live.saturating_sub(old.meta.stored_bytes);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Log {
+    fn file_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.len).sum()
+    }
+
+    fn count_refs(&mut self) {
+        for entry in self.index.values() {
+            if let Some(s) = self.segments.get_mut(&entry.payload.segment) {
+                s.refs += 1;
+                s.live_payload += entry.payload.len;
+            }
+            if let Some(s) = self.segments.get_mut(&entry.state_segment) {
+                s.refs += 1;
+            }
+        }
+    }
+
+    /// Creates segment `number` and makes its name durable before anything is acknowledged
+    /// from it.
+    fn start_segment(&mut self, dir: &Path, number: u64) -> Result<(), SpoolError> {
+        let path = segment_path(dir, number);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io_error(&path, "cannot create", &e))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(dir, "cannot sync", &e))?;
+        self.segments.insert(
+            number,
+            Segment {
+                file,
+                len: 0,
+                refs: 0,
+                live_payload: 0,
+            },
+        );
+        self.active = number;
+        Ok(())
+    }
+
+    /// Starts the next segment once the active one is whole on disk: only the last segment
+    /// can have a torn record.
+    fn rotate(&mut self, dir: &Path) -> Result<(), SpoolError> {
+        self.append(dir, &[], true)?;
+        self.start_segment(dir, self.active + 1)?;
+        self.drop_dead_segments(dir);
+        Ok(())
+    }
+
+    fn active(&self) -> Result<&Segment, SpoolError> {
+        self.segments
+            .get(&self.active)
+            .ok_or_else(|| SpoolError::Store("the active segment is gone".into()))
+    }
+
+    /// Appends `bytes` to the active segment, and syncs it if `durable`. On error the segment
+    /// is cut back to where it was (best effort: a restart cuts a torn tail anyway).
+    fn append(&mut self, dir: &Path, bytes: &[u8], durable: bool) -> Result<(), SpoolError> {
+        let number = self.active;
+        let segment = self
+            .segments
+            .get_mut(&number)
+            .ok_or_else(|| SpoolError::Store("the active segment is gone".into()))?;
+        let path = || segment_path(dir, number);
+        if !bytes.is_empty() {
+            if let Err(e) = segment.file.write_all_at(bytes, segment.len) {
+                let _ = segment.file.set_len(segment.len);
+                return Err(io_error(&path(), "cannot write", &e));
+            }
+            segment.len += bytes.len() as u64;
+        }
+        if durable {
+            segment
+                .file
+                .sync_data()
+                .map_err(|e| io_error(&path(), "cannot sync", &e))?;
+        }
+        Ok(())
+    }
+
+    /// Puts `entry` (or nothing) where the event `id` was, keeping the segments' counts.
+    fn replace(&mut self, id: &str, entry: Option<Entry>) {
+        let old = match &entry {
+            Some(e) => self.index.insert(id.to_string(), e.clone()),
+            None => self.index.remove(id),
+        };
+        if let Some(old) = old {
+            self.live = self.live.saturating_sub(old.meta.stored_bytes);
+            if let Some(s) = self.segments.get_mut(&old.payload.segment) {
+                s.refs = s.refs.saturating_sub(1);
+                s.live_payload = s.live_payload.saturating_sub(old.payload.len);
+            }
+            if let Some(s) = self.segments.get_mut(&old.state_segment) {
+                s.refs = s.refs.saturating_sub(1);
+            }
+        }
+        if let Some(new) = entry {
+            self.live += new.meta.stored_bytes;
+            if let Some(s) = self.segments.get_mut(&new.payload.segment) {
+                s.refs += 1;
+                s.live_payload += new.payload.len;
+            }
+            if let Some(s) = self.segments.get_mut(&new.state_segment) {
+                s.refs += 1;
+            }
+        }
+    }
+
+    fn read_payload(&self, at: Location) -> Result<Vec<u8>, SpoolError> {
+        let missing = || SpoolError::Corrupt(format!("payload in segment {}", at.segment));
+        let segment = self.segments.get(&at.segment).ok_or_else(missing)?;
+        let len = usize::try_from(at.len).map_err(|_| missing())?;
+        let mut bytes = vec![0u8; len];
+        segment
+            .file
+            .read_exact_at(&mut bytes, at.offset)
+            .map_err(|e| SpoolError::Store(format!("segment {}: {e}", at.segment)))?;
+        Ok(bytes)
+    }
+
+    /// Deletes the oldest segments that nothing live needs, the active one aside.
+    fn drop_dead_segments(&mut self, dir: &Path) -> bool {
+        let mut any = false;
+        while let Some((&number, segment)) = self.segments.first_key_value() {
+            if number == self.active || segment.refs > 0 {
+                break;
+            }
+            if std::fs::remove_file(segment_path(dir, number)).is_err() {
+                break;
+            }
+            self.segments.remove(&number);
+            any = true;
+        }
+        // A deleted segment that came back after a crash would bring back what later
+        // (deleted) segments removed.
+        if any {
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
+        any
+    }
+}
+
+/// Appends one record to `out`; `body` is everything after the kind byte, in pieces.
+fn put_record(out: &mut Vec<u8>, kind: u8, body: &[&[u8]]) {
+    let len = 1 + body.iter().map(|b| b.len()).sum::<usize>();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[kind]);
+    for piece in body {
+        crc.update(piece);
+    }
+    out.extend_from_slice(&crc.finalize().to_be_bytes());
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.push(kind);
+    for piece in body {
+        out.extend_from_slice(piece);
+    }
+}
+
+/// Appends an insert record for `meta` and `payload` to `out`, which will be written at byte
+/// `base` of segment `segment`; returns the entry it makes.
+fn put_insert(
+    out: &mut Vec<u8>,
+    base: u64,
+    segment: u64,
+    meta: EventMeta,
+    payload: &[u8],
+) -> Entry {
+    let at = Location {
+        segment,
+        offset: base + out.len() as u64 + HEADER as u64 + 4,
+        len: payload.len() as u64,
+    };
+    let record = meta_codec::encode(&meta, at);
+    put_record(
+        out,
+        INSERT,
+        &[&(payload.len() as u32).to_be_bytes(), payload, &record],
+    );
+    Entry {
+        meta,
+        payload: at,
+        state_segment: segment,
+    }
+}
+
+impl Spool for SegmentSpool {
+    fn commit(
+        &self,
+        ops: Vec<Op>,
+        max_bytes: u64,
+        durable: bool,
+    ) -> Result<Vec<usize>, SpoolError> {
+        let mut guard = self.lock();
+        let log = guard.as_mut().ok_or(SpoolError::Stopped)?;
+        let number = log.active;
+        let base = log.active()?.len;
+        // The records, and what each changes in the index once they are written: a failed
+        // write leaves the index as it was.
+        let mut out = std::mem::take(&mut log.scratch);
+        out.clear();
+        let mut changes: HashMap<String, Option<Entry>> = HashMap::new();
+        let mut refused = Vec::new();
+        let mut live = log.live;
+        for (i, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Insert { meta, payload } => {
+                    if live.saturating_add(meta.stored_bytes) > max_bytes {
+                        refused.push(i);
+                        continue;
+                    }
+                    live += meta.stored_bytes;
+                    let entry = put_insert(&mut out, base, number, meta, &payload);
+                    changes.insert(entry.meta.id.clone(), Some(entry));
+                }
+                Op::Update(meta) => {
+                    // Ignored when purged meanwhile; the payload stays where it is.
+                    let current = match changes.get(&meta.id) {
+                        Some(change) => change.clone(),
+                        None => log.index.get(&meta.id).cloned(),
+                    };
+                    let Some(current) = current else { continue };
+                    live = live.saturating_sub(current.meta.stored_bytes) + meta.stored_bytes;
+                    put_record(
+                        &mut out,
+                        STATE,
+                        &[&meta_codec::encode(&meta, current.payload)],
+                    );
+                    let entry = Entry {
+                        meta,
+                        payload: current.payload,
+                        state_segment: number,
+                    };
+                    changes.insert(entry.meta.id.clone(), Some(entry));
+                }
+                Op::Remove(id) => {
+                    let current = match changes.get(&id) {
+                        Some(change) => change.clone(),
+                        None => log.index.get(&id).cloned(),
+                    };
+                    let Some(current) = current else { continue };
+                    live = live.saturating_sub(current.meta.stored_bytes);
+                    put_record(&mut out, REMOVE, &[id.as_bytes()]);
+                    changes.insert(id, None);
+                }
+            }
+        }
+        log.append(&self.dir, &out, durable)?;
+        for (id, entry) in changes {
+            log.replace(&id, entry);
+        }
+        if base + out.len() as u64 >= self.segment_bytes {
+            log.rotate(&self.dir)?;
+        }
+        if out.capacity() <= SCRATCH_MAX {
+            log.scratch = out;
+        }
+        self.publish(log);
+        Ok(refused)
+    }
+
+    fn list(&self, filter: &Filter, limit: usize) -> Result<Vec<EventMeta>, SpoolError> {
+        let guard = self.lock();
+        let log = guard.as_ref().ok_or(SpoolError::Stopped)?;
+        if let Some(id) = &filter.id {
+            return Ok(log
+                .index
+                .get(id)
+                .filter(|e| filter.matches(&e.meta))
+                .map(|e| e.meta.clone())
+                .into_iter()
+                .collect());
+        }
+        // Ids are time-ordered: the index's order is oldest first.
+        Ok(log
+            .index
+            .values()
+            .filter(|e| filter.matches(&e.meta))
+            .take(limit)
+            .map(|e| e.meta.clone())
+            .collect())
+    }
+
+    fn get(&self, id: &str) -> Result<Option<(EventMeta, Payload)>, SpoolError> {
+        let guard = self.lock();
+        let log = guard.as_ref().ok_or(SpoolError::Stopped)?;
+        let Some(entry) = log.index.get(id) else {
+            return Ok(None);
+        };
+        let payload = Payload::decode(&log.read_payload(entry.payload)?)?;
+        Ok(Some((entry.meta.clone(), payload)))
+    }
+
+    fn live_bytes(&self) -> u64 {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    fn file_bytes(&self) -> u64 {
+        self.file_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Deletes the segments nothing live needs. The oldest segment, when less than a quarter
+    /// of it is live, first has its live events copied to the end of the log (one durable
+    /// append), so it can go too; then the next oldest, up to a few per call.
+    fn compact(&self) -> Result<bool, SpoolError> {
+        const ROUNDS: usize = 8;
+        let mut guard = self.lock();
+        let log = guard.as_mut().ok_or(SpoolError::Stopped)?;
+        let mut freed = log.drop_dead_segments(&self.dir);
+        for _ in 0..ROUNDS {
+            let Some((&oldest, segment)) = log.segments.first_key_value() else {
+                break;
+            };
+            if oldest == log.active || segment.live_payload * 4 > segment.len {
+                break;
+            }
+            if log.active()?.len >= self.segment_bytes {
+                log.rotate(&self.dir)?;
+            }
+            let movers: Vec<Entry> = log
+                .index
+                .values()
+                .filter(|e| e.payload.segment == oldest || e.state_segment == oldest)
+                .cloned()
+                .collect();
+            let (number, base) = (log.active, log.active()?.len);
+            let mut out = Vec::new();
+            let mut moved = Vec::with_capacity(movers.len());
+            for entry in movers {
+                let payload = log.read_payload(entry.payload)?;
+                moved.push(put_insert(&mut out, base, number, entry.meta, &payload));
+            }
+            log.append(&self.dir, &out, true)?;
+            for entry in moved {
+                let id = entry.meta.id.clone();
+                log.replace(&id, Some(entry));
+            }
+            freed |= log.drop_dead_segments(&self.dir);
+        }
+        self.publish(log);
+        Ok(freed)
+    }
+
+    fn close(&self) {
+        // Waits for a commit under way; then the files (and the lock, with `self`) go.
+        self.lock().take();
+    }
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:020}{SUFFIX}"))
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+fn io_error(path: &Path, what: &str, e: &std::io::Error) -> SpoolError {
+    if e.kind() == ErrorKind::NotFound && what == "cannot read" {
+        return SpoolError::Store(format!("{} is gone", path.display()));
+    }
+    SpoolError::Store(format!("{what} {}: {e}", path.display()))
+}
