@@ -668,3 +668,207 @@ fn io_error(path: &Path, what: &str, e: &std::io::Error) -> SpoolError {
     }
     SpoolError::Store(format!("{what} {}: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::spool::{State, Trigger};
+
+    fn meta(id: &str, bytes: u64) -> EventMeta {
+        let mut m = EventMeta::placeholder(id);
+        (m.route, m.upstream, m.trigger) = ("r".into(), "u".into(), Trigger::Initial);
+        m.stored_bytes = bytes;
+        m
+    }
+
+    fn insert(id: &str, body: &[u8]) -> Op {
+        Op::Insert {
+            meta: meta(id, 10),
+            payload: Payload {
+                headers: vec![(b"x-id".to_vec(), id.as_bytes().to_vec())],
+                body: body.to_vec().into(),
+            }
+            .encode()
+            .into(),
+        }
+    }
+
+    fn body(spool: &SegmentSpool, id: &str) -> Option<Vec<u8>> {
+        spool.get(id).unwrap().map(|(m, p)| {
+            assert_eq!(m.id, id);
+            assert_eq!(p.headers, vec![(b"x-id".to_vec(), id.as_bytes().to_vec())]);
+            p.body.to_vec()
+        })
+    }
+
+    fn ids(spool: &SegmentSpool) -> Vec<String> {
+        let all = spool.list(&Filter::default(), usize::MAX).unwrap();
+        all.into_iter().map(|m| m.id).collect()
+    }
+
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn inserts_beyond_max_bytes_are_refused_and_others_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = SegmentSpool::open(dir.path(), 1 << 20).unwrap();
+        let mut a = insert("a", b"x");
+        let mut b = insert("b", b"y");
+        for op in [&mut a, &mut b] {
+            if let Op::Insert { meta, .. } = op {
+                meta.stored_bytes = 60;
+            }
+        }
+        assert_eq!(spool.commit(vec![a, b], 100, true).unwrap(), vec![1]);
+        assert_eq!(spool.live_bytes(), 60);
+        assert_eq!(body(&spool, "a").as_deref(), Some(&b"x"[..]));
+        assert_eq!(body(&spool, "b"), None);
+        drop(spool);
+        // Reopened, it knows what it holds.
+        let spool = SegmentSpool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!((spool.live_bytes(), ids(&spool)), (60, vec!["a".to_string()]));
+    }
+
+    #[test]
+    fn states_and_removals_survive_a_reopen_and_a_payload_stays_where_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = SegmentSpool::open(dir.path(), 1 << 20).unwrap();
+        let ops = vec![insert("a", b"AA"), insert("b", b"B"), insert("c", b"")];
+        spool.commit(ops, u64::MAX, true).unwrap();
+        // Inserted and removed in one commit; a state for an event that is not there.
+        let ops = vec![
+            insert("d", b"DDDD"),
+            Op::Remove("d".into()),
+            Op::Update(meta("zz", 1)),
+        ];
+        spool.commit(ops, u64::MAX, false).unwrap();
+        let mut b = meta("b", 10);
+        b.state = State::Delivered;
+        b.last_status = Some(204);
+        spool.commit(vec![Op::Update(b.clone())], u64::MAX, false).unwrap();
+        spool
+            .commit(vec![Op::Remove("a".into())], u64::MAX, true)
+            .unwrap();
+        let check = |spool: &SegmentSpool| {
+            assert_eq!(ids(spool), vec!["b".to_string(), "c".to_string()]);
+            assert_eq!(spool.get("b").unwrap().unwrap().0, b);
+            assert_eq!(body(spool, "b").as_deref(), Some(&b"B"[..]));
+            assert_eq!(body(spool, "c").as_deref(), Some(&b""[..]));
+            assert_eq!(spool.live_bytes(), 20);
+        };
+        check(&spool);
+        drop(spool);
+        check(&SegmentSpool::open(dir.path(), 1 << 20).unwrap());
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_off_and_the_log_goes_on_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = SegmentSpool::open(dir.path(), 1 << 20).unwrap();
+        spool
+            .commit(vec![insert("a", b"kept")], u64::MAX, true)
+            .unwrap();
+        let whole = spool.file_bytes();
+        spool
+            .commit(vec![insert("b", &[7; 3000])], u64::MAX, true)
+            .unwrap();
+        drop(spool);
+        let file = segment_files(dir.path()).pop().unwrap();
+        // A crash mid-write: the second record's end never reached the disk.
+        let len = std::fs::metadata(&file).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(len - 1000)
+            .unwrap();
+        let spool = SegmentSpool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(ids(&spool), vec!["a".to_string()]);
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), whole);
+        spool
+            .commit(vec![insert("c", b"after")], u64::MAX, true)
+            .unwrap();
+        drop(spool);
+        // Zeros where a record should start (a size that reached the disk before its data).
+        let mut tail = OpenOptions::new().append(true).open(&file).unwrap();
+        std::io::Write::write_all(&mut tail, &[0; 64]).unwrap();
+        let spool = SegmentSpool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(ids(&spool), vec!["a".to_string(), "c".to_string()]);
+        assert_eq!(body(&spool, "c").as_deref(), Some(&b"after"[..]));
+    }
+
+    #[test]
+    fn a_bad_record_before_the_last_segment_refuses_to_open_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = SegmentSpool::open(dir.path(), 64).unwrap();
+        for id in ["a", "b", "c"] {
+            spool.commit(vec![insert(id, b"x")], u64::MAX, true).unwrap();
+        }
+        drop(spool);
+        let files = segment_files(dir.path());
+        assert!(files.len() >= 3, "{files:?}");
+        let mut bytes = std::fs::read(&files[0]).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&files[0], bytes).unwrap();
+        match SegmentSpool::open(dir.path(), 64) {
+            Err(SpoolError::Corrupt(why)) => {
+                assert!(why.contains(&*files[0].to_string_lossy()), "{why}")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a corrupt spool opened"),
+        }
+    }
+
+    #[test]
+    fn a_second_process_is_refused_by_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let _spool = SegmentSpool::open(dir.path(), 1 << 20).unwrap();
+        assert!(matches!(
+            SegmentSpool::open(dir.path(), 1 << 20),
+            Err(SpoolError::Locked)
+        ));
+    }
+
+    #[test]
+    fn space_comes_back_by_segments_and_a_long_lived_event_is_copied_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = 4096;
+        let spool = SegmentSpool::open(dir.path(), segment).unwrap();
+        spool
+            .commit(vec![insert("0-old", b"old")], u64::MAX, true)
+            .unwrap();
+        let mut removed = Vec::new();
+        for round in 0..20 {
+            let batch: Vec<String> = (0..10).map(|i| format!("{round:02}-{i}")).collect();
+            let ops = batch.iter().map(|id| insert(id, &[1; 300])).collect();
+            spool.commit(ops, u64::MAX, true).unwrap();
+            let ops = batch.iter().map(|id| Op::Remove(id.clone())).collect();
+            spool.commit(ops, u64::MAX, false).unwrap();
+            removed.extend(batch);
+        }
+        let before = segment_files(dir.path()).len();
+        assert!(before > 10, "{before} segments");
+        // The oldest segment holds one live event: it is copied forward, and every segment
+        // before the active one goes.
+        assert!(spool.compact().unwrap());
+        let after = segment_files(dir.path());
+        assert!(after.len() <= 2, "{after:?}");
+        assert!(spool.file_bytes() <= 2 * segment + 1000);
+        assert_eq!(body(&spool, "0-old").as_deref(), Some(&b"old"[..]));
+        drop(spool);
+        // Reopened: the removed events stay removed, the copied one is there once.
+        let spool = SegmentSpool::open(dir.path(), segment).unwrap();
+        assert_eq!(ids(&spool), vec!["0-old".to_string()]);
+        assert_eq!(body(&spool, "0-old").as_deref(), Some(&b"old"[..]));
+        assert_eq!(spool.live_bytes(), 10);
+    }
+}
