@@ -45,7 +45,7 @@ pub enum StartError {
     Upstream(#[from] crate::upstream::UpstreamBuildError),
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Spool(#[from] crate::delivery::OpenError),
     #[error("spool: {0}")]
     SpoolStart(#[from] crate::delivery::spool::SpoolError),
