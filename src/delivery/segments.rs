@@ -79,9 +79,13 @@ struct Log {
     scratch: Vec<u8>,
 }
 
+/// An event in the index: its metadata as stored ([`meta_codec`], a third of the struct's
+/// size in memory, decoded when listed), so a spool of millions of retained events does not
+/// hold millions of `EventMeta`s.
 #[derive(Clone)]
 struct Entry {
-    meta: EventMeta,
+    record: Box<[u8]>,
+    stored_bytes: u64,
     /// Where the payload is (`segment` is the segment's number).
     payload: Location,
     /// The segment holding the event's latest state record.
@@ -265,34 +269,44 @@ enum Recovered<'a> {
 
 fn apply_recovered(log: &mut Log, number: u64, record: Recovered<'_>) -> Result<(), SpoolError> {
     match record {
-        Recovered::Insert(meta, payload) => {
-            let meta = meta_codec::decode(meta)?;
-            let entry = Entry {
-                meta,
-                payload,
-                state_segment: number,
-            };
-            if let Some(old) = log.index.insert(entry.meta.id.clone(), entry.clone()) {
-                log.live = log.live.saturating_sub(old.meta.stored_bytes);
+        Recovered::Insert(record, payload) => {
+            let meta = meta_codec::decode(record)?;
+            let entry = Entry::new(record.to_vec(), &meta, payload, number);
+            log.live += entry.stored_bytes;
+            if let Some(old) = log.index.insert(meta.id, entry) {
+                log.live = log.live.saturating_sub(old.stored_bytes);
             }
-            log.live += entry.meta.stored_bytes;
         }
-        Recovered::State(meta) => {
-            let meta = meta_codec::decode(meta)?;
+        Recovered::State(record) => {
+            let meta = meta_codec::decode(record)?;
             // A state for an event removed or moved on since is stale: skip it.
             if let Some(entry) = log.index.get_mut(&meta.id) {
-                log.live = log.live.saturating_sub(entry.meta.stored_bytes) + meta.stored_bytes;
-                entry.meta = meta;
-                entry.state_segment = number;
+                log.live = log.live.saturating_sub(entry.stored_bytes) + meta.stored_bytes;
+                *entry = Entry::new(record.to_vec(), &meta, entry.payload, number);
             }
         }
         Recovered::Remove(id) => {
             if let Some(old) = log.index.remove(id) {
-                log.live = log.live.saturating_sub(old.meta.stored_bytes);
+                log.live = log.live.saturating_sub(old.stored_bytes);
             }
         }
     }
     Ok(())
+}
+
+impl Entry {
+    fn new(record: Vec<u8>, meta: &EventMeta, payload: Location, state_segment: u64) -> Entry {
+        Entry {
+            record: record.into_boxed_slice(),
+            stored_bytes: meta.stored_bytes,
+            payload,
+            state_segment,
+        }
+    }
+
+    fn meta(&self) -> Result<EventMeta, SpoolError> {
+        meta_codec::decode(&self.record)
+    }
 }
 
 impl Log {
@@ -386,7 +400,7 @@ impl Log {
             None => self.index.remove(id),
         };
         if let Some(old) = old {
-            self.live = self.live.saturating_sub(old.meta.stored_bytes);
+            self.live = self.live.saturating_sub(old.stored_bytes);
             if let Some(s) = self.segments.get_mut(&old.payload.segment) {
                 s.refs = s.refs.saturating_sub(1);
                 s.live_payload = s.live_payload.saturating_sub(old.payload.len);
@@ -396,7 +410,7 @@ impl Log {
             }
         }
         if let Some(new) = entry {
-            self.live += new.meta.stored_bytes;
+            self.live += new.stored_bytes;
             if let Some(s) = self.segments.get_mut(&new.payload.segment) {
                 s.refs += 1;
                 s.live_payload += new.payload.len;
@@ -463,7 +477,7 @@ fn put_insert(
     out: &mut Vec<u8>,
     base: u64,
     segment: u64,
-    meta: EventMeta,
+    meta: &EventMeta,
     payload: &[u8],
 ) -> Entry {
     let at = Location {
@@ -471,17 +485,13 @@ fn put_insert(
         offset: base + out.len() as u64 + HEADER as u64 + 4,
         len: payload.len() as u64,
     };
-    let record = meta_codec::encode(&meta, at);
+    let record = meta_codec::encode(meta, at);
     put_record(
         out,
         INSERT,
         &[&(payload.len() as u32).to_be_bytes(), payload, &record],
     );
-    Entry {
-        meta,
-        payload: at,
-        state_segment: segment,
-    }
+    Entry::new(record, meta, at, segment)
 }
 
 impl Spool for SegmentSpool {
@@ -510,8 +520,8 @@ impl Spool for SegmentSpool {
                         continue;
                     }
                     live += meta.stored_bytes;
-                    let entry = put_insert(&mut out, base, number, meta, &payload);
-                    changes.insert(entry.meta.id.clone(), Some(entry));
+                    let entry = put_insert(&mut out, base, number, &meta, &payload);
+                    changes.insert(meta.id, Some(entry));
                 }
                 Op::Update(meta) => {
                     // Ignored when purged meanwhile; the payload stays where it is.
@@ -520,18 +530,11 @@ impl Spool for SegmentSpool {
                         None => log.index.get(&meta.id).cloned(),
                     };
                     let Some(current) = current else { continue };
-                    live = live.saturating_sub(current.meta.stored_bytes) + meta.stored_bytes;
-                    put_record(
-                        &mut out,
-                        STATE,
-                        &[&meta_codec::encode(&meta, current.payload)],
-                    );
-                    let entry = Entry {
-                        meta,
-                        payload: current.payload,
-                        state_segment: number,
-                    };
-                    changes.insert(entry.meta.id.clone(), Some(entry));
+                    live = live.saturating_sub(current.stored_bytes) + meta.stored_bytes;
+                    let record = meta_codec::encode(&meta, current.payload);
+                    put_record(&mut out, STATE, &[&record]);
+                    let entry = Entry::new(record, &meta, current.payload, number);
+                    changes.insert(meta.id, Some(entry));
                 }
                 Op::Remove(id) => {
                     let current = match changes.get(&id) {
@@ -539,7 +542,7 @@ impl Spool for SegmentSpool {
                         None => log.index.get(&id).cloned(),
                     };
                     let Some(current) = current else { continue };
-                    live = live.saturating_sub(current.meta.stored_bytes);
+                    live = live.saturating_sub(current.stored_bytes);
                     put_record(&mut out, REMOVE, &[id.as_bytes()]);
                     changes.insert(id, None);
                 }
@@ -562,23 +565,27 @@ impl Spool for SegmentSpool {
     fn list(&self, filter: &Filter, limit: usize) -> Result<Vec<EventMeta>, SpoolError> {
         let guard = self.lock();
         let log = guard.as_ref().ok_or(SpoolError::Stopped)?;
+        let mut out = Vec::new();
         if let Some(id) = &filter.id {
-            return Ok(log
-                .index
-                .get(id)
-                .filter(|e| filter.matches(&e.meta))
-                .map(|e| e.meta.clone())
-                .into_iter()
-                .collect());
+            if let Some(entry) = log.index.get(id) {
+                let meta = entry.meta()?;
+                if filter.matches(&meta) {
+                    out.push(meta);
+                }
+            }
+            return Ok(out);
         }
         // Ids are time-ordered: the index's order is oldest first.
-        Ok(log
-            .index
-            .values()
-            .filter(|e| filter.matches(&e.meta))
-            .take(limit)
-            .map(|e| e.meta.clone())
-            .collect())
+        for entry in log.index.values() {
+            if out.len() >= limit {
+                break;
+            }
+            let meta = entry.meta()?;
+            if filter.matches(&meta) {
+                out.push(meta);
+            }
+        }
+        Ok(out)
     }
 
     fn get(&self, id: &str) -> Result<Option<(EventMeta, Payload)>, SpoolError> {
@@ -588,7 +595,7 @@ impl Spool for SegmentSpool {
             return Ok(None);
         };
         let payload = Payload::decode(&log.read_payload(entry.payload)?)?;
-        Ok(Some((entry.meta.clone(), payload)))
+        Ok(Some((entry.meta()?, payload)))
     }
 
     fn live_bytes(&self) -> u64 {
@@ -628,11 +635,11 @@ impl Spool for SegmentSpool {
             let mut moved = Vec::with_capacity(movers.len());
             for entry in movers {
                 let payload = log.read_payload(entry.payload)?;
-                moved.push(put_insert(&mut out, base, number, entry.meta, &payload));
+                let meta = entry.meta()?;
+                moved.push((put_insert(&mut out, base, number, &meta, &payload), meta.id));
             }
             log.append(&self.dir, &out, true)?;
-            for entry in moved {
-                let id = entry.meta.id.clone();
+            for (entry, id) in moved {
                 log.replace(&id, Some(entry));
             }
             freed |= log.drop_dead_segments(&self.dir);
@@ -734,7 +741,10 @@ mod tests {
         drop(spool);
         // Reopened, it knows what it holds.
         let spool = SegmentSpool::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!((spool.live_bytes(), ids(&spool)), (60, vec!["a".to_string()]));
+        assert_eq!(
+            (spool.live_bytes(), ids(&spool)),
+            (60, vec!["a".to_string()])
+        );
     }
 
     #[test]
@@ -753,7 +763,9 @@ mod tests {
         let mut b = meta("b", 10);
         b.state = State::Delivered;
         b.last_status = Some(204);
-        spool.commit(vec![Op::Update(b.clone())], u64::MAX, false).unwrap();
+        spool
+            .commit(vec![Op::Update(b.clone())], u64::MAX, false)
+            .unwrap();
         spool
             .commit(vec![Op::Remove("a".into())], u64::MAX, true)
             .unwrap();
@@ -810,7 +822,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = SegmentSpool::open(dir.path(), 64).unwrap();
         for id in ["a", "b", "c"] {
-            spool.commit(vec![insert(id, b"x")], u64::MAX, true).unwrap();
+            spool
+                .commit(vec![insert(id, b"x")], u64::MAX, true)
+                .unwrap();
         }
         drop(spool);
         let files = segment_files(dir.path());

@@ -668,7 +668,9 @@ async fn kill_9_during_intake_and_delivery_twenty_times_loses_no_acknowledged_ev
     let yaml = process_config(
         backend.addr,
         "worker_threads: 1",
-        "backoff: { initial: 10ms, max: 50ms }, concurrency: 4",
+        // Enough attempts at once for the final drain of a few thousand events to take a few
+        // seconds against this backend.
+        "backoff: { initial: 10ms, max: 50ms }, concurrency: 32",
     );
     std::fs::write(&config_path, yaml).unwrap();
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
