@@ -190,7 +190,8 @@ impl SegmentSpool {
 
 /// Reads one segment's records into the index; returns its length. In the last segment a torn
 /// record ends the log and is cut off; anywhere else it is corruption, and the spool does not
-/// open rather than lose what follows it.
+/// open rather than lose what follows it. The file is read in pieces, not whole: a segment may
+/// be larger than what a restart should hold in memory.
 fn replay(
     log: &mut Log,
     number: u64,
@@ -198,23 +199,30 @@ fn replay(
     path: &Path,
     last: bool,
 ) -> Result<u64, SpoolError> {
-    let mut bytes = Vec::new();
-    (&*file)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_error(path, "cannot read", &e))?;
-    let mut at = 0usize;
-    while at < bytes.len() {
-        match parse_record(&bytes, at, number) {
-            Some((kind_body, end)) => {
-                apply_recovered(log, number, kind_body)?;
-                at = end;
+    let size = file
+        .metadata()
+        .map_err(|e| io_error(path, "cannot read", &e))?
+        .len();
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut rest = Vec::new();
+    let mut at = 0u64;
+    while at < size {
+        let whole = read_record(&mut reader, &mut rest, size - at)
+            .map_err(|e| io_error(path, "cannot read", &e))?;
+        match whole
+            .then(|| decode_record(&rest, at + 8, number))
+            .flatten()
+        {
+            Some(record) => {
+                apply_recovered(log, number, record)?;
+                at += 8 + rest.len() as u64;
             }
             None if last => {
-                file.set_len(at as u64)
+                file.set_len(at)
                     .map_err(|e| io_error(path, "cannot cut the torn record off", &e))?;
                 file.sync_data()
                     .map_err(|e| io_error(path, "cannot sync", &e))?;
-                return Ok(at as u64);
+                return Ok(at);
             }
             None => {
                 return Err(SpoolError::Corrupt(format!(
@@ -224,32 +232,39 @@ fn replay(
             }
         }
     }
-    Ok(at as u64)
+    Ok(at)
 }
 
-/// A whole record starting at `at` whose checksum holds: `(Recovered, end)`.
-fn parse_record(bytes: &[u8], at: usize, segment: u64) -> Option<(Recovered<'_>, usize)> {
-    let header = bytes.get(at..at.checked_add(HEADER)?)?;
-    let crc = u32::from_be_bytes(header[0..4].try_into().ok()?);
-    let len = u32::from_be_bytes(header[4..8].try_into().ok()?) as usize;
-    if len == 0 || len > MAX_RECORD {
-        return None;
+/// Reads the record at the reader's position (`left` bytes remain in the file) into `rest`
+/// (its kind and body): false when it is cut short or its checksum fails.
+fn read_record(reader: &mut impl Read, rest: &mut Vec<u8>, left: u64) -> std::io::Result<bool> {
+    let mut header = [0u8; 8];
+    if left < 8 + 1 {
+        return Ok(false);
     }
-    let start = at + 8;
-    let end = start.checked_add(len)?;
-    let rest = bytes.get(start..end)?;
-    if crc32fast::hash(rest) != crc {
-        return None;
+    reader.read_exact(&mut header)?;
+    let crc = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+    let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    if len == 0 || len > MAX_RECORD || len as u64 > left - 8 {
+        return Ok(false);
     }
-    let body = &rest[1..];
-    let recovered = match rest[0] {
+    rest.resize(len, 0);
+    reader.read_exact(rest)?;
+    Ok(crc32fast::hash(rest) == crc)
+}
+
+/// What a record (`rest`: its kind and body, which start at byte `start` of segment `segment`)
+/// says, if it is well formed.
+fn decode_record(rest: &[u8], start: u64, segment: u64) -> Option<Recovered<'_>> {
+    let body = rest.get(1..)?;
+    Some(match rest[0] {
         INSERT => {
             let payload_len = u32::from_be_bytes(body.get(0..4)?.try_into().ok()?) as usize;
             let meta_start = 4usize.checked_add(payload_len)?;
             let meta = body.get(meta_start..)?;
             let payload = Location {
                 segment,
-                offset: (start + 1 + 4) as u64,
+                offset: start + 1 + 4,
                 len: payload_len as u64,
             };
             Recovered::Insert(meta, payload)
@@ -257,8 +272,7 @@ fn parse_record(bytes: &[u8], at: usize, segment: u64) -> Option<(Recovered<'_>,
         STATE => Recovered::State(body),
         REMOVE => Recovered::Remove(std::str::from_utf8(body).ok()?),
         _ => return None,
-    };
-    Some((recovered, end))
+    })
 }
 
 enum Recovered<'a> {

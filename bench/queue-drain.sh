@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Durable delivery's backlog drain: EVENTS events are queued while the backend is down, the
+# gateway is stopped, the backend comes up, and a restarted gateway delivers them all. Reports
+# the restart's time to serve (the spool read back), the drain's events/s, and the gateway's
+# peak RSS (VmHWM). See bench/README.md, "Durable delivery".
+#
+#   EVENTS=100000 CONNS=64 bench/queue-drain.sh
+#   HOOKGATE_BIN=target/release/hookgate (default; built if missing)
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+EVENTS=${EVENTS:-100000}
+CONNS=${CONNS:-64}
+PORT_BASE=${PORT_BASE:-18150}
+BIN=${HOOKGATE_BIN:-$ROOT/target/release/hookgate}
+[[ -x $BIN ]] || cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
+for tool in nginx wrk curl; do
+    command -v $tool >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk curl >/dev/null; }
+done
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [[ -n ${KEEP:-} ]] || rm -rf "$WORK"; }
+trap cleanup EXIT
+BACKEND=$((PORT_BASE + 1)); HG=$((PORT_BASE + 2)); ADMIN=$((PORT_BASE + 3))
+cat >"$WORK/nginx.conf" <<NGX
+worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx-error.log;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK;
+  uwsgi_temp_path $WORK; scgi_temp_path $WORK; client_body_buffer_size 2m;
+  server { listen 127.0.0.1:$BACKEND; keepalive_requests 1000000; location / { return 200 "ok"; } } }
+NGX
+cat >"$WORK/gateway.yaml" <<YAML
+listeners: [ { name: plain, bind: "127.0.0.1:$HG" } ]
+admin: { bind: "127.0.0.1:$ADMIN" }
+access_log: off
+spool: { path: spool, max_bytes: 8GiB }
+upstreams:
+  backend: { url: "http://127.0.0.1:$BACKEND", delivery: { concurrency: 64 } }
+routes:
+  - { name: queued, path: /hooks/queued, upstream: backend, delivery: queue, replay_window: off }
+YAML
+head -c 2048 /dev/urandom | base64 -w0 | head -c 2048 >"$WORK/body"
+cat >"$WORK/post.lua" <<LUA
+wrk.method = "POST"
+local f = io.open("$WORK/body", "rb"); wrk.body = f:read("*a"); f:close()
+wrk.headers["Content-Type"] = "application/json"
+LUA
+metric() { curl -fs "http://127.0.0.1:$ADMIN/metrics" | awk -v re="$1" '$0 ~ re {s += $NF} END {print s + 0}'; }
+start_gateway() {
+    "$BIN" run -c "$WORK/gateway.yaml" 2>>"$WORK/hookgate.err" & GPID=$!; PIDS+=($GPID)
+    for _ in $(seq 2000); do curl -fs "http://127.0.0.1:$ADMIN/readyz" >/dev/null 2>&1 && return; sleep 0.01; done
+    echo "the gateway did not start" >&2; exit 1
+}
+# 1. Intake with the backend down, until EVENTS are queued.
+start_gateway
+queued=0
+while ((queued < EVENTS)); do
+    wrk -t2 -c"$CONNS" -d2s -s "$WORK/post.lua" "http://127.0.0.1:$HG/hooks/queued" >/dev/null
+    queued=$(metric '^hookgate_requests_total\{.*outcome="queued".*code="200"')
+done
+kill -TERM $GPID; wait $GPID 2>/dev/null || true
+echo "queued $queued events with the backend down; spool $(du -sh "$WORK/spool" | cut -f1)"
+# 2. The backend up, the gateway restarted: every pending event is due at once.
+nginx -p "$WORK" -c "$WORK/nginx.conf" & PIDS+=($!)
+t0=$(date +%s.%N)
+start_gateway
+t1=$(date +%s.%N)
+for _ in $(seq 6000); do
+    pending=$(metric '^hookgate_queue_events\{.*state="pending"')
+    [[ $pending == 0 ]] && break; sleep 0.05
+done
+t2=$(date +%s.%N)
+delivered=$(metric '^hookgate_delivery_attempts_total\{.*result="delivered"')
+hwm=$(awk '/^VmHWM/ {print $2}' /proc/$GPID/status)
+cpu=$(awk '{print ($14 + $15) / 100}' /proc/$GPID/stat)
+awk -v t0="$t0" -v t1="$t1" -v t2="$t2" -v d="$delivered" -v p="$pending" -v h="$hwm" -v c="$cpu" 'BEGIN {
+    printf "restart to ready %.2f s; drained %d events in %.2f s: %.0f events/s; pending at end %d; peak RSS %.0f MiB; gateway CPU %.2f s (%.1f us per event)\n",
+        t1 - t0, d, t2 - t1, d / (t2 - t1), p, h / 1024, c, c / d * 1e6 }'
