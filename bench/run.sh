@@ -28,7 +28,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
-CONNS=${CONNS:-64}
+CONNS=${CONNS:-64}; export CONNS  # also the queue target's delivery concurrency
 THREADS=${THREADS:-2}
 WORKLOADS=${WORKLOADS:-"http-2k tls-2k tls-64k tls-1m tls-handshake"}
 TARGETS=${TARGETS:-"backend nginx hookgate"}
@@ -388,7 +388,7 @@ access_log: {"off" if variant == "nolog" else work + "/hookgate-access.log"}{chr
 upstreams:
   backend:
     url: http://127.0.0.1:{backend}
-    timeout: 15s{chr(10) + "    delivery: { concurrency: 64 }  # as many attempts at once as direct mode has forwards (CONNS)" if queue else ""}
+    timeout: 15s{chr(10) + "    delivery: { concurrency: " + __import__("os").environ.get("CONNS", "64") + " }  # as many attempts at once as direct mode has forwards (CONNS)" if queue else ""}
 routes:
 """)
     for i, path in enumerate(extra_routes):

@@ -62,6 +62,9 @@ pub struct Delivery {
     fresh_bytes: std::sync::atomic::AtomicU64,
     /// The `kind: delivery` lines, written in batches.
     attempt_log: log::AttemptLog,
+    /// The request path's worker threads, once they run: attempts go to them, round robin,
+    /// with their idle upstream connections, rather than all to the main runtime's one thread.
+    workers: OnceLock<Arc<crate::server::workers::Workers>>,
 }
 
 /// Payload bytes [`Delivery::fresh`] may hold.
@@ -138,6 +141,7 @@ impl Delivery {
             fresh: Mutex::default(),
             fresh_bytes: Default::default(),
             attempt_log: log::AttemptLog::default(),
+            workers: OnceLock::new(),
         })))
     }
 
@@ -171,6 +175,11 @@ impl Delivery {
         let task = tokio::spawn(async move { me.flush_attempt_log().await });
         self.lock_tasks().push(task);
         Ok(())
+    }
+
+    /// Runs attempts on the request path's worker threads from now on.
+    pub fn use_workers(&self, workers: Arc<crate::server::workers::Workers>) {
+        let _ = self.workers.set(workers);
     }
 
     /// A route's queue settings, when the route queues.
@@ -391,9 +400,13 @@ impl Delivery {
                             match queue.take_due(self.clock.now_ms()) {
                                 Ok((id, trigger)) => {
                                     let (me, q) = (Arc::clone(&self), Arc::clone(&queue));
-                                    tokio::spawn(async move {
+                                    let attempt = async move {
                                         me.attempt(&q, &id, trigger, permit).await;
-                                    });
+                                    };
+                                    match self.workers.get() {
+                                        Some(workers) => workers.spawn(attempt),
+                                        None => drop(tokio::spawn(attempt)),
+                                    }
                                 }
                                 Err(_) => {
                                     // Taken by a purge or replay meanwhile; a probe not sent.

@@ -124,6 +124,9 @@ impl Gateway {
         let (shutdown, _) = watch::channel(false);
         let workers = start_workers(config.limits.worker_threads, &shared.access_log)
             .map_err(StartError::Workers)?;
+        if let Some(delivery) = &shared.delivery {
+            delivery.use_workers(Arc::clone(&workers));
+        }
 
         let mut bound = Vec::new();
         for l in &config.listeners {
