@@ -14,7 +14,7 @@
 
 use std::sync::{Arc, LazyLock};
 
-use redis::{Cmd, Script};
+use redis::Script;
 use tokio::sync::{mpsc, oneshot};
 
 /// Keys per EVALSHA: bounds the time one script holds Redis (a GCRA step is about a
@@ -114,32 +114,14 @@ impl Op {
         }
     }
 
-    fn add_args(&self, cmd: &mut Cmd) {
+    fn add_args(&self, invocation: &mut redis::ScriptInvocation<'_>) {
         match self {
-            Op::Limit { interval_us, burst } => cmd.arg("l").arg(interval_us).arg(burst),
-            Op::Claim { owner, ttl_ms } => cmd.arg("c").arg(&**owner).arg(ttl_ms),
-            Op::Delivered { owner, window_ms } => cmd.arg("d").arg(&**owner).arg(window_ms),
-            Op::Release { owner } => cmd.arg("r").arg(&**owner).arg("-"),
+            Op::Limit { interval_us, burst } => invocation.arg("l").arg(interval_us).arg(burst),
+            Op::Claim { owner, ttl_ms } => invocation.arg("c").arg(&**owner).arg(ttl_ms),
+            Op::Delivered { owner, window_ms } => invocation.arg("d").arg(&**owner).arg(window_ms),
+            Op::Release { owner } => invocation.arg("r").arg(&**owner).arg("-"),
         };
     }
-}
-
-/// The EVALSHA of one batch: every job's key, then every job's three arguments, written
-/// straight into the command's one buffer (redis-rs's `ScriptInvocation` allocates each
-/// argument on its own first, then copies them all into such a command).
-fn evalsha(batch: &[Job]) -> Cmd {
-    let size: usize = batch.iter().map(|job| job.key.len() + 48).sum();
-    let mut cmd = Cmd::with_capacity(2 + 4 * batch.len(), 64 + size);
-    cmd.arg("EVALSHA")
-        .arg(batch_script().get_hash())
-        .arg(batch.len());
-    for job in batch {
-        cmd.arg(job.key.as_str());
-    }
-    for job in batch {
-        job.op.add_args(&mut cmd);
-    }
-    cmd
 }
 
 /// A queued call and where its answer goes.
@@ -149,11 +131,11 @@ pub struct Job {
     pub reply: oneshot::Sender<Option<(i64, i64)>>,
 }
 
-/// Sends batches one at a time until every sender is gone: `send` runs the EVALSHA given for
-/// `n` jobs (in order) and returns two integers per job, or `None` when Redis did not answer.
+/// Sends batches one at a time until every sender is gone: `send` runs one EVALSHA for the
+/// jobs given (in order) and returns one answer per job, or `None` when Redis did not answer.
 pub async fn run<F, Fut>(mut jobs: mpsc::UnboundedReceiver<Job>, send: F)
 where
-    F: Fn(Cmd, usize) -> Fut,
+    F: Fn(redis::ScriptInvocation<'static>, usize) -> Fut,
     Fut: std::future::Future<Output = Option<Vec<i64>>>,
 {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
@@ -163,7 +145,12 @@ where
         if batch.is_empty() {
             continue;
         }
-        let answers = send(evalsha(&batch), batch.len()).await;
+        let mut invocation = batch_script().prepare_invoke();
+        for job in &batch {
+            invocation.key(job.key.as_str());
+            job.op.add_args(&mut invocation);
+        }
+        let answers = send(invocation, batch.len()).await;
         for (i, job) in batch.drain(..).enumerate() {
             let answer = answers
                 .as_ref()
@@ -208,7 +195,7 @@ mod tests {
         jobs.send(gone).unwrap();
         drop(jobs);
         let seen = Arc::clone(&sent);
-        run(queued, move |_cmd, n| {
+        run(queued, move |_invocation, n| {
             let seen = Arc::clone(&seen);
             async move {
                 seen.lock().unwrap().push(n);

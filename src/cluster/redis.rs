@@ -121,9 +121,9 @@ impl RedisHandle {
             }
             let (sender, queued) = mpsc::unbounded_channel();
             let inner = Arc::clone(&inner);
-            tasks.push(runtime.spawn(batch::run(queued, move |cmd, n| {
+            tasks.push(runtime.spawn(batch::run(queued, move |invocation, n| {
                 let inner = Arc::clone(&inner);
-                async move { inner.send_batch(index, cmd, n).await }
+                async move { inner.send_batch(index, invocation, n).await }
             })));
             jobs.push(sender);
         }
@@ -188,24 +188,31 @@ impl Inner {
     /// One batch of `n` calls on lane `lane`: the flat answer (two integers per call), or
     /// `None` after an error or a missed deadline (the connections are then dropped and made
     /// again).
-    async fn send_batch(&self, lane: usize, cmd: redis::Cmd, n: usize) -> Option<Vec<i64>> {
+    async fn send_batch(
+        &self,
+        lane: usize,
+        invocation: redis::ScriptInvocation<'static>,
+        n: usize,
+    ) -> Option<Vec<i64>> {
         let used = self.lanes[lane].conn.load_full()?;
         let mut conn = MultiplexedConnection::clone(&used);
-        let answer = match tokio::time::timeout(self.config.timeout, evalsha(&cmd, &mut conn)).await
-        {
-            Ok(answer) => answer,
-            Err(_) => {
-                self.lost(
-                    lane,
-                    &used,
-                    &format!(
-                        "no answer within {}",
-                        humantime::format_duration(self.config.timeout)
-                    ),
-                );
-                return None;
-            }
-        };
+        let answer: Result<Vec<i64>, RedisError> =
+            match tokio::time::timeout(self.config.timeout, invocation.invoke_async(&mut conn))
+                .await
+            {
+                Ok(answer) => answer,
+                Err(_) => {
+                    self.lost(
+                        lane,
+                        &used,
+                        &format!(
+                            "no answer within {}",
+                            humantime::format_duration(self.config.timeout)
+                        ),
+                    );
+                    return None;
+                }
+            };
         match answer {
             Ok(values) if values.len() == 2 * n => Some(values),
             Ok(values) => {
@@ -325,21 +332,6 @@ async fn keep_connected(inner: Arc<Inner>, index: usize, client: redis::Client) 
             }
         }
         lane.wake.notified().await;
-    }
-}
-
-/// Runs a batch's EVALSHA; should Redis have lost the script (`SCRIPT FLUSH`, a failover), loads
-/// it and runs the EVALSHA again, as redis-rs's `ScriptInvocation` does.
-async fn evalsha(
-    cmd: &redis::Cmd,
-    conn: &mut MultiplexedConnection,
-) -> Result<Vec<i64>, RedisError> {
-    match cmd.query_async(conn).await {
-        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            batch::batch_script().load_async(conn).await?;
-            cmd.query_async(conn).await
-        }
-        answer => answer,
     }
 }
 
