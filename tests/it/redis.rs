@@ -517,6 +517,52 @@ async fn a_reload_with_the_same_redis_block_keeps_the_connection() {
     assert_eq!(after, before + 1, "no new gateway connection on reload");
 }
 
+/// A reload that changes the `redis:` block gives every worker a connection to the new one
+/// (made from the main thread onto each worker's runtime): the calls after it use the new
+/// prefix, none falls back, and the old connections close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_another_redis_block_moves_every_worker_to_it() {
+    let redis = RedisServer::start().await;
+    let gw = TestGateway::start(&format!(
+        "{}limits:\n  worker_threads: 2\n",
+        ROUTES
+            .replace("{redis}", &redis.url())
+            .replace("{timeout}", "250ms")
+    ))
+    .await;
+    wait_until_up(&gw, 1.0, Duration::from_secs(5)).await;
+    gw.edit_config(|text| text.replace("key_prefix: \"hg-test:\"", "key_prefix: \"hg-new:\""));
+    gw.reload().unwrap();
+    wait_until_up(&gw, 1.0, Duration::from_secs(5)).await;
+    for i in 0..6 {
+        assert_eq!(signed_delivery(&gw, &format!("moved-{i}")).await, 200);
+    }
+    let moved: Vec<String> = redis.query(&["KEYS", "hg-new:rp:*"]).await;
+    assert_eq!(moved.len(), 6, "{moved:?}");
+    let old: Vec<String> = redis.query(&["KEYS", "hg-test:*"]).await;
+    assert!(old.is_empty(), "{old:?}");
+    let m = gw.metrics().await;
+    assert!(
+        !m.iter()
+            .any(|(k, v)| k.starts_with("hookgate_redis_errors_total") && *v > 0.0),
+        "no call fell back"
+    );
+    // Two workers and the other threads: three connections (and the one asking), the old
+    // ones closed.
+    let started = Instant::now();
+    loop {
+        let clients: String = redis.query(&["CLIENT", "LIST"]).await;
+        if clients.lines().count() == 4 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "old connections still open: {clients}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[test]
 fn check_refuses_a_bad_redis_block_without_showing_the_password() {
     let dir = tempfile::tempdir().unwrap();
