@@ -7,6 +7,9 @@
 #
 #   bench/callgrind.sh [N]          N requests (default 2000)
 #   HOOKGATE_BIN=path               the binary (default: cargo build --release)
+#   REDIS=1                         the route's rate limit on a redis-server (Debian's package)
+#                                   started on PORT_BASE+2; requests go one at a time, so each
+#                                   check is a batch of one (an upper bound of a check's cost)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -38,6 +41,14 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1]) + 1), H).serve_forever()
 PY
 PIDS+=($!)
 
+REDIS_BLOCK=
+if [[ ${REDIS:-0} == 1 ]]; then
+    redis-server --port $((PORT + 2)) --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
+    PIDS+=($!)
+    # valgrind slows the gateway ~50x: a deadline that it still meets
+    REDIS_BLOCK="redis: { url: redis://127.0.0.1:$((PORT + 2)), timeout: 2s }"
+fi
+
 cat >"$WORK/gateway.yaml" <<EOF
 listeners:
   - name: internal
@@ -57,6 +68,7 @@ routes:
     rate_limit: { per_second: 1000000, burst: 1000000, key: route }
     verify: { provider: github, secrets: ["$SECRET"] }
     replay_window: off
+$REDIS_BLOCK
 EOF
 
 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" \
@@ -93,4 +105,7 @@ dump=$(ls "$WORK"/cg.out.* 2>/dev/null | head -1)
 [[ -s $WORK/cg.out ]] || { cat "$WORK/hookgate.log"; exit 1; }
 total=$(callgrind_annotate "$WORK/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
 echo "instructions per request (all threads, $N requests): $((total / N))"
+if [[ ${REDIS:-0} == 1 ]]; then
+    echo "redis fallbacks: $(grep -c 'redis down' "$WORK/hookgate.log" || true) down transitions logged"
+fi
 callgrind_annotate --inclusive=yes "$WORK/cg.out" 2>/dev/null | sed -n '/file:function/,$p' | head -${TOP:-45} | cut -c1-170

@@ -18,7 +18,8 @@
 #   PROFILE=1         also record a perf profile of hookgate per workload (perf from linux-perf)
 #   CARGO_TARGET_DIR  where cargo builds hookgate (default: target/ in the repository)
 #   HOOKGATE_BIN      use this binary instead of building one
-#   HOOKGATE_ALT_BIN  a second binary, run as the target hookgate-alt (A/B in one run)
+#   HOOKGATE_ALT_BIN  a second binary, run as the target hookgate-alt (A/B in one run), and
+#                     with the Redis limiter as hookgate-alt-redis
 #   OUT=bench/last-run.md   where the table is also written
 #   KEEP=1            keep the temp dir (configs, logs, raw wrk output)
 #   PORT_BASE=18000   first of the loopback ports used (PORT_BASE..PORT_BASE+30)
@@ -413,7 +414,8 @@ PY
 
 # Variants that change hookgate's environment, not its config (experiments, see README):
 # jemalloc / mimalloc preload another allocator (Debian libjemalloc2 / libmimalloc2.0),
-# (1thread, a config variant, runs one worker thread; alt runs $HOOKGATE_ALT_BIN.)
+# (1thread, a config variant, runs one worker thread; alt runs $HOOKGATE_ALT_BIN, and alt-redis
+# runs it with the redis variant's config, for an A/B of two builds' Redis limiters in one run.)
 # HOOKGATE_ENV="K=V ..." applies to every variant.
 variant_env() {
     case $1 in
@@ -421,7 +423,7 @@ variant_env() {
         mimalloc) echo "LD_PRELOAD=$(lib_path libmimalloc.so.2 libmimalloc2.0)" ;;
     esac
 }
-variant_config() { case $1 in jemalloc | mimalloc | alt) echo small ;; *) echo "$1" ;; esac; }
+variant_config() { case $1 in jemalloc | mimalloc | alt) echo small ;; alt-redis) echo redis ;; *) echo "$1" ;; esac; }
 lib_path() { # soname apt-package
     local f; f=$(ldconfig -p | awk -v n="$1" '$1 == n {print $NF; exit}')
     if [[ -z $f ]]; then
@@ -435,7 +437,7 @@ lib_path() { # soname apt-package
 start_hookgate() { # variant
     local conf=$WORK/hookgate-$(variant_config "$1").yaml t0
     t0=$(date +%s.%N)
-    local bin=$BIN; [[ $1 == alt ]] && bin=${HOOKGATE_ALT_BIN:?hookgate-alt needs HOOKGATE_ALT_BIN}
+    local bin=$BIN; [[ $1 == alt || $1 == alt-redis ]] && bin=${HOOKGATE_ALT_BIN:?hookgate-alt needs HOOKGATE_ALT_BIN}
     env ${HOOKGATE_ENV:-} $(variant_env "$1") "$bin" run -c "$conf" >>"$WORK/hookgate.out" 2>&1 &
     TARGET_PID=$!; STARTED+=("$TARGET_PID")
     local i
@@ -510,7 +512,7 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
         perf stat -x, -e task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter \
             -p "$pids" -o "$prof/$w-$target.stat" -- sleep "$dur_s" >/dev/null 2>&1 &
         perf_pids+=($!); STARTED+=($!)
-        if [[ $target == hookgate-redis ]]; then
+        if [[ $target == hookgate*-redis ]]; then
             # redis-server's share of the work: its counters, and where its time goes
             perf stat -x, -e task-clock,instructions,context-switches,raw_syscalls:sys_enter \
                 -p "$REDIS_PID" -o "$prof/$w-redis-server.stat" -- sleep "$dur_s" >/dev/null 2>&1 &
@@ -519,7 +521,7 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
                 -- sleep "$(awk -v d="$dur_s" 'BEGIN{print (d > 4 ? 4 : d)}')" >/dev/null 2>&1 &
             perf_pids+=($!); STARTED+=($!)
         fi
-        if [[ $target == hookgate || $target == hookgate-redis || $target == hookgate-queue ]]; then
+        if [[ $target == hookgate || $target == hookgate*-redis || $target == hookgate-queue ]]; then
             perf stat -x, -e instructions -p "$TARGET_PID" -o "$prof/$w-$target.instructions" \
                 -- sleep "$dur_s" >/dev/null 2>&1 &
             perf_pids+=($!); STARTED+=($!)
@@ -533,7 +535,7 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
     bcpu0=$(cpu_seconds "$BACKEND_PID")
     busy0=$(machine_busy_seconds); wall0=$(date +%s.%N)
     cpu0=$(cpu_seconds "$TARGET_PID"); sys0=$(sys_seconds "$TARGET_PID")
-    local rcalls0="0 0 0" rcpu0=0; [[ $target == hookgate-redis ]] && { rcalls0=$(redis_calls); rcpu0=$(cpu_seconds "$REDIS_PID"); }
+    local rcalls0="0 0 0" rcpu0=0; [[ $target == hookgate*-redis ]] && { rcalls0=$(redis_calls); rcpu0=$(cpu_seconds "$REDIS_PID"); }
     # `times` after wrk: the subshell's children's CPU, i.e. wrk's own
     raw=$( (timeout $((dur_s + 60)) wrk -t "$THREADS" -c "$CONNS" -d "$DURATION" --timeout 10s -s "$lua" "$url" 2>&1
         rc=$?; times; exit $rc)) || die "wrk failed: $raw"
@@ -547,7 +549,7 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
     local res; res=$(grep '^RESULT' <<<"$raw") || die "no wrk result: $raw"
     eval "local ${res#RESULT }"
     local errors=$((connect + read + write + status + timeout))
-    if [[ $target == hookgate-redis ]]; then
+    if [[ $target == hookgate*-redis ]]; then
         local rcalls1 rcpu1; rcalls1=$(redis_calls); rcpu1=$(cpu_seconds "$REDIS_PID")
         log "$target $w: $(awk -v a="$rcalls0" -v b="$rcalls1" -v n="$requests" -v c0="$rcpu0" -v c1="$rcpu1" -v hc0="$cpu0" -v hc1="$cpu1" 'BEGIN { split(a, x, " "); split(b, y, " ")
             printf "%d requests; EVALSHA %.3f per request; every command counted by Redis, scripts'"'"' inner ones included, %.3f per request; redis-server CPU s/10k req %.3f, hookgate + redis-server %.3f", n, (y[2] - x[2]) / n, (y[3] - x[3] - 1) / n, (c1 - c0) / n * 10000, ((c1 - c0) + (hc1 - hc0)) / n * 10000 }'), $(curl -fs "http://127.0.0.1:$HG_ADMIN/metrics" | awk '/^hookgate_rate_limit_fallback_total/ { print "fallbacks " $NF }')"
@@ -580,7 +582,7 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
         # instructions per request (immune to contention): the gateway's, and redis-server's
         local f who
         for f in "$prof/$w-$target.instructions" "$prof/$w-redis-server.stat"; do
-            [[ -f $f && ( $target == hookgate-redis || $f == *.instructions ) ]] || continue
+            [[ -f $f && ( $target == hookgate*-redis || $f == *.instructions ) ]] || continue
             who=$([[ $f == *redis-server* ]] && echo "  redis-server" || echo "$target")
             awk -F, -v n="$requests" -v d="$duration_us" -v dur="$dur_s" -v w="$w" -v t="$who" '
                 $1 ~ /^[0-9.]+$/ { v[$3] = $1 }
@@ -610,7 +612,7 @@ for t in $TARGETS; do
 done
 # hookgate-redis: the same policy with the rate limit on a local redis-server (Debian's
 # package), started once for the whole run; its round trips per request are logged per run.
-if [[ " $TARGETS " == *" hookgate-redis "* ]]; then
+if [[ " $TARGETS " == *" hookgate-redis "* || " $TARGETS " == *" hookgate-alt-redis "* ]]; then
     command -v redis-server >/dev/null || DEBIAN_FRONTEND=noninteractive ${SUDO:-} apt-get install -y -qq redis-server >/dev/null
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.out" 2>&1 &
     REDIS_PID=$!; STARTED+=($!)
@@ -678,6 +680,8 @@ for w in workloads:
         print(f"| {w} | {t} | " + " | ".join(cells) + f" | {errs} | {other:.2f} |")
         bases = (["nginx", "nginx-verify"] if t == "hookgate" else
                  ["nginx"] if t in ("floor", "nginx-verify") else
+                 # two builds' Redis limiters: each ÷ its own build's local limiter, and ÷ each other
+                 ["hookgate-alt", "hookgate", "hookgate-redis"] if t == "hookgate-alt-redis" else
                  ["hookgate"] if t.startswith("hookgate-") else
                  ["floor"] if t.startswith("floor-") else [])
         for base in (b for b in bases if (w, b) in by):

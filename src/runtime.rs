@@ -61,11 +61,13 @@ pub struct RouteHeaders {
 impl Runtime {
     /// Compiles `config`. `previous` is the snapshot being replaced, if any: limiters with
     /// unchanged settings and IP feeds with an unchanged source are taken over from it.
-    /// Must run inside the tokio runtime (IP feeds start their refresh tasks).
+    /// Must run inside the tokio runtime (IP feeds start their refresh tasks). `workers`: the
+    /// worker threads' runtimes, each of which gets its own Redis connection.
     pub fn build(
         config: &Config,
         previous: Option<&Runtime>,
         metrics: &Metrics,
+        workers: &[tokio::runtime::Handle],
     ) -> Result<Runtime, UpstreamBuildError> {
         let redis =
             config
@@ -73,7 +75,7 @@ impl Runtime {
                 .as_ref()
                 .map(|wanted| match previous.and_then(|p| p.redis.as_ref()) {
                     Some(old) if old.config() == wanted => Arc::clone(old),
-                    _ => crate::cluster::RedisHandle::start(wanted.clone(), metrics),
+                    _ => crate::cluster::RedisHandle::start(wanted.clone(), metrics, workers),
                 });
         let shared = |scope: &str| {
             config.redis.as_ref().map(|r| SharedLimit {

@@ -1,10 +1,17 @@
-//! The connection to the shared Redis: one multiplexed connection (redis-rs), replaced by a
-//! background task when it fails. Calls are coalesced into batches (`batch.rs`), one EVALSHA in
-//! flight at a time. A call never waits for a reconnect: while there is no connection it fails
-//! at once, and the caller decides locally. Every call has the configured deadline, and so has
-//! every batch. The state (up or down) is logged once per transition and exported as
-//! `hookgate_redis_up`; failures count in `hookgate_redis_errors_total{op}`.
+//! The connections to the shared Redis: one multiplexed connection (redis-rs) and one batcher
+//! per worker thread (a *lane*), plus one for every other thread, each replaced by a background
+//! task when it fails. A request's call, its batch, the socket write, the reply and the wake-up
+//! all stay on the request's own thread: with one connection for the whole process, waking the
+//! thread that owned it and being woken back cost the gateway more than half of its extra CPU
+//! per request (bench/README.md, 2026-12-05). Calls are coalesced into batches (`batch.rs`), one
+//! EVALSHA in flight per lane at a time. A call never waits for a reconnect: while its lane has
+//! no connection it fails at once, and the caller decides locally. Every call has the
+//! configured deadline, and so has every batch. A lane that loses its connection drops every
+//! lane's (Redis is one server: the others' are as likely broken), so up and down are one state
+//! for the whole process, logged once per transition and exported as `hookgate_redis_up`;
+//! failures count in `hookgate_redis_errors_total{op}`.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +22,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
@@ -34,21 +42,40 @@ const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
+thread_local! {
+    /// The lane this thread's calls use, when it is a worker of the request path.
+    static LANE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Makes the calling thread use lane `index` of every [`RedisHandle`] (the server's worker
+/// threads call it once, at start, with the index of their runtime in the handles given to
+/// [`RedisHandle::start`]). Threads that never call it share the last lane.
+pub fn bind_lane(index: usize) {
+    LANE.set(Some(index));
+}
+
 /// A handle on the shared Redis. Cheap to share (`Arc`); dropping the last one stops the
-/// reconnect task and closes the connection.
+/// reconnect tasks and the batchers, and so closes the connections.
 pub struct RedisHandle {
     inner: Arc<Inner>,
-    jobs: mpsc::UnboundedSender<Job>,
-    task: JoinHandle<()>,
-    batcher: JoinHandle<()>,
+    /// Where each lane's calls go; index as in `Inner::lanes`.
+    jobs: Vec<mpsc::UnboundedSender<Job>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// One lane's connection, made and used on one runtime only.
+#[derive(Default)]
+struct Lane {
+    conn: ArcSwapOption<MultiplexedConnection>,
+    /// Wakes the lane's reconnect task after its connection was dropped.
+    wake: Notify,
 }
 
 struct Inner {
     config: RedisConfig,
-    conn: ArcSwapOption<MultiplexedConnection>,
+    /// One per worker runtime, then one for every other thread.
+    lanes: Vec<Lane>,
     state: AtomicU8,
-    /// Wakes the reconnect task after a connection was dropped.
-    wake: Notify,
     errors: Family<RedisOpLabels, Counter>,
     up: Gauge,
     fallback: Counter,
@@ -57,35 +84,50 @@ struct Inner {
 }
 
 impl RedisHandle {
-    /// Starts connecting in the background and returns at once. Must run inside tokio.
-    pub fn start(config: RedisConfig, metrics: &Metrics) -> Arc<RedisHandle> {
+    /// Starts connecting in the background and returns at once: one lane on each of the
+    /// `workers` runtimes, and one on the current runtime (must run inside tokio) for every
+    /// other thread.
+    pub fn start(config: RedisConfig, metrics: &Metrics, workers: &[Handle]) -> Arc<RedisHandle> {
         let password = password_of(&config.url);
         let inner = Arc::new(Inner {
             config,
-            conn: ArcSwapOption::empty(),
+            lanes: (0..=workers.len()).map(|_| Lane::default()).collect(),
             state: AtomicU8::new(UNKNOWN),
-            wake: Notify::new(),
             errors: metrics.redis_errors.clone(),
             up: metrics.redis_up.clone(),
             fallback: metrics.rate_limit_fallback.clone(),
             password,
         });
         inner.up.set(0);
-        let task = tokio::spawn(keep_connected(Arc::clone(&inner)));
-        let (jobs, queued) = mpsc::unbounded_channel();
-        let batcher = tokio::spawn({
+        let client = match client(&inner.config) {
+            Ok(client) => Some(client),
+            Err(e) => {
+                // Validation parsed this URL already; should it fail anyway, stay local.
+                inner.count_error("connect");
+                inner.transition(DOWN, &inner.describe(&e));
+                None
+            }
+        };
+        let current = Handle::current();
+        let (mut jobs, mut tasks) = (Vec::new(), Vec::new());
+        for index in 0..inner.lanes.len() {
+            let runtime = workers.get(index).unwrap_or(&current);
+            if let Some(client) = &client {
+                tasks.push(runtime.spawn(keep_connected(
+                    Arc::clone(&inner),
+                    index,
+                    client.clone(),
+                )));
+            }
+            let (sender, queued) = mpsc::unbounded_channel();
             let inner = Arc::clone(&inner);
-            batch::run(queued, move |invocation, n| {
+            tasks.push(runtime.spawn(batch::run(queued, move |invocation, n| {
                 let inner = Arc::clone(&inner);
-                async move { inner.send_batch(invocation, n).await }
-            })
-        });
-        Arc::new(RedisHandle {
-            inner,
-            jobs,
-            task,
-            batcher,
-        })
+                async move { inner.send_batch(index, invocation, n).await }
+            })));
+            jobs.push(sender);
+        }
+        Arc::new(RedisHandle { inner, jobs, tasks })
     }
 
     pub fn config(&self) -> &RedisConfig {
@@ -96,9 +138,9 @@ impl RedisHandle {
         &self.inner.config.key_prefix
     }
 
-    /// True while a connection is established (the last call on it did not fail).
+    /// True while every lane has a connection (the last call on each did not fail).
     pub fn is_up(&self) -> bool {
-        self.inner.conn.load().is_some()
+        self.inner.all_connected()
     }
 
     /// Counts a rate-limit check decided locally.
@@ -106,18 +148,20 @@ impl RedisHandle {
         self.inner.fallback.inc();
     }
 
-    /// Runs `op` on `key` in the next batch, within the deadline: the two integers of the
-    /// answer (see `batch.rs`). `None` when Redis is down, slow or failed: the caller decides
-    /// locally. Counted in `hookgate_redis_errors_total{op}` then.
+    /// Runs `op` on `key` in the next batch of this thread's lane, within the deadline: the
+    /// two integers of the answer (see `batch.rs`). `None` when Redis is down, slow or failed:
+    /// the caller decides locally. Counted in `hookgate_redis_errors_total{op}` then.
     pub async fn call(&self, op: Op, key: String) -> Option<(i64, i64)> {
         let inner = &self.inner;
         let name = op.name();
-        if inner.conn.load().is_none() {
+        let last = inner.lanes.len() - 1;
+        let lane = LANE.get().filter(|&i| i < last).unwrap_or(last);
+        if inner.lanes[lane].conn.load().is_none() {
             inner.count_error(name);
             return None;
         }
         let (reply, answer) = oneshot::channel();
-        if self.jobs.send(Job { op, key, reply }).is_err() {
+        if self.jobs[lane].send(Job { op, key, reply }).is_err() {
             inner.count_error(name);
             return None;
         }
@@ -134,31 +178,38 @@ impl RedisHandle {
 
 impl Drop for RedisHandle {
     fn drop(&mut self) {
-        self.task.abort();
-        self.batcher.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
 impl Inner {
-    /// One batch of `n` calls: the flat answer (two integers per call), or `None` after an
-    /// error or a missed deadline (the connection is then dropped and made again).
+    /// One batch of `n` calls on lane `lane`: the flat answer (two integers per call), or
+    /// `None` after an error or a missed deadline (the connections are then dropped and made
+    /// again).
     async fn send_batch(
         &self,
+        lane: usize,
         invocation: redis::ScriptInvocation<'static>,
         n: usize,
     ) -> Option<Vec<i64>> {
-        let conn = self.conn.load_full()?;
-        let mut conn = MultiplexedConnection::clone(&conn);
+        let used = self.lanes[lane].conn.load_full()?;
+        let mut conn = MultiplexedConnection::clone(&used);
         let answer: Result<Vec<i64>, RedisError> =
             match tokio::time::timeout(self.config.timeout, invocation.invoke_async(&mut conn))
                 .await
             {
                 Ok(answer) => answer,
                 Err(_) => {
-                    self.lost(&format!(
-                        "no answer within {}",
-                        humantime::format_duration(self.config.timeout)
-                    ));
+                    self.lost(
+                        lane,
+                        &used,
+                        &format!(
+                            "no answer within {}",
+                            humantime::format_duration(self.config.timeout)
+                        ),
+                    );
                     return None;
                 }
             };
@@ -178,7 +229,7 @@ impl Inner {
                     || e.is_unrecoverable_error()
                     || e.is_timeout()
                 {
-                    self.lost(&self.describe(&e));
+                    self.lost(lane, &used, &self.describe(&e));
                 } else {
                     event(
                         "warn",
@@ -195,6 +246,10 @@ impl Inner {
         self.errors.get_or_create(&RedisOpLabels { op }).inc();
     }
 
+    fn all_connected(&self) -> bool {
+        self.lanes.iter().all(|lane| lane.conn.load().is_some())
+    }
+
     /// An error text with the password taken out.
     fn describe(&self, e: &RedisError) -> String {
         let text = e.to_string();
@@ -204,11 +259,22 @@ impl Inner {
         }
     }
 
-    /// The connection failed or missed a deadline: drop it (later calls fall back at once) and
-    /// let the background task make a new one.
-    fn lost(&self, why: &str) {
-        if self.conn.swap(None).is_some() {
-            self.wake.notify_one();
+    /// Lane `lane`'s connection `failed` failed or missed a deadline: drop every lane's (later
+    /// calls fall back at once) and let the background tasks make new ones. A late failure of
+    /// a connection already replaced changes nothing.
+    fn lost(&self, lane: usize, failed: &Arc<MultiplexedConnection>, why: &str) {
+        let current = self.lanes[lane].conn.load();
+        if !current
+            .as_ref()
+            .is_some_and(|conn| Arc::ptr_eq(conn, failed))
+        {
+            return;
+        }
+        drop(current);
+        for lane in &self.lanes {
+            if lane.conn.swap(None).is_some() {
+                lane.wake.notify_one();
+            }
         }
         self.transition(DOWN, why);
     }
@@ -236,24 +302,20 @@ impl Inner {
     }
 }
 
-/// Keeps one connection: makes it when there is none, then sleeps until a caller drops it.
-async fn keep_connected(inner: Arc<Inner>) {
-    let client = match client(&inner.config) {
-        Ok(client) => client,
-        Err(e) => {
-            // Validation parsed this URL already; should it fail anyway, stay local.
-            inner.count_error("connect");
-            inner.transition(DOWN, &inner.describe(&e));
-            return;
-        }
-    };
+/// Keeps lane `index` connected: makes its connection when there is none (on the runtime this
+/// task runs on, which also runs the connection's driver), then sleeps until it is dropped.
+/// Redis is up again once every lane is.
+async fn keep_connected(inner: Arc<Inner>, index: usize, client: redis::Client) {
+    let lane = &inner.lanes[index];
     let mut pause = RETRY_MIN;
     loop {
-        if inner.conn.load().is_none() {
+        if lane.conn.load().is_none() {
             match tokio::time::timeout(CONNECT_DEADLINE, connect(&client)).await {
                 Ok(Ok(conn)) => {
-                    inner.conn.store(Some(Arc::new(conn)));
-                    inner.transition(UP, "");
+                    lane.conn.store(Some(Arc::new(conn)));
+                    if inner.all_connected() {
+                        inner.transition(UP, "");
+                    }
                     pause = RETRY_MIN;
                 }
                 failed => {
@@ -269,7 +331,7 @@ async fn keep_connected(inner: Arc<Inner>) {
                 }
             }
         }
-        inner.wake.notified().await;
+        lane.wake.notified().await;
     }
 }
 

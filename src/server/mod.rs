@@ -97,10 +97,13 @@ impl Gateway {
     /// any part cannot start.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
         let metrics = Metrics::new();
-        let runtime = Runtime::build(&config, None, &metrics)?;
         let (access_log, log_writer) = AccessLog::start(&config.access_log)
             .await
             .map_err(StartError::AccessLog)?;
+        // Before the runtime: each worker gets its own Redis connection.
+        let workers = start_workers(config.limits.worker_threads, &access_log)
+            .map_err(StartError::Workers)?;
+        let runtime = Runtime::build(&config, None, &metrics, workers.handles())?;
         metrics.config_loaded_at_start();
         let delivery = crate::delivery::Delivery::open(&config.delivery, &metrics)?;
         let shared = Arc::new(Shared {
@@ -118,15 +121,11 @@ impl Gateway {
             acme_http01: acme::uses_http01(&config).then(Default::default),
         });
         if let Some(delivery) = &shared.delivery {
+            delivery.use_workers(Arc::clone(&workers));
             delivery.start(&shared)?;
         }
         shared.replay.use_redis(shared.runtime.load().redis.clone());
         let (shutdown, _) = watch::channel(false);
-        let workers = start_workers(config.limits.worker_threads, &shared.access_log)
-            .map_err(StartError::Workers)?;
-        if let Some(delivery) = &shared.delivery {
-            delivery.use_workers(Arc::clone(&workers));
-        }
 
         let mut bound = Vec::new();
         for l in &config.listeners {
@@ -298,8 +297,13 @@ impl Gateway {
 
     fn try_reload(&self, config: &Config) -> Result<(), String> {
         let previous = self.shared.runtime.load_full();
-        let runtime = Runtime::build(config, Some(&previous), &self.shared.metrics)
-            .map_err(|e| e.to_string())?;
+        let runtime = Runtime::build(
+            config,
+            Some(&previous),
+            &self.shared.metrics,
+            self.workers.handles(),
+        )
+        .map_err(|e| e.to_string())?;
         let mut certificates = Vec::new();
         for running in &self.listeners {
             let new = config

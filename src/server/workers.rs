@@ -42,6 +42,8 @@ impl Workers {
                 .spawn(move || {
                     // Its own idle list in every upstream pool.
                     crate::upstream::bind_worker(index);
+                    // Its own Redis connection and batcher.
+                    crate::cluster::redis::bind_lane(index);
                     on_start();
                     // Serves every task spawned onto this runtime until told to stop, or until
                     // the gateway is dropped.
@@ -59,6 +61,11 @@ impl Workers {
             next: AtomicUsize::new(0),
             running: Mutex::new(running),
         })
+    }
+
+    /// The workers' runtimes, in worker order.
+    pub fn handles(&self) -> &[Handle] {
+        &self.handles
     }
 
     pub fn count(&self) -> usize {

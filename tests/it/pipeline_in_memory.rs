@@ -79,7 +79,7 @@ impl InMemory {
         let config =
             parse_and_validate(&yaml, &dir.path().join("gateway.yaml"), HashMap::new()).unwrap();
         let metrics = Metrics::new();
-        let runtime = Runtime::build(&config, None, &metrics).unwrap();
+        let runtime = Runtime::build(&config, None, &metrics, &[]).unwrap();
         let log = dir.path().join("access.log");
         let (access_log, writer) = AccessLog::start(&LogTarget::File(log.clone()))
             .await

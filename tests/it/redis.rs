@@ -454,6 +454,48 @@ async fn a_blackhole_or_a_frozen_redis_costs_at_most_the_timeout() {
     wait_until_up(&gw, 1.0, Duration::from_secs(2)).await;
 }
 
+/// Each worker thread has its own Redis connection, which its requests' calls use (so a call
+/// never wakes another thread), plus one for every other thread; and a Redis that lost the
+/// batch script (`SCRIPT FLUSH`) is given it again without any call falling back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_worker_calls_on_its_own_connection_and_a_flushed_script_is_loaded_again() {
+    let redis = RedisServer::start().await;
+    let gw = TestGateway::start(&format!(
+        "{}limits:\n  worker_threads: 3\n",
+        ROUTES
+            .replace("{redis}", &redis.url())
+            .replace("{timeout}", "250ms")
+    ))
+    .await;
+    wait_until_up(&gw, 1.0, Duration::from_secs(5)).await;
+    let _: () = redis.query(&["SCRIPT", "FLUSH"]).await;
+    // One new connection each, so the worker threads take turns: every worker's lane is used.
+    let ids: Vec<String> = (0..12).map(|i| format!("lane-delivery-{i}")).collect();
+    for id in &ids {
+        assert_eq!(signed_delivery(&gw, id).await, 200, "{id}");
+    }
+    for id in &ids {
+        assert_eq!(signed_delivery(&gw, id).await, 200, "{id}: a duplicate");
+    }
+    assert_eq!(gw.upstream.seen().len(), ids.len(), "each forwarded once");
+    let m = gw.metrics().await;
+    let errors: Vec<_> = m
+        .iter()
+        .filter(|(k, v)| k.starts_with("hookgate_redis_errors_total") && **v > 0.0)
+        .collect();
+    assert!(errors.is_empty(), "no call fell back: {errors:?}");
+    // The gateway's connections (CLIENT LIST also shows the one asking): three workers, one
+    // for the other threads; the workers' last command was a batch's EVALSHA.
+    let clients: String = redis.query(&["CLIENT", "LIST"]).await;
+    let gateway: Vec<&str> = clients
+        .lines()
+        .filter(|l| !l.contains("cmd=client|list"))
+        .collect();
+    assert_eq!(gateway.len(), 4, "{clients}");
+    let calling = gateway.iter().filter(|l| l.contains("cmd=evalsha")).count();
+    assert_eq!(calling, 3, "each worker on its own connection: {clients}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_with_the_same_redis_block_keeps_the_connection() {
     let redis = RedisServer::start().await;
@@ -473,6 +515,52 @@ async fn a_reload_with_the_same_redis_block_keeps_the_connection() {
     let after = connections(redis.query(&["INFO", "stats"]).await);
     // The INFO calls themselves are one connection each.
     assert_eq!(after, before + 1, "no new gateway connection on reload");
+}
+
+/// A reload that changes the `redis:` block gives every worker a connection to the new one
+/// (made from the main thread onto each worker's runtime): the calls after it use the new
+/// prefix, none falls back, and the old connections close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_another_redis_block_moves_every_worker_to_it() {
+    let redis = RedisServer::start().await;
+    let gw = TestGateway::start(&format!(
+        "{}limits:\n  worker_threads: 2\n",
+        ROUTES
+            .replace("{redis}", &redis.url())
+            .replace("{timeout}", "250ms")
+    ))
+    .await;
+    wait_until_up(&gw, 1.0, Duration::from_secs(5)).await;
+    gw.edit_config(|text| text.replace("key_prefix: \"hg-test:\"", "key_prefix: \"hg-new:\""));
+    gw.reload().unwrap();
+    wait_until_up(&gw, 1.0, Duration::from_secs(5)).await;
+    for i in 0..6 {
+        assert_eq!(signed_delivery(&gw, &format!("moved-{i}")).await, 200);
+    }
+    let moved: Vec<String> = redis.query(&["KEYS", "hg-new:rp:*"]).await;
+    assert_eq!(moved.len(), 6, "{moved:?}");
+    let old: Vec<String> = redis.query(&["KEYS", "hg-test:*"]).await;
+    assert!(old.is_empty(), "{old:?}");
+    let m = gw.metrics().await;
+    assert!(
+        !m.iter()
+            .any(|(k, v)| k.starts_with("hookgate_redis_errors_total") && *v > 0.0),
+        "no call fell back"
+    );
+    // Two workers and the other threads: three connections (and the one asking), the old
+    // ones closed.
+    let started = Instant::now();
+    loop {
+        let clients: String = redis.query(&["CLIENT", "LIST"]).await;
+        if clients.lines().count() == 4 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "old connections still open: {clients}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[test]
