@@ -65,6 +65,7 @@ nginx -p "$WORK" -c "$WORK/nginx.conf" & PIDS+=($!)
 t0=$(date +%s.%N)
 start_gateway
 t1=$(date +%s.%N)
+rss_ready=$(awk '/^VmRSS/ {print $2}' /proc/$GPID/status)
 for _ in $(seq 6000); do
     pending=$(metric '^hookgate_queue_events\{.*state="pending"')
     [[ $pending == 0 ]] && break; sleep 0.05
@@ -73,6 +74,6 @@ t2=$(date +%s.%N)
 delivered=$(metric '^hookgate_delivery_attempts_total\{.*result="delivered"')
 hwm=$(awk '/^VmHWM/ {print $2}' /proc/$GPID/status)
 cpu=$(awk '{print ($14 + $15) / 100}' /proc/$GPID/stat)
-awk -v t0="$t0" -v t1="$t1" -v t2="$t2" -v d="$delivered" -v p="$pending" -v h="$hwm" -v c="$cpu" 'BEGIN {
-    printf "restart to ready %.2f s; drained %d events in %.2f s: %.0f events/s; pending at end %d; peak RSS %.0f MiB; gateway CPU %.2f s (%.1f us per event)\n",
-        t1 - t0, d, t2 - t1, d / (t2 - t1), p, h / 1024, c, c / d * 1e6 }'
+awk -v t0="$t0" -v t1="$t1" -v t2="$t2" -v d="$delivered" -v p="$pending" -v h="$hwm" -v c="$cpu" -v r="$rss_ready" 'BEGIN {
+    printf "restart to ready %.2f s (RSS then %.0f MiB); drained %d events in %.2f s: %.0f events/s; pending at end %d; peak RSS %.0f MiB; gateway CPU %.2f s (%.1f us per event)\n",
+        t1 - t0, r / 1024, d, t2 - t1, d / (t2 - t1), p, h / 1024, c, c / d * 1e6 }'
