@@ -124,7 +124,7 @@ impl Delivery {
         };
         let (writer, _thread) = Writer::start(Arc::clone(&spool), spool_config.max_bytes, observe)
             .map_err(|e| open_error(SpoolError::Store(e.to_string())))?;
-        let counts = spool::count_by_route_state(&*spool).map_err(open_error)?;
+        let counts = spool.counts().map_err(open_error)?;
         Ok(Some(Arc::new(Delivery {
             spool,
             writer,
@@ -682,12 +682,15 @@ impl Delivery {
             .clock
             .now_ms()
             .saturating_sub(retention.as_millis() as u64);
-        let old: Vec<EventMeta> = self
-            .spool
-            .list(&Filter::default(), usize::MAX)?
-            .into_iter()
-            .filter(|m| m.state != State::Pending && m.updated_ms < cutoff)
-            .collect();
+        let mut old = Vec::new();
+        for state in [State::Delivered, State::Dead] {
+            let filter = Filter {
+                state: Some(state),
+                updated_before_ms: Some(cutoff),
+                ..Filter::default()
+            };
+            old.extend(self.spool.list(&filter, usize::MAX)?);
+        }
         let n = self.remove(old).await?;
         if n > 0 {
             let spool = Arc::clone(&self.spool);

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::meta_codec::{self, Location};
-use super::spool::{EventMeta, Filter, Op, Payload, Spool, SpoolError};
+use super::spool::{EventMeta, Filter, Op, Payload, Spool, SpoolError, State};
 
 /// Held locked (`flock`) while a process has the spool open.
 pub const LOCK_FILE: &str = "spool.lock";
@@ -86,6 +86,11 @@ struct Log {
 struct Entry {
     record: Box<[u8]>,
     stored_bytes: u64,
+    /// What listing filters on, so a scan decodes only what it returns (retention runs every
+    /// minute over every stored event, under the lock commits wait for).
+    state: State,
+    received_ms: u64,
+    updated_ms: u64,
     /// Where the payload is (`segment` is the segment's number).
     payload: Location,
     /// The segment holding the event's latest state record.
@@ -313,9 +318,19 @@ impl Entry {
         Entry {
             record: record.into_boxed_slice(),
             stored_bytes: meta.stored_bytes,
+            state: meta.state,
+            received_ms: meta.received_ms,
+            updated_ms: meta.updated_ms,
             payload,
             state_segment,
         }
+    }
+
+    /// Whether the event may match `filter`, from what the entry holds without decoding.
+    fn may_match(&self, filter: &Filter) -> bool {
+        filter.state.is_none_or(|s| s == self.state)
+            && filter.since_ms.is_none_or(|t| self.received_ms >= t)
+            && filter.updated_before_ms.is_none_or(|t| self.updated_ms < t)
     }
 
     fn meta(&self) -> Result<EventMeta, SpoolError> {
@@ -590,7 +605,7 @@ impl Spool for SegmentSpool {
             return Ok(out);
         }
         // Ids are time-ordered: the index's order is oldest first.
-        for entry in log.index.values() {
+        for entry in log.index.values().filter(|e| e.may_match(filter)) {
             if out.len() >= limit {
                 break;
             }
@@ -600,6 +615,17 @@ impl Spool for SegmentSpool {
             }
         }
         Ok(out)
+    }
+
+    fn counts(&self) -> Result<HashMap<(String, State), i64>, SpoolError> {
+        let guard = self.lock();
+        let log = guard.as_ref().ok_or(SpoolError::Stopped)?;
+        let mut counts = HashMap::new();
+        for entry in log.index.values() {
+            let meta = entry.meta()?;
+            *counts.entry((meta.route, meta.state)).or_insert(0) += 1;
+        }
+        Ok(counts)
     }
 
     fn get(&self, id: &str) -> Result<Option<(EventMeta, Payload)>, SpoolError> {
@@ -854,6 +880,52 @@ mod tests {
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("a corrupt spool opened"),
         }
+    }
+
+    #[test]
+    fn listing_filters_agree_with_the_filter_on_every_event_and_counts_by_route_and_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = SegmentSpool::open(dir.path(), 1 << 20).unwrap();
+        let states = [State::Pending, State::Delivered, State::Dead];
+        let mut ops = Vec::new();
+        for i in 0..30u64 {
+            let mut m = meta(&format!("{i:02}"), 10);
+            (m.received_ms, m.updated_ms) = (100 + i, 1000 + (i * 7) % 30);
+            m.route = if i % 4 == 0 { "a".into() } else { "b".into() };
+            m.state = states[(i % 3) as usize];
+            ops.push(Op::Insert {
+                meta: m,
+                payload: Payload {
+                    headers: vec![],
+                    body: bytes::Bytes::new(),
+                }
+                .encode()
+                .into(),
+            });
+        }
+        spool.commit(ops, u64::MAX, true).unwrap();
+        let all = spool.list(&Filter::default(), usize::MAX).unwrap();
+        assert_eq!(all.len(), 30);
+        for state in [None, Some(State::Dead), Some(State::Delivered)] {
+            for since_ms in [None, Some(115)] {
+                for updated_before_ms in [None, Some(1010)] {
+                    let filter = Filter {
+                        state,
+                        since_ms,
+                        updated_before_ms,
+                        route: Some("b".into()),
+                        ..Filter::default()
+                    };
+                    let want: Vec<_> = all.iter().filter(|m| filter.matches(m)).cloned().collect();
+                    assert!(!want.is_empty(), "{filter:?}");
+                    assert_eq!(spool.list(&filter, usize::MAX).unwrap(), want, "{filter:?}");
+                }
+            }
+        }
+        let counts = spool.counts().unwrap();
+        assert_eq!(counts.values().sum::<i64>(), 30);
+        assert_eq!(counts[&("a".to_string(), State::Pending)], 3);
+        assert_eq!(counts[&("b".to_string(), State::Dead)], 8);
     }
 
     #[test]

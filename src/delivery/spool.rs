@@ -222,6 +222,8 @@ pub struct Filter {
     /// Received at or after this Unix ms.
     pub since_ms: Option<u64>,
     pub id: Option<String>,
+    /// Last changed before this Unix ms (retention; not offered to operators).
+    pub updated_before_ms: Option<u64>,
 }
 
 impl Filter {
@@ -230,6 +232,7 @@ impl Filter {
             && self.state.is_none_or(|s| s == meta.state)
             && self.since_ms.is_none_or(|t| meta.received_ms >= t)
             && self.id.as_ref().is_none_or(|i| *i == meta.id)
+            && self.updated_before_ms.is_none_or(|t| meta.updated_ms < t)
     }
 }
 
@@ -243,6 +246,9 @@ pub trait Spool: Send + Sync {
         -> Result<Vec<usize>, SpoolError>;
     /// Every event matching `filter`, oldest first, at most `limit`.
     fn list(&self, filter: &Filter, limit: usize) -> Result<Vec<EventMeta>, SpoolError>;
+    /// How many events each route has in each state (for the gauges at start), without
+    /// holding them all in memory at once.
+    fn counts(&self) -> Result<HashMap<(String, State), i64>, SpoolError>;
     fn get(&self, id: &str) -> Result<Option<(EventMeta, Payload)>, SpoolError>;
     /// Bytes of stored events (what `max_bytes` limits).
     fn live_bytes(&self) -> u64;
@@ -252,17 +258,6 @@ pub trait Spool: Send + Sync {
     fn compact(&self) -> Result<bool, SpoolError>;
     /// Closes the store (at shutdown): every later call fails with [`SpoolError::Stopped`].
     fn close(&self);
-}
-
-/// Counts of stored events, for metrics at start.
-pub fn count_by_route_state(
-    spool: &dyn Spool,
-) -> Result<HashMap<(String, State), i64>, SpoolError> {
-    let mut counts = HashMap::new();
-    for m in spool.list(&Filter::default(), usize::MAX)? {
-        *counts.entry((m.route, m.state)).or_insert(0) += 1;
-    }
-    Ok(counts)
 }
 
 /// How long the writer waits for more changes to join a commit: none by default. Changes that
@@ -612,6 +607,9 @@ mod tests {
         }
         fn list(&self, _: &Filter, _: usize) -> Result<Vec<EventMeta>, SpoolError> {
             Ok(vec![])
+        }
+        fn counts(&self) -> Result<HashMap<(String, State), i64>, SpoolError> {
+            Ok(HashMap::new())
         }
         fn get(&self, _: &str) -> Result<Option<(EventMeta, Payload)>, SpoolError> {
             Ok(None)
