@@ -22,29 +22,11 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [[ -n ${KEEP:-} ]] || rm -rf "$WORK"; }
 trap cleanup EXIT
 BACKEND=$((PORT_BASE + 1)); HG=$((PORT_BASE + 2)); ADMIN=$((PORT_BASE + 3))
-cat >"$WORK/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx-error.log;
-events { worker_connections 1024; }
-http { access_log off; client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK;
-  uwsgi_temp_path $WORK; scgi_temp_path $WORK; client_body_buffer_size 2m;
-  server { listen 127.0.0.1:$BACKEND; keepalive_requests 1000000; location / { return 200 "ok"; } } }
-NGX
-cat >"$WORK/gateway.yaml" <<YAML
-listeners: [ { name: plain, bind: "127.0.0.1:$HG" } ]
-admin: { bind: "127.0.0.1:$ADMIN" }
-access_log: off
-spool: { path: spool, max_bytes: 8GiB }
-upstreams:
-  backend: { url: "http://127.0.0.1:$BACKEND", delivery: { concurrency: 64 } }
-routes:
-  - { name: queued, path: /hooks/queued, upstream: backend, delivery: queue, replay_window: off }
-YAML
-head -c 2048 /dev/urandom | base64 -w0 | head -c 2048 >"$WORK/body"
-cat >"$WORK/post.lua" <<LUA
-wrk.method = "POST"
-local f = io.open("$WORK/body", "rb"); wrk.body = f:read("*a"); f:close()
-wrk.headers["Content-Type"] = "application/json"
-LUA
+# shellcheck source=bench/queue-common.sh
+source "$HERE/queue-common.sh"
+write_backend_conf
+write_gateway_conf 64
+write_load
 metric() { curl -fs "http://127.0.0.1:$ADMIN/metrics" | awk -v re="$1" '$0 ~ re {s += $NF} END {print s + 0}'; }
 start_gateway() {
     "$BIN" run -c "$WORK/gateway.yaml" 2>>"$WORK/hookgate.err" & GPID=$!; PIDS+=($GPID)

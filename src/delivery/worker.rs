@@ -273,6 +273,26 @@ struct Inner {
     seq: u64,
 }
 
+impl Inner {
+    /// Puts `meta`'s event in the entries (not the heap); returns its sequence number.
+    fn insert(&mut self, meta: &EventMeta, due_ms: u64, trigger: Trigger, in_flight: bool) -> u64 {
+        self.seq += 1;
+        self.entries.insert(
+            meta.id.clone(),
+            Due {
+                due_ms,
+                trigger,
+                route: meta.route.clone(),
+                received_ms: meta.received_ms,
+                seq: self.seq,
+                in_flight,
+                replay_requested: false,
+            },
+        );
+        self.seq
+    }
+}
+
 /// One upstream's pending events, in due order (lazily: a rescheduled event's old heap entry
 /// is skipped when its sequence number no longer matches).
 pub struct UpstreamQueue {
@@ -340,20 +360,7 @@ impl UpstreamQueue {
             due.replay_requested |= trigger == Trigger::Replay;
             return false;
         }
-        inner.seq += 1;
-        let seq = inner.seq;
-        inner.entries.insert(
-            meta.id.clone(),
-            Due {
-                due_ms,
-                trigger,
-                route: meta.route.clone(),
-                received_ms: meta.received_ms,
-                seq,
-                in_flight: false,
-                replay_requested: false,
-            },
-        );
+        let seq = inner.insert(meta, due_ms, trigger, false);
         inner.heap.push(Reverse((due_ms, seq, meta.id.clone())));
         drop(inner);
         self.notify.notify_one();
@@ -367,20 +374,7 @@ impl UpstreamQueue {
         if inner.entries.contains_key(&meta.id) {
             return false;
         }
-        inner.seq += 1;
-        let seq = inner.seq;
-        inner.entries.insert(
-            meta.id.clone(),
-            Due {
-                due_ms: meta.next_attempt_ms,
-                trigger,
-                route: meta.route.clone(),
-                received_ms: meta.received_ms,
-                seq,
-                in_flight: true,
-                replay_requested: false,
-            },
-        );
+        inner.insert(meta, meta.next_attempt_ms, trigger, true);
         true
     }
 

@@ -101,6 +101,21 @@ impl Backend {
         self.hits.lock().unwrap().clone()
     }
 
+    /// Waits until every one of `bodies` has arrived at least once, then returns the hits.
+    async fn wait_for_bodies<'a>(
+        &self,
+        bodies: impl IntoIterator<Item = &'a String> + Clone,
+    ) -> Vec<Hit> {
+        self.wait_for("every acknowledged event", |hits| {
+            let seen: HashSet<&[u8]> = hits.iter().map(|h| &h.body[..]).collect();
+            bodies
+                .clone()
+                .into_iter()
+                .all(|b| seen.contains(b.as_bytes()))
+        })
+        .await
+    }
+
     /// Waits until `done(hits)` holds (at most 20 s), then returns the hits.
     async fn wait_for(&self, what: &str, done: impl Fn(&[Hit]) -> bool) -> Vec<Hit> {
         let until = Instant::now() + Duration::from_secs(20);
@@ -719,12 +734,7 @@ async fn kill_9_during_intake_and_delivery_twenty_times_loses_no_acknowledged_ev
     assert!(errors > 0, "some requests were cut off by the kills");
     let log = dir.path().join("stderr-final.log");
     let (mut child, _) = spawn_gateway(&config_path, &log).await;
-    let hits = backend
-        .wait_for("every acknowledged event", |hits| {
-            let seen: HashSet<&[u8]> = hits.iter().map(|h| &h.body[..]).collect();
-            acked.iter().all(|b| seen.contains(b.as_bytes()))
-        })
-        .await;
+    let hits = backend.wait_for_bodies(&acked).await;
     child.kill().unwrap();
     child.wait().unwrap();
     // At least once: duplicates are allowed, and they carry the same key.
@@ -807,12 +817,7 @@ async fn a_disk_error_on_commit_answers_503_from_then_on_and_loses_no_acknowledg
 
     let backend = Backend::start_on(backend_addr, always(200)).await;
     let (mut child, _) = spawn_gateway(&config_path, &dir.path().join("stderr-after.log")).await;
-    backend
-        .wait_for("every acknowledged event", |hits| {
-            let seen: HashSet<&[u8]> = hits.iter().map(|h| &h.body[..]).collect();
-            acked.iter().all(|b| seen.contains(b.as_bytes()))
-        })
-        .await;
+    backend.wait_for_bodies(&acked).await;
     // Time for anything else in the spool to be attempted too.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let hits = backend.hits();
@@ -900,12 +905,7 @@ async fn a_torn_last_write_is_cut_off_and_every_acknowledged_event_is_delivered(
         assert_eq!(status, 200);
         acked.push(body);
     }
-    backend
-        .wait_for("every acknowledged event", |hits| {
-            let seen: HashSet<&[u8]> = hits.iter().map(|h| &h.body[..]).collect();
-            acked.iter().all(|b| seen.contains(b.as_bytes()))
-        })
-        .await;
+    backend.wait_for_bodies(&acked).await;
     child.kill().unwrap();
     child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
