@@ -616,6 +616,21 @@ fn process_config(backend: SocketAddr, limits: &str, delivery: &str) -> String {
     )
 }
 
+/// A config for the process tests in a fresh folder: one worker, quick retries, and a backend
+/// address nothing listens on yet. Returns that address, the folder and the config's path.
+async fn queued_to_a_closed_port() -> (SocketAddr, tempfile::TempDir, std::path::PathBuf) {
+    let backend_addr = free_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("gateway.yaml");
+    let yaml = process_config(
+        backend_addr,
+        "worker_threads: 1",
+        "backoff: { initial: 10ms, max: 50ms }",
+    );
+    std::fs::write(&config_path, yaml).unwrap();
+    (backend_addr, dir, config_path)
+}
+
 /// Starts the real binary on `config`; its stderr goes to `log`. Returns it and the address of
 /// its `plain` listener. The caller kills and waits for it.
 async fn spawn_gateway(
@@ -758,15 +773,7 @@ async fn kill_9_during_intake_and_delivery_twenty_times_loses_no_acknowledged_ev
 /// and every event acknowledged before it is delivered after a restart without the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_error_on_commit_answers_503_from_then_on_and_loses_no_acknowledged_event() {
-    let backend_addr = free_port().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("gateway.yaml");
-    let yaml = process_config(
-        backend_addr,
-        "worker_threads: 1",
-        "backoff: { initial: 10ms, max: 50ms }",
-    );
-    std::fs::write(&config_path, yaml).unwrap();
+    let (backend_addr, dir, config_path) = queued_to_a_closed_port().await;
     let log = dir.path().join("stderr-limited.log");
     let (mut child, addr) = spawn_gateway_limited(&config_path, &log, Some(4096)).await;
     let client = plain_client();
@@ -842,15 +849,7 @@ async fn a_disk_error_on_commit_answers_503_from_then_on_and_loses_no_acknowledg
 /// and goes on acknowledging and delivering after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_last_write_is_cut_off_and_every_acknowledged_event_is_delivered() {
-    let backend_addr = free_port().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("gateway.yaml");
-    let yaml = process_config(
-        backend_addr,
-        "worker_threads: 1",
-        "backoff: { initial: 10ms, max: 50ms }",
-    );
-    std::fs::write(&config_path, yaml).unwrap();
+    let (backend_addr, dir, config_path) = queued_to_a_closed_port().await;
     let (mut child, addr) = spawn_gateway(&config_path, &dir.path().join("stderr-1.log")).await;
     let client = plain_client();
     let url = format!("http://{addr}/hooks/queued");
