@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -710,9 +710,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 fn io_error(path: &Path, what: &str, e: &std::io::Error) -> SpoolError {
-    if e.kind() == ErrorKind::NotFound && what == "cannot read" {
-        return SpoolError::Store(format!("{} is gone", path.display()));
-    }
     SpoolError::Store(format!("{what} {}: {e}", path.display()))
 }
 
