@@ -35,6 +35,8 @@ use super::spool::{EventMeta, Filter, Op, Payload, Spool, SpoolError, State};
 /// Held locked (`flock`) while a process has the spool open.
 pub const LOCK_FILE: &str = "spool.lock";
 const SUFFIX: &str = ".seg";
+/// The file of the spool before the segment log (redb).
+const EARLIER_FILE: &str = "spool.redb";
 /// crc, length, kind.
 const HEADER: usize = 9;
 const INSERT: u8 = 1;
@@ -126,6 +128,16 @@ impl SegmentSpool {
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(io_error(&lock_path, "cannot lock", &e))
             }
+        }
+        // Builds before the segment log kept events in one redb file here: starting without
+        // them would lose them quietly.
+        let earlier = dir.join(EARLIER_FILE);
+        if earlier.exists() {
+            return Err(SpoolError::Store(format!(
+                "{} was written by an earlier hookgate (a redb spool), which this build does not \
+                 read: deliver or purge its events with that build, then remove the file",
+                earlier.display()
+            )));
         }
         let mut numbers = Vec::new();
         for item in std::fs::read_dir(dir).map_err(|e| io_error(dir, "cannot read", &e))? {
@@ -923,6 +935,17 @@ mod tests {
         assert_eq!(counts.values().sum::<i64>(), 30);
         assert_eq!(counts[&("a".to_string(), State::Pending)], 3);
         assert_eq!(counts[&("b".to_string(), State::Dead)], 8);
+    }
+
+    #[test]
+    fn an_earlier_builds_spool_file_stops_the_open_rather_than_being_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("spool.redb"), b"redb").unwrap();
+        match SegmentSpool::open(dir.path(), 1 << 20) {
+            Err(SpoolError::Store(why)) => assert!(why.contains("earlier hookgate"), "{why}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened beside an earlier spool"),
+        }
     }
 
     #[test]
