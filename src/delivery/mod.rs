@@ -67,6 +67,9 @@ pub struct Delivery {
     workers: OnceLock<Arc<crate::server::workers::Workers>>,
 }
 
+/// Delivered events listed at a time when a full spool makes room.
+const EVICT_BATCH: usize = 4096;
+
 /// Payload bytes [`Delivery::fresh`] may hold.
 const FRESH_BYTES: u64 = 32 << 20;
 
@@ -313,7 +316,7 @@ impl Delivery {
         }
     }
 
-    /// Removes the oldest delivered events, a tenth of `max_bytes` of them, when no other
+    /// Removes the earliest-received delivered events, a tenth of `max_bytes` of them, when no other
     /// eviction is under way. Returns whether any went.
     async fn evict_delivered(&self) -> bool {
         if self.evicting.swap(true, Ordering::SeqCst) {
@@ -324,23 +327,26 @@ impl Delivery {
             state: Some(State::Delivered),
             ..Filter::default()
         };
-        let mut freed = 0u64;
-        let chosen: Vec<EventMeta> = match self.spool.list(&filter, usize::MAX) {
-            Ok(delivered) => {
-                let mut delivered = delivered;
-                delivered.sort_by_key(|m| m.updated_ms);
-                delivered
-                    .into_iter()
-                    .take_while(|m| {
-                        let take = freed < max / 10;
-                        freed += m.stored_bytes;
-                        take
-                    })
-                    .collect()
+        // The oldest arrivals first, a listing of a few thousand at a time: a full spool may
+        // hold millions of delivered events, and none of them need be in memory at once.
+        let (mut freed, mut removed) = (0u64, false);
+        while freed < max / 10 {
+            let Ok(delivered) = self.spool.list(&filter, EVICT_BATCH) else {
+                break;
+            };
+            let chosen: Vec<EventMeta> = delivered
+                .into_iter()
+                .take_while(|m| {
+                    let take = freed < max / 10;
+                    freed += m.stored_bytes;
+                    take
+                })
+                .collect();
+            if chosen.is_empty() || self.remove(chosen).await.is_err() {
+                break;
             }
-            Err(_) => Vec::new(),
-        };
-        let removed = !chosen.is_empty() && self.remove(chosen).await.is_ok();
+            removed = true;
+        }
         self.evicting.store(false, Ordering::SeqCst);
         removed
     }
