@@ -19,7 +19,8 @@
 #   CARGO_TARGET_DIR  where cargo builds hookgate (default: target/ in the repository)
 #   HOOKGATE_BIN      use this binary instead of building one
 #   HOOKGATE_ALT_BIN  a second binary, run as the target hookgate-alt (A/B in one run), and
-#                     with the Redis limiter as hookgate-alt-redis
+#                     with the Redis limiter as hookgate-alt-redis, and in queue mode as
+#                     hookgate-alt-queue
 #   OUT=bench/last-run.md   where the table is also written
 #   KEEP=1            keep the temp dir (configs, logs, raw wrk output)
 #   PORT_BASE=18000   first of the loopback ports used (PORT_BASE..PORT_BASE+30)
@@ -415,7 +416,8 @@ PY
 # Variants that change hookgate's environment, not its config (experiments, see README):
 # jemalloc / mimalloc preload another allocator (Debian libjemalloc2 / libmimalloc2.0),
 # (1thread, a config variant, runs one worker thread; alt runs $HOOKGATE_ALT_BIN, and alt-redis
-# runs it with the redis variant's config, for an A/B of two builds' Redis limiters in one run.)
+# runs it with the redis variant's config, for an A/B of two builds' Redis limiters in one run;
+# alt-queue likewise with the queue variant's.)
 # HOOKGATE_ENV="K=V ..." applies to every variant.
 variant_env() {
     case $1 in
@@ -423,7 +425,7 @@ variant_env() {
         mimalloc) echo "LD_PRELOAD=$(lib_path libmimalloc.so.2 libmimalloc2.0)" ;;
     esac
 }
-variant_config() { case $1 in jemalloc | mimalloc | alt) echo small ;; alt-redis) echo redis ;; *) echo "$1" ;; esac; }
+variant_config() { case $1 in jemalloc | mimalloc | alt) echo small ;; alt-redis) echo redis ;; alt-queue) echo queue ;; *) echo "$1" ;; esac; }
 lib_path() { # soname apt-package
     local f; f=$(ldconfig -p | awk -v n="$1" '$1 == n {print $NF; exit}')
     if [[ -z $f ]]; then
@@ -436,8 +438,11 @@ lib_path() { # soname apt-package
 
 start_hookgate() { # variant
     local conf=$WORK/hookgate-$(variant_config "$1").yaml t0
+    # Each queue run starts from an empty spool, so that rounds and A/B builds compare alike
+    # (a spool that kept the earlier rounds' events is read back at start and held in memory).
+    [[ $(variant_config "$1") == queue ]] && rm -rf "$WORK/spool"
     t0=$(date +%s.%N)
-    local bin=$BIN; [[ $1 == alt || $1 == alt-redis ]] && bin=${HOOKGATE_ALT_BIN:?hookgate-alt needs HOOKGATE_ALT_BIN}
+    local bin=$BIN; [[ $1 == alt || $1 == alt-* ]] && bin=${HOOKGATE_ALT_BIN:?hookgate-alt needs HOOKGATE_ALT_BIN}
     env ${HOOKGATE_ENV:-} $(variant_env "$1") "$bin" run -c "$conf" >>"$WORK/hookgate.out" 2>&1 &
     TARGET_PID=$!; STARTED+=("$TARGET_PID")
     local i
@@ -521,7 +526,7 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
                 -- sleep "$(awk -v d="$dur_s" 'BEGIN{print (d > 4 ? 4 : d)}')" >/dev/null 2>&1 &
             perf_pids+=($!); STARTED+=($!)
         fi
-        if [[ $target == hookgate || $target == hookgate*-redis || $target == hookgate-queue ]]; then
+        if [[ $target == hookgate || $target == hookgate*-redis || $target == hookgate*-queue ]]; then
             perf stat -x, -e instructions -p "$TARGET_PID" -o "$prof/$w-$target.instructions" \
                 -- sleep "$dur_s" >/dev/null 2>&1 &
             perf_pids+=($!); STARTED+=($!)
@@ -554,7 +559,7 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
         log "$target $w: $(awk -v a="$rcalls0" -v b="$rcalls1" -v n="$requests" -v c0="$rcpu0" -v c1="$rcpu1" -v hc0="$cpu0" -v hc1="$cpu1" 'BEGIN { split(a, x, " "); split(b, y, " ")
             printf "%d requests; EVALSHA %.3f per request; every command counted by Redis, scripts'"'"' inner ones included, %.3f per request; redis-server CPU s/10k req %.3f, hookgate + redis-server %.3f", n, (y[2] - x[2]) / n, (y[3] - x[3] - 1) / n, (c1 - c0) / n * 10000, ((c1 - c0) + (hc1 - hc0)) / n * 10000 }'), $(curl -fs "http://127.0.0.1:$HG_ADMIN/metrics" | awk '/^hookgate_rate_limit_fallback_total/ { print "fallbacks " $NF }')"
     fi
-    if [[ $target == hookgate-queue ]]; then
+    if [[ $target == hookgate*-queue ]]; then
         # Whether delivery kept up: events acknowledged but not yet delivered when the load
         # stopped (the CPU above counts only the delivery work done by then).
         log "$target $w: backlog at the end of the load $(curl -fs "http://127.0.0.1:$HG_ADMIN/metrics" | awk '
@@ -682,6 +687,7 @@ for w in workloads:
                  ["nginx"] if t in ("floor", "nginx-verify") else
                  # two builds' Redis limiters: each ÷ its own build's local limiter, and ÷ each other
                  ["hookgate-alt", "hookgate", "hookgate-redis"] if t == "hookgate-alt-redis" else
+                 ["hookgate-alt", "hookgate", "hookgate-queue"] if t == "hookgate-alt-queue" else
                  ["hookgate"] if t.startswith("hookgate-") else
                  ["floor"] if t.startswith("floor-") else [])
         for base in (b for b in bases if (w, b) in by):

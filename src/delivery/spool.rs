@@ -285,6 +285,64 @@ struct Job {
     /// Whether the caller needs the change on disk before its answer (see [`Writer::record`]).
     durable: bool,
     done: tokio::sync::oneshot::Sender<Reply>,
+    /// The caller's worker thread's lane, when it has one.
+    lane: Option<AnswerLane>,
+}
+
+/// Answers on their way to one worker thread.
+type Answers = Vec<(tokio::sync::oneshot::Sender<Reply>, Reply)>;
+
+/// How the writer answers the jobs of one worker thread: all of a commit's answers for that
+/// worker in one message, which a task on the worker hands out. Answering each job straight
+/// from the writer thread wakes its worker once per job (tokio's single-threaded runtime
+/// writes its eventfd on every wake from another thread): two such wakes per queued event,
+/// its intake and its attempt's result (measured: bench/README.md, "Durable delivery").
+#[derive(Clone)]
+struct AnswerLane(tokio::sync::mpsc::UnboundedSender<Answers>);
+
+thread_local! {
+    /// This thread's lane, when it is a worker of the request path.
+    static ANSWER_LANE: std::cell::RefCell<Option<AnswerLane>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Gives the calling thread an answer lane. Called once by each server worker thread, inside
+/// its runtime's context: the lane's task runs on that runtime, and stops with it (answers
+/// then go to their jobs one by one).
+pub fn bind_answer_lane() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Answers>();
+    tokio::spawn(async move {
+        while let Some(answers) = rx.recv().await {
+            for (done, reply) in answers {
+                let _ = done.send(reply);
+            }
+        }
+    });
+    ANSWER_LANE.set(Some(AnswerLane(tx)));
+}
+
+/// Gives each job its reply: per worker lane in one message, the others one by one.
+fn answer(replies: impl Iterator<Item = (Job, Reply)>) {
+    let mut batches: Vec<(AnswerLane, Answers)> = Vec::new();
+    for (job, reply) in replies {
+        match job.lane {
+            Some(lane) => match batches.iter_mut().find(|(l, _)| l.0.same_channel(&lane.0)) {
+                Some((_, answers)) => answers.push((job.done, reply)),
+                None => batches.push((lane, vec![(job.done, reply)])),
+            },
+            None => {
+                let _ = job.done.send(reply);
+            }
+        }
+    }
+    for (lane, answers) in batches {
+        // A lane whose worker has stopped: its jobs are answered directly.
+        if let Err(returned) = lane.0.send(answers) {
+            for (done, reply) in returned.0 {
+                let _ = done.send(reply);
+            }
+        }
+    }
 }
 
 /// The longest a change committed without fsync ([`Writer::record`]) waits for a durable
@@ -370,7 +428,12 @@ impl Writer {
             Err(SpoolError::Failed("an earlier commit failed".into()))
         } else {
             let (done, wait) = tokio::sync::oneshot::channel();
-            let job = Job { ops, durable, done };
+            let job = Job {
+                ops,
+                durable,
+                done,
+                lane: ANSWER_LANE.with_borrow(Clone::clone),
+            };
             let wake = if durable {
                 Some(Wake::Job(job))
             } else {
@@ -402,6 +465,7 @@ fn empty_durable_job() -> Job {
         ops: Vec::new(),
         durable: true,
         done: tokio::sync::oneshot::channel().0,
+        lane: None,
     }
 }
 
@@ -496,11 +560,8 @@ impl WriteLoop<'_> {
     fn commit_group(&self, mut jobs: Vec<Job>, unsynced_since: &mut Option<Instant>) {
         if self.failed.load(Ordering::SeqCst) {
             *unsynced_since = None;
-            for job in jobs {
-                let _ = job
-                    .done
-                    .send(Err(SpoolError::Failed("an earlier commit failed".into())));
-            }
+            let failed = || Err(SpoolError::Failed("an earlier commit failed".into()));
+            answer(jobs.into_iter().map(|job| (job, failed())));
             return;
         }
         let ops_count = jobs.iter().map(|j| j.ops.len()).sum();
@@ -530,14 +591,14 @@ impl WriteLoop<'_> {
                     .iter()
                     .filter_map(|i| owners.get(*i).copied())
                     .collect();
-                for (j, job) in jobs.into_iter().enumerate() {
+                answer(jobs.into_iter().enumerate().map(|(j, job)| {
                     let reply = if full.contains(&j) {
                         Err(SpoolError::Full)
                     } else {
                         Ok(())
                     };
-                    let _ = job.done.send(reply);
-                }
+                    (job, reply)
+                }));
             }
             Err(e) => {
                 // A write or fsync that failed may have lost pages the kernel already dropped:
@@ -546,9 +607,10 @@ impl WriteLoop<'_> {
                 self.failed.store(true, Ordering::SeqCst);
                 let err = Err(SpoolError::Failed(e.to_string()));
                 (self.observe)(ops_count, seconds, &err);
-                for job in jobs {
-                    let _ = job.done.send(Err(SpoolError::Failed(e.to_string())));
-                }
+                answer(
+                    jobs.into_iter()
+                        .map(|job| (job, Err(SpoolError::Failed(e.to_string())))),
+                );
             }
         }
     }
@@ -654,5 +716,67 @@ mod tests {
             Err(SpoolError::Failed(_))
         ));
         assert_eq!(*seen.lock().unwrap(), vec![true, false]);
+    }
+
+    /// Jobs from a worker thread with an answer lane: each gets its own answer (here the
+    /// inserts beyond max_bytes are refused as Full, the rest commit); and once the runtime that ran
+    /// the lane's task is gone, the same thread's jobs are still answered, one by one.
+    #[test]
+    fn answers_reach_their_jobs_through_a_workers_lane_and_without_it_once_it_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = super::super::segments::SegmentSpool::open(dir.path(), 1 << 20).unwrap();
+        // Room for 20 events of 100 stored bytes.
+        let (writer, _thread) =
+            Writer::start(Arc::new(spool), 2_000, Box::new(|_, _, _| {})).unwrap();
+        let insert = |i: usize| {
+            vec![Op::Insert {
+                meta: meta(&format!("e{i:03}"), 100),
+                payload: bytes::Bytes::from_static(b"body"),
+            }]
+        };
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            {
+                let _entered = runtime.enter();
+                bind_answer_lane();
+            }
+            let replies = runtime.block_on(async {
+                let jobs: Vec<_> = (0..50)
+                    .map(|i| {
+                        let writer = writer.clone();
+                        tokio::spawn(async move { writer.commit(insert(i)).await })
+                    })
+                    .collect();
+                let mut replies = Vec::new();
+                for job in jobs {
+                    replies.push(job.await.unwrap());
+                }
+                replies
+            });
+            // Sent in order, so the first 20 fit.
+            let expected: Vec<Reply> = (0..50)
+                .map(|i| {
+                    if i < 20 {
+                        Ok(())
+                    } else {
+                        Err(SpoolError::Full)
+                    }
+                })
+                .collect();
+            assert_eq!(replies, expected);
+            drop(runtime);
+            // The lane's task went with its runtime.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let reply = runtime.block_on(writer.commit(vec![Op::Remove("e000".into())]));
+            assert_eq!(reply, Ok(()));
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -44,6 +44,11 @@ impl Workers {
                     crate::upstream::bind_worker(index);
                     // Its own Redis connection and batcher.
                     crate::cluster::redis::bind_lane(index);
+                    // Its own task that hands out the spool writer's answers.
+                    {
+                        let _entered = runtime.enter();
+                        crate::delivery::spool::bind_answer_lane();
+                    }
                     on_start();
                     // Serves every task spawned onto this runtime until told to stop, or until
                     // the gateway is dropped.
