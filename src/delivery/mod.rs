@@ -565,24 +565,23 @@ impl Delivery {
                 upstream: Arc::from(meta.upstream.as_str()),
             })
             .observe(seconds);
-        self.attempt_log.line(
-            if result == "dead" { "warn" } else { "info" },
-            "delivery attempt",
-            json!({
-                "kind": "delivery",
-                "event_id": meta.id,
-                "idempotency_key": meta.idempotency_key,
-                "route": meta.route,
-                "upstream": meta.upstream,
-                "attempt": meta.attempts,
-                "trigger": trigger.as_str(),
-                "status": code,
-                "result": result,
-                "reason": reason.or_else(|| match &sent { Sent::Failed { reason } => Some((*reason).to_string()), _ => None }),
-                "next_retry": next.map(|(at, _)| humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(at)).to_string()),
-                "duration_ms": (seconds * 1000.0 * 1000.0).round() / 1000.0,
-            }),
-        );
+        let failed = match &sent {
+            Sent::Failed { reason } => Some(*reason),
+            _ => None,
+        };
+        self.attempt_log.attempt(&log::AttemptLine {
+            event_id: &meta.id,
+            idempotency_key: &meta.idempotency_key,
+            route: &meta.route,
+            upstream: &meta.upstream,
+            attempt: meta.attempts,
+            trigger: trigger.as_str(),
+            status: code,
+            result,
+            reason: reason.as_deref().or(failed),
+            next_retry: next.map(|(at, _)| std::time::UNIX_EPOCH + Duration::from_millis(at)),
+            duration_ms: (seconds * 1000.0 * 1000.0).round() / 1000.0,
+        });
     }
 
     fn set_breaker_gauge(&self, queue: &UpstreamQueue) {

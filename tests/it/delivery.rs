@@ -862,6 +862,41 @@ async fn a_torn_last_write_is_cut_off_and_every_acknowledged_event_is_delivered(
         assert_eq!(status, 200);
         acked.push(body);
     }
+    // Each failed attempt says so on stderr, with when the next one is due.
+    let failed = attempt_lines(&dir.path().join("stderr-1.log"), |lines| {
+        lines.iter().any(|l| l["result"] == "retry")
+    })
+    .await;
+    let line = failed.iter().find(|l| l["result"] == "retry").unwrap();
+    assert_eq!(line["level"], "info");
+    assert_eq!(line["msg"], "delivery attempt");
+    assert_eq!(
+        (line["route"].as_str(), line["upstream"].as_str()),
+        (Some("queued"), Some("backend"))
+    );
+    assert_eq!(line["event_id"].as_str().map(str::len), Some(32), "{line}");
+    assert_eq!(
+        line["idempotency_key"], line["event_id"],
+        "no provider id: the event's own"
+    );
+    assert!(line["attempt"].as_u64().is_some_and(|n| n >= 1), "{line}");
+    assert_eq!(
+        line["status"],
+        serde_json::Value::Null,
+        "nothing answered: {line}"
+    );
+    assert!(
+        line["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("connect")),
+        "{line}"
+    );
+    assert!(
+        line["next_retry"]
+            .as_str()
+            .is_some_and(|t| humantime::parse_rfc3339(t).is_ok()),
+        "{line}"
+    );
     child.kill().unwrap(); // SIGKILL: the backend was down, all 30 are pending
     child.wait().unwrap();
 
@@ -905,6 +940,17 @@ async fn a_torn_last_write_is_cut_off_and_every_acknowledged_event_is_delivered(
         acked.push(body);
     }
     backend.wait_for_bodies(&acked).await;
+    let delivered = attempt_lines(&log, |lines| {
+        lines.iter().filter(|l| l["result"] == "delivered").count() >= acked.len()
+    })
+    .await;
+    let line = delivered
+        .iter()
+        .find(|l| l["result"] == "delivered")
+        .unwrap();
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["next_retry"], serde_json::Value::Null, "{line}");
+    assert!(line["duration_ms"].as_f64().is_some(), "{line}");
     child.kill().unwrap();
     child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -912,6 +958,28 @@ async fn a_torn_last_write_is_cut_off_and_every_acknowledged_event_is_delivered(
         !text.contains("\"level\":\"error\""),
         "a torn tail is not an error: {text}"
     );
+}
+
+/// The delivery attempt lines (`kind: delivery`) in a gateway's stderr, once `enough` says
+/// they are (they are written in batches, within a tenth of a second).
+async fn attempt_lines(
+    log: &std::path::Path,
+    enough: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|l: &serde_json::Value| l["kind"] == "delivery")
+            .collect();
+        if enough(&lines) {
+            return lines;
+        }
+        assert!(Instant::now() < until, "no such attempt lines: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
