@@ -271,8 +271,7 @@ impl Delivery {
         match &result {
             Ok(()) => {
                 self.count(&meta.route, None, Some(State::Pending));
-                self.remember_fresh(&meta, &payload_kept);
-                self.first_attempt(&meta);
+                self.first_attempt(meta, payload_kept);
             }
             Err(SpoolError::Full) => {}
             Err(e) => {
@@ -293,8 +292,9 @@ impl Delivery {
     /// intake's worker, whose idle upstream connections it uses) instead of going through the
     /// upstream's queue on the main runtime: one cross-thread wake-up less per event, and
     /// deliveries spread over the workers (measured: bench/README.md, "Durable delivery").
-    /// Otherwise it joins the queue.
-    fn first_attempt(self: &Arc<Self>, meta: &EventMeta) {
+    /// Otherwise it joins the queue. Either way the event and its payload stay in memory for
+    /// that attempt: given to it, or kept in [`Delivery::fresh`] for it.
+    fn first_attempt(self: &Arc<Self>, meta: EventMeta, payload: bytes::Bytes) {
         let queue = self.queue(&meta.upstream);
         let now = self.clock.now_ms();
         let started = self.handle.get().is_some() && !*self.stop.borrow();
@@ -304,14 +304,18 @@ impl Delivery {
             .then(|| Arc::clone(&queue.permits).try_acquire_owned().ok())
             .flatten();
         match permit {
-            Some(permit) if queue.begin(meta, Trigger::Initial) => {
-                let (me, id) = (Arc::clone(self), meta.id.clone());
+            Some(permit) if queue.begin(&meta, Trigger::Initial) => {
+                let me = Arc::clone(self);
                 tokio::spawn(async move {
-                    me.attempt(&queue, &id, Trigger::Initial, permit).await;
+                    let id = meta.id.clone();
+                    let event = Some((meta, payload));
+                    me.attempt(&queue, &id, Trigger::Initial, permit, event)
+                        .await;
                 });
             }
             _ => {
-                queue.schedule(meta, meta.next_attempt_ms, Trigger::Initial);
+                queue.schedule(&meta, meta.next_attempt_ms, Trigger::Initial);
+                self.remember_fresh(meta, payload);
             }
         }
     }
@@ -351,7 +355,7 @@ impl Delivery {
         removed
     }
 
-    fn remember_fresh(&self, meta: &EventMeta, payload: &bytes::Bytes) {
+    fn remember_fresh(&self, meta: EventMeta, payload: bytes::Bytes) {
         let size = payload.len() as u64;
         if self.fresh_bytes.fetch_add(size, Ordering::SeqCst) + size > FRESH_BYTES {
             self.fresh_bytes.fetch_sub(size, Ordering::SeqCst);
@@ -360,7 +364,7 @@ impl Delivery {
         self.fresh
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(meta.id.clone(), (meta.clone(), payload.clone()));
+            .insert(meta.id.clone(), (meta, payload));
     }
 
     fn take_fresh(&self, id: &str) -> Option<(EventMeta, bytes::Bytes)> {
@@ -407,7 +411,7 @@ impl Delivery {
                                 Ok((id, trigger)) => {
                                     let (me, q) = (Arc::clone(&self), Arc::clone(&queue));
                                     let attempt = async move {
-                                        me.attempt(&q, &id, trigger, permit).await;
+                                        me.attempt(&q, &id, trigger, permit, None).await;
                                     };
                                     match self.workers.get() {
                                         Some(workers) => workers.spawn(attempt),
@@ -442,17 +446,20 @@ impl Delivery {
     /// `permit` (a slot of the upstream's concurrency) is given back once the upstream has
     /// answered and the result is handed to the writer, not when it is committed: waiting
     /// for an intake's fsync with the slot held made delivery fall behind intake (bench/).
+    /// `in_hand`: the event and its payload when the caller has them (a first attempt
+    /// made at once); otherwise they come from [`Delivery::fresh`] or the spool.
     async fn attempt(
         self: &Arc<Self>,
         queue: &UpstreamQueue,
         id: &str,
         trigger: Trigger,
         permit: tokio::sync::OwnedSemaphorePermit,
+        in_hand: Option<(EventMeta, bytes::Bytes)>,
     ) {
         let Some(shared) = self.shared.get().and_then(Weak::upgrade) else {
             return;
         };
-        let stored = match self.take_fresh(id) {
+        let stored = match in_hand.or_else(|| self.take_fresh(id)) {
             Some((meta, payload)) => {
                 spool::Payload::decode_shared(&payload).map(|p| Some((meta, p)))
             }
