@@ -435,10 +435,15 @@ impl Log {
     }
 
     /// Puts `entry` (or nothing) where the event `id` was, keeping the segments' counts.
-    fn replace(&mut self, id: &str, entry: Option<Entry>) {
-        let old = match &entry {
-            Some(e) => self.index.insert(id.to_string(), e.clone()),
-            None => self.index.remove(id),
+    /// Takes both by value: an existing event's entry is replaced in place, without copying
+    /// its record or its key.
+    fn replace(&mut self, id: String, entry: Option<Entry>) {
+        let added = entry
+            .as_ref()
+            .map(|e| (e.stored_bytes, e.payload, e.state_segment));
+        let old = match entry {
+            Some(entry) => self.index.insert(id, entry),
+            None => self.index.remove(&id),
         };
         if let Some(old) = old {
             self.live = self.live.saturating_sub(old.stored_bytes);
@@ -450,13 +455,13 @@ impl Log {
                 s.refs = s.refs.saturating_sub(1);
             }
         }
-        if let Some(new) = entry {
-            self.live += new.stored_bytes;
-            if let Some(s) = self.segments.get_mut(&new.payload.segment) {
+        if let Some((stored_bytes, payload, state_segment)) = added {
+            self.live += stored_bytes;
+            if let Some(s) = self.segments.get_mut(&payload.segment) {
                 s.refs += 1;
-                s.live_payload += new.payload.len;
+                s.live_payload += payload.len;
             }
-            if let Some(s) = self.segments.get_mut(&new.state_segment) {
+            if let Some(s) = self.segments.get_mut(&state_segment) {
                 s.refs += 1;
             }
         }
@@ -494,6 +499,20 @@ impl Log {
         }
         any
     }
+}
+
+/// What an event stored now counts against `max_bytes`, and where its payload is: as this
+/// commit has changed it so far, else as in the index. `None`: it is not stored.
+fn current(
+    changes: &HashMap<String, Option<Entry>>,
+    index: &BTreeMap<String, Entry>,
+    id: &str,
+) -> Option<(u64, Location)> {
+    let entry = match changes.get(id) {
+        Some(change) => change.as_ref(),
+        None => index.get(id),
+    };
+    entry.map(|e| (e.stored_bytes, e.payload))
 }
 
 /// Appends one record to `out`; `body` is everything after the kind byte, in pieces.
@@ -566,24 +585,20 @@ impl Spool for SegmentSpool {
                 }
                 Op::Update(meta) => {
                     // Ignored when purged meanwhile; the payload stays where it is.
-                    let current = match changes.get(&meta.id) {
-                        Some(change) => change.clone(),
-                        None => log.index.get(&meta.id).cloned(),
+                    let Some((stored, payload)) = current(&changes, &log.index, &meta.id) else {
+                        continue;
                     };
-                    let Some(current) = current else { continue };
-                    live = live.saturating_sub(current.stored_bytes) + meta.stored_bytes;
-                    let record = meta_codec::encode(&meta, current.payload);
+                    live = live.saturating_sub(stored) + meta.stored_bytes;
+                    let record = meta_codec::encode(&meta, payload);
                     put_record(&mut out, STATE, &[&record]);
-                    let entry = Entry::new(record, &meta, current.payload, number);
+                    let entry = Entry::new(record, &meta, payload, number);
                     changes.insert(meta.id, Some(entry));
                 }
                 Op::Remove(id) => {
-                    let current = match changes.get(&id) {
-                        Some(change) => change.clone(),
-                        None => log.index.get(&id).cloned(),
+                    let Some((stored, _)) = current(&changes, &log.index, &id) else {
+                        continue;
                     };
-                    let Some(current) = current else { continue };
-                    live = live.saturating_sub(current.stored_bytes);
+                    live = live.saturating_sub(stored);
                     put_record(&mut out, REMOVE, &[id.as_bytes()]);
                     changes.insert(id, None);
                 }
@@ -591,7 +606,7 @@ impl Spool for SegmentSpool {
         }
         log.append(&self.dir, &out, durable)?;
         for (id, entry) in changes {
-            log.replace(&id, entry);
+            log.replace(id, entry);
         }
         if base + out.len() as u64 >= self.segment_bytes {
             log.rotate(&self.dir)?;
@@ -692,7 +707,7 @@ impl Spool for SegmentSpool {
             }
             log.append(&self.dir, &out, true)?;
             for (entry, id) in moved {
-                log.replace(&id, Some(entry));
+                log.replace(id, Some(entry));
             }
             freed |= log.drop_dead_segments(&self.dir);
         }
