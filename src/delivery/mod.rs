@@ -70,6 +70,9 @@ pub struct Delivery {
 /// Delivered events listed at a time when a full spool makes room.
 const EVICT_BATCH: usize = 4096;
 
+/// Pending events listed at a time at start ([`Delivery::schedule_pending`]).
+const START_PAGE: usize = 4096;
+
 /// Payload bytes [`Delivery::fresh`] may hold.
 const FRESH_BYTES: u64 = 32 << 20;
 
@@ -153,24 +156,7 @@ impl Delivery {
     pub fn start(self: &Arc<Self>, shared: &Arc<Shared>) -> Result<(), SpoolError> {
         let _ = self.shared.set(Arc::downgrade(shared));
         let _ = self.handle.set(tokio::runtime::Handle::current());
-        let now = self.clock.now_ms();
-        let pending = self.spool.list(
-            &Filter {
-                state: Some(State::Pending),
-                ..Filter::default()
-            },
-            usize::MAX,
-        )?;
-        for meta in pending {
-            let trigger = if meta.trigger == Trigger::Replay {
-                Trigger::Replay
-            } else if meta.attempts > 0 {
-                Trigger::Retry
-            } else {
-                Trigger::Initial
-            };
-            self.queue(&meta.upstream).schedule(&meta, now, trigger);
-        }
+        self.schedule_pending(START_PAGE)?;
         let me = Arc::clone(self);
         let task = tokio::spawn(async move { me.housekeeping().await });
         self.lock_tasks().push(task);
@@ -178,6 +164,35 @@ impl Delivery {
         let task = tokio::spawn(async move { me.flush_attempt_log().await });
         self.lock_tasks().push(task);
         Ok(())
+    }
+
+    /// Makes every pending event due now, listing them `page` at a time: a backlog of
+    /// millions is never all in memory as `EventMeta`s at once. Returns how many.
+    fn schedule_pending(self: &Arc<Self>, page: usize) -> Result<usize, SpoolError> {
+        let now = self.clock.now_ms();
+        let mut filter = Filter {
+            state: Some(State::Pending),
+            ..Filter::default()
+        };
+        let mut scheduled = 0;
+        loop {
+            let pending = self.spool.list(&filter, page)?;
+            let Some(last) = pending.last() else {
+                return Ok(scheduled);
+            };
+            filter.after_id = Some(last.id.clone());
+            scheduled += pending.len();
+            for meta in pending {
+                let trigger = if meta.trigger == Trigger::Replay {
+                    Trigger::Replay
+                } else if meta.attempts > 0 {
+                    Trigger::Retry
+                } else {
+                    Trigger::Initial
+                };
+                self.queue(&meta.upstream).schedule(&meta, now, trigger);
+            }
+        }
     }
 
     /// Runs attempts on the request path's worker threads from now on.
@@ -934,6 +949,47 @@ mod tests {
         assert_eq!(q.permits.available_permits(), 2);
         d.reconfigure(&with(16));
         assert_eq!(q.permits.available_permits(), 16);
+    }
+
+    #[tokio::test]
+    async fn a_restart_makes_every_pending_event_due_listing_them_page_by_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(FakeClock::at(1_000_000_000_000));
+        let d = open(dir.path(), &clock);
+        let mut events = spool_events(&d, 23).await;
+        end(&d, &mut events[4..9], State::Delivered).await;
+        d.stop(tokio::time::Instant::now() + Duration::from_secs(1))
+            .await;
+        drop(d);
+        // The writer thread lets go of the spool (and its lock) once it sees the last Writer go.
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::File::open(dir.path().join(segments::LOCK_FILE))
+            .unwrap()
+            .try_lock()
+            .is_err()
+        {
+            assert!(std::time::Instant::now() < until, "the spool stays locked");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        let d = open(dir.path(), &clock);
+        // 18 pending, in pages of 5: the last page is short.
+        assert_eq!(d.schedule_pending(5).unwrap(), 18);
+        let queue = d.queue("u");
+        assert_eq!(queue.len(), 18);
+        let mut due = std::collections::HashSet::new();
+        while let Ok((id, trigger)) = queue.take_due(d.now_ms()) {
+            assert_eq!(trigger, Trigger::Initial);
+            due.insert(id);
+        }
+        let want: std::collections::HashSet<_> = events
+            .iter()
+            .filter(|m| m.state == State::Pending)
+            .map(|m| m.id.clone())
+            .collect();
+        assert_eq!(due, want);
+        d.stop(tokio::time::Instant::now() + Duration::from_secs(1))
+            .await;
     }
 
     #[tokio::test]

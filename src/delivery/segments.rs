@@ -24,6 +24,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
+use std::ops::Bound;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -632,7 +633,12 @@ impl Spool for SegmentSpool {
             return Ok(out);
         }
         // Ids are time-ordered: the index's order is oldest first.
-        for entry in log.index.values().filter(|e| e.may_match(filter)) {
+        let after = match &filter.after_id {
+            Some(id) => Bound::Excluded(id.as_str()),
+            None => Bound::Unbounded,
+        };
+        let entries = log.index.range::<str, _>((after, Bound::Unbounded));
+        for entry in entries.map(|(_, e)| e).filter(|e| e.may_match(filter)) {
             if out.len() >= limit {
                 break;
             }
@@ -933,16 +939,20 @@ mod tests {
         for state in [None, Some(State::Dead), Some(State::Delivered)] {
             for since_ms in [None, Some(115)] {
                 for updated_before_ms in [None, Some(1010)] {
-                    let filter = Filter {
-                        state,
-                        since_ms,
-                        updated_before_ms,
-                        route: Some("b".into()),
-                        ..Filter::default()
-                    };
-                    let want: Vec<_> = all.iter().filter(|m| filter.matches(m)).cloned().collect();
-                    assert!(!want.is_empty(), "{filter:?}");
-                    assert_eq!(spool.list(&filter, usize::MAX).unwrap(), want, "{filter:?}");
+                    for after_id in [None, Some(all[3].id.clone())] {
+                        let filter = Filter {
+                            state,
+                            since_ms,
+                            updated_before_ms,
+                            after_id,
+                            route: Some("b".into()),
+                            ..Filter::default()
+                        };
+                        let want: Vec<_> =
+                            all.iter().filter(|m| filter.matches(m)).cloned().collect();
+                        assert!(!want.is_empty(), "{filter:?}");
+                        assert_eq!(spool.list(&filter, usize::MAX).unwrap(), want, "{filter:?}");
+                    }
                 }
             }
         }

@@ -224,6 +224,9 @@ pub struct Filter {
     pub id: Option<String>,
     /// Last changed before this Unix ms (retention; not offered to operators).
     pub updated_before_ms: Option<u64>,
+    /// Ids after this one, i.e. arrived later (paging through a listing; not offered to
+    /// operators).
+    pub after_id: Option<String>,
 }
 
 impl Filter {
@@ -233,6 +236,7 @@ impl Filter {
             && self.since_ms.is_none_or(|t| meta.received_ms >= t)
             && self.id.as_ref().is_none_or(|i| *i == meta.id)
             && self.updated_before_ms.is_none_or(|t| meta.updated_ms < t)
+            && self.after_id.as_ref().is_none_or(|a| meta.id > *a)
     }
 }
 
