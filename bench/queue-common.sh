@@ -1,6 +1,28 @@
 # Shared by bench/queue-fsync.sh and bench/queue-drain.sh (sourced, not run): the nginx backend,
 # the gateway's queue config and the wrk load, in $WORK, on $BACKEND, $HG and $ADMIN.
 
+# The binary (built if missing), the tools named (installed if missing), a temp folder $WORK
+# removed at exit (kept with KEEP=1) with every pid in $PIDS killed, and the ports from
+# $PORT_BASE.
+queue_bench_setup() {
+    BIN=${HOOKGATE_BIN:-$ROOT/target/release/hookgate}
+    [[ -x $BIN ]] || cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
+    done
+    WORK=$(mktemp -d)
+    PIDS=()
+    trap queue_bench_cleanup EXIT
+    BACKEND=$((PORT_BASE + 1)); HG=$((PORT_BASE + 2)); ADMIN=$((PORT_BASE + 3))
+}
+queue_bench_cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [[ -n ${KEEP:-} ]] || rm -rf "$WORK"
+}
+
 # nginx answering 200 "ok" to everything, on $BACKEND (started by the caller).
 write_backend_conf() {
     cat >"$WORK/nginx.conf" <<NGX

@@ -12,18 +12,9 @@ ROOT=$(dirname "$HERE")
 EVENTS=${EVENTS:-100000}
 CONNS=${CONNS:-64}
 PORT_BASE=${PORT_BASE:-18150}
-BIN=${HOOKGATE_BIN:-$ROOT/target/release/hookgate}
-[[ -x $BIN ]] || cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-for tool in nginx wrk curl; do
-    command -v $tool >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk curl >/dev/null; }
-done
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [[ -n ${KEEP:-} ]] || rm -rf "$WORK"; }
-trap cleanup EXIT
-BACKEND=$((PORT_BASE + 1)); HG=$((PORT_BASE + 2)); ADMIN=$((PORT_BASE + 3))
 # shellcheck source=bench/queue-common.sh
 source "$HERE/queue-common.sh"
+queue_bench_setup nginx wrk curl
 write_backend_conf
 write_gateway_conf 64
 write_load

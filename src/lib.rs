@@ -12,6 +12,7 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod delivery;
+pub mod files;
 pub mod ip_feeds;
 pub mod ipset;
 pub mod observe;

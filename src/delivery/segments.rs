@@ -114,7 +114,7 @@ impl SegmentSpool {
     /// to rebuild the index. `segment_bytes` sizes the segments: space comes back in steps of
     /// about that.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<SegmentSpool, SpoolError> {
-        create_private_dir(dir).map_err(|e| io_error(dir, "cannot create", &e))?;
+        crate::files::create_private_dir(dir).map_err(|e| io_error(dir, "cannot create", &e))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
@@ -793,17 +793,6 @@ impl Spool for SegmentSpool {
 
 fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("{number:020}{SUFFIX}"))
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }
 
 fn io_error(path: &Path, what: &str, e: &std::io::Error) -> SpoolError {

@@ -467,15 +467,7 @@ fn certified(cert: rcgen::Certificate, key: &rcgen::KeyPair) -> Result<Certified
 
 /// Creates the cache directory 0700 if it is missing.
 pub fn ensure_cache_dir(dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))
+    crate::files::create_private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 /// Writes a file readable by the owner only (0600), replacing the old one atomically.
