@@ -938,6 +938,22 @@ mod tests {
         check(&spool);
         drop(spool);
         check(&SegmentSpool::open(dir.path(), 1 << 20).unwrap());
+
+        // A crash between a large payload's own write and the record after it: the last
+        // commit (event f) is cut off whole, the earlier ones stay.
+        let file = segment_files(dir.path()).pop().unwrap();
+        let len = std::fs::metadata(&file).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(len - 5_000)
+            .unwrap();
+        let spool = SegmentSpool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(ids(&spool), vec!["a", "b", "c", "d", "e"]);
+        for (id, want) in &bodies {
+            assert_eq!(body(&spool, id).as_ref(), Some(want), "{id}");
+        }
     }
 
     #[test]
