@@ -2,6 +2,7 @@
 //! gateway's own event lines on stderr. Nothing here decides anything about a request.
 
 pub mod access_log;
+pub mod json_line;
 pub mod metrics;
 pub mod request_id;
 
