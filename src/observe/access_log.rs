@@ -302,7 +302,6 @@ fn write_batches(rx: Receiver<Vec<u8>>, sink: Box<dyn Write + Send>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn a_line_is_one_json_object_with_escaped_values_and_no_absent_fields() {
