@@ -150,6 +150,21 @@ cpu_seconds() {
     echo "$total $(getconf CLK_TCK)" | awk '{printf "%.2f", $1 / $2}'
 }
 
+# CPU ticks of one process's threads, by kind: "workers spool-writer other"
+thread_ticks() {
+    local t comm ticks w=0 s=0 o=0
+    for t in /proc/"$1"/task/*; do
+        comm=$(cat "$t/comm" 2>/dev/null) || continue
+        ticks=$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null) || continue
+        case $comm in
+            hookgate-worker*) w=$((w + ticks)) ;;
+            hookgate-spool*) s=$((s + ticks)) ;;
+            *) o=$((o + ticks)) ;;
+        esac
+    done
+    echo "$w $s $o"
+}
+
 # busy time of the whole machine: user nice system steal (irq/softirq time is left out here
 # as it is from every process's utime+stime)
 machine_busy_seconds() {
@@ -540,11 +555,13 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
     bcpu0=$(cpu_seconds "$BACKEND_PID")
     busy0=$(machine_busy_seconds); wall0=$(date +%s.%N)
     cpu0=$(cpu_seconds "$TARGET_PID"); sys0=$(sys_seconds "$TARGET_PID")
+    local threads0=""; [[ $target == hookgate* ]] && threads0=$(thread_ticks "$TARGET_PID")
     local rcalls0="0 0 0" rcpu0=0; [[ $target == hookgate*-redis ]] && { rcalls0=$(redis_calls); rcpu0=$(cpu_seconds "$REDIS_PID"); }
     # `times` after wrk: the subshell's children's CPU, i.e. wrk's own
     raw=$( (timeout $((dur_s + 60)) wrk -t "$THREADS" -c "$CONNS" -d "$DURATION" --timeout 10s -s "$lua" "$url" 2>&1
         rc=$?; times; exit $rc)) || die "wrk failed: $raw"
     cpu1=$(cpu_seconds "$TARGET_PID"); sys1=$(sys_seconds "$TARGET_PID")
+    local threads1=""; [[ $target == hookgate* ]] && threads1=$(thread_ticks "$TARGET_PID")
     [[ $target == backend ]] || bcpu1=$(cpu_seconds "$BACKEND_PID")
     busy1=$(machine_busy_seconds); wall1=$(date +%s.%N)
     wrk_cpu=$(tail -1 <<<"$raw" | awk '{ t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } printf "%.2f", t }')
@@ -558,6 +575,12 @@ run_one() { # round workload target(backend|nginx|hookgate|hookgate-routes|hookg
         local rcalls1 rcpu1; rcalls1=$(redis_calls); rcpu1=$(cpu_seconds "$REDIS_PID")
         log "$target $w: $(awk -v a="$rcalls0" -v b="$rcalls1" -v n="$requests" -v c0="$rcpu0" -v c1="$rcpu1" -v hc0="$cpu0" -v hc1="$cpu1" 'BEGIN { split(a, x, " "); split(b, y, " ")
             printf "%d requests; EVALSHA %.3f per request; every command counted by Redis, scripts'"'"' inner ones included, %.3f per request; redis-server CPU s/10k req %.3f, hookgate + redis-server %.3f", n, (y[2] - x[2]) / n, (y[3] - x[3] - 1) / n, (c1 - c0) / n * 10000, ((c1 - c0) + (hc1 - hc0)) / n * 10000 }'), $(curl -fs "http://127.0.0.1:$HG_ADMIN/metrics" | awk '/^hookgate_rate_limit_fallback_total/ { print "fallbacks " $NF }')"
+    fi
+    if [[ $target == hookgate* ]]; then
+        # Which threads the gateway's CPU went to (the spool writer only exists in queue mode).
+        log "$target $w: CPU per request by thread: $(awk -v a="$threads0" -v b="$threads1" -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+            split(a, x, " "); split(b, y, " "); us = 1e6 / hz / (n > 0 ? n : 1)
+            printf "workers %.1f us, spool writer %.1f us, other threads %.1f us", (y[1] - x[1]) * us, (y[2] - x[2]) * us, (y[3] - x[3]) * us }')"
     fi
     if [[ $target == hookgate*-queue ]]; then
         # Whether delivery kept up: events acknowledged but not yet delivered when the load
