@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::config::{DeliveryConfig, DeliverySettings, QueueRoute};
 use crate::observe::event;
@@ -458,17 +458,18 @@ impl Delivery {
     }
 
     /// One attempt of event `id`, and what follows from it.
-    /// `permit` (a slot of the upstream's concurrency) is given back once the upstream has
+    /// `permit` (a slot of the upstream's concurrency) is passed on once the upstream has
     /// answered and the result is handed to the writer, not when it is committed: waiting
     /// for an intake's fsync with the slot held made delivery fall behind intake (bench/).
+    /// It goes to the next due event, if any ([`Delivery::pass_slot`]).
     /// `in_hand`: the event and its payload when the caller has them (a first attempt
     /// made at once); otherwise they come from [`Delivery::fresh`] or the spool.
     async fn attempt(
         self: &Arc<Self>,
-        queue: &UpstreamQueue,
+        queue: &Arc<UpstreamQueue>,
         id: &str,
         trigger: Trigger,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
         in_hand: Option<(EventMeta, bytes::Bytes)>,
     ) {
         let Some(shared) = self.shared.get().and_then(Weak::upgrade) else {
@@ -555,7 +556,7 @@ impl Delivery {
         };
         // Without an fsync of its own: a crash that undoes it means one more attempt.
         let recorded = self.writer.record(vec![Op::Update(meta.clone())]);
-        drop(permit);
+        self.pass_slot(queue, permit);
         if let Err(e) = recorded.await {
             // The upstream's answer is not recorded: after a restart the event is attempted
             // again (at least once), never lost.
@@ -603,6 +604,25 @@ impl Delivery {
             reason: reason.as_deref().or(failed),
             next_retry: next.map(|(at, _)| std::time::UNIX_EPOCH + Duration::from_millis(at)),
             duration_ms: (seconds * 1000.0 * 1000.0).round() / 1000.0,
+        });
+    }
+
+    /// Gives a finished attempt's slot (`permit`) to the upstream's next due event, as a task
+    /// on this thread, when one is due, the breaker is closed and the gateway is not stopping.
+    /// Otherwise the slot goes back to the upstream's semaphore, where the worker loop
+    /// ([`Delivery::run`]) finds it. The loop runs on the main runtime: each event it starts
+    /// costs two cross-thread wake-ups (the loop's own, and its spawn onto a worker), which a
+    /// slot passed on here does not (measured: bench/README.md, "Pacing the group commit").
+    fn pass_slot(self: &Arc<Self>, queue: &Arc<UpstreamQueue>, permit: OwnedSemaphorePermit) {
+        if *self.stop.borrow() || queue.breaker().state() != BreakerState::Closed {
+            return;
+        }
+        let Ok((id, trigger)) = queue.take_due(self.clock.now_ms()) else {
+            return;
+        };
+        let (me, queue) = (Arc::clone(self), Arc::clone(queue));
+        tokio::spawn(async move {
+            me.attempt(&queue, &id, trigger, permit, None).await;
         });
     }
 

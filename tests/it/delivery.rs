@@ -489,6 +489,45 @@ async fn a_503_with_retry_after_is_retried_after_it_and_not_before() {
     assert_eq!(header(&hits[1], "x-hookgate-attempt"), "2");
 }
 
+/// An upstream's `concurrency` holds however its slots are handed on: with 2 allowed and a
+/// backend that takes 60 ms per answer, 16 events posted at once are delivered, never more
+/// than 2 at the backend at a time, and 2 at a time for most of it (finished attempts pass
+/// their slot straight to the next due event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrency_limit_holds_while_finished_attempts_pass_their_slots_on() {
+    let delay = Duration::from_millis(60);
+    let backend = Backend::start_slow("127.0.0.1:0".parse().unwrap(), always(200), delay).await;
+    let gw = gateway(&config(backend.addr, "      concurrency: 2\n", "")).await;
+    let mut posts = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let url = gw.http_url("/hooks/queued");
+        posts.spawn(async move {
+            let client = plain_client();
+            send(&client, "POST", &url, &[], format!("c{i}"))
+                .await
+                .unwrap()
+                .0
+        });
+    }
+    while let Some(status) = posts.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    let hits = backend
+        .wait_for("all 16 events", |hits| hits.len() >= 16)
+        .await;
+    // Each request is at the backend from its arrival until its answer, `delay` later; the
+    // next one on the same slot arrives only after that answer reached the gateway.
+    let busy = |at: Instant| {
+        hits.iter()
+            .filter(|h| h.at <= at && at < h.at + delay)
+            .count()
+    };
+    let most = hits.iter().map(|h| busy(h.at)).max().unwrap_or(0);
+    assert_eq!(most, 2, "attempts at once, at most 2 allowed");
+    let distinct: HashSet<Bytes> = hits.iter().map(|h| h.body.clone()).collect();
+    assert_eq!(distinct.len(), 16, "every event delivered");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_breaker_spends_no_attempts_on_a_failing_backend() {
     let backend = Backend::start(always(500)).await;
