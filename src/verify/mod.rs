@@ -372,13 +372,21 @@ impl Verifier {
     pub fn from_raw(raw: &RawVerify) -> Result<Verifier, VerifyConfigError> {
         let on_failure = config::parse_on_failure(raw.on_failure)?;
         let provider = raw.provider.trim();
-        // Header values are visible ASCII; a prefix outside it could never match (fails
-        // closed, but silently: every request refused). Found by the verify fuzz target.
+        // Header values are visible ASCII, read without the spaces around them; a prefix
+        // outside that, or one starting with a space, could never match (fails closed, but
+        // silently: every request refused). Both found by the verify fuzz target.
         if let Some(prefix) = &raw.prefix {
             if !prefix.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
                 return Err(VerifyConfigError::new(
                     "prefix",
                     "must be printable ASCII, as header values are",
+                ));
+            }
+            if prefix.starts_with(' ') {
+                return Err(VerifyConfigError::new(
+                    "prefix",
+                    "must not start with a space: a header value is read without the spaces \
+                     around it, so no signature could match",
                 ));
             }
         }

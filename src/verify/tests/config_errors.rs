@@ -83,6 +83,26 @@ fn refuses_bad_generic_settings() {
     assert_eq!(verifier(&r).on_failure_status(), 403);
 }
 
+/// A prefix that starts with a space can never match: a header value is read without the
+/// spaces around it (found by the verify fuzz target: such a route refused what its own
+/// sign() made). One that ends with a space, as `Bearer `, is fine.
+#[test]
+fn refuses_a_prefix_starting_with_a_space() {
+    for provider in ["hmac", "token"] {
+        let mut r = raw(provider, &["deadbeef"]);
+        r.header = Some("X-Sig".into());
+        r.prefix = Some(" hex".into());
+        let e = Verifier::from_raw(&r).expect_err("leading space");
+        assert_eq!(e.field, "prefix", "{provider}");
+        assert!(e.message.contains("space"), "{provider}: {e}");
+        r.prefix = Some("v1 ".into());
+        assert!(
+            Verifier::from_raw(&r).is_ok(),
+            "{provider}: a trailing space"
+        );
+    }
+}
+
 #[test]
 fn hex_and_base64_secret_encodings_decode_the_key() {
     let mut r = raw(
