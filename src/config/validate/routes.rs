@@ -331,6 +331,11 @@ mod tests {
                 (12, 17),
                 "routes[0].verify.provider",
             ),
+            (
+                "      provider: hmac\n      secrets: [a]\n      header: x-sig\n      prefix: \" hex\"\n",
+                (15, 15),
+                "routes[0].verify.prefix",
+            ),
         ];
         for (verify, (line, column), field) in cases {
             let err = crate::config::validate::parse_and_validate(
