@@ -846,6 +846,20 @@ mod tests {
         files
     }
 
+    /// Cuts `cut` bytes off the end of the last segment, as a crash mid-write leaves it; returns
+    /// that segment's path.
+    fn tear_last_segment(dir: &Path, cut: u64) -> PathBuf {
+        let file = segment_files(dir).pop().unwrap();
+        let len = std::fs::metadata(&file).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(len - cut)
+            .unwrap();
+        file
+    }
+
     #[test]
     fn inserts_beyond_max_bytes_are_refused_and_others_commit() {
         let dir = tempfile::tempdir().unwrap();
@@ -941,14 +955,7 @@ mod tests {
 
         // A crash between a large payload's own write and the record after it: the last
         // commit (event f) is cut off whole, the earlier ones stay.
-        let file = segment_files(dir.path()).pop().unwrap();
-        let len = std::fs::metadata(&file).unwrap().len();
-        OpenOptions::new()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_len(len - 5_000)
-            .unwrap();
+        tear_last_segment(dir.path(), 5_000);
         let spool = SegmentSpool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(ids(&spool), vec!["a", "b", "c", "d", "e"]);
         for (id, want) in &bodies {
@@ -968,15 +975,8 @@ mod tests {
             .commit(vec![insert("b", &[7; 3000])], u64::MAX, true)
             .unwrap();
         drop(spool);
-        let file = segment_files(dir.path()).pop().unwrap();
         // A crash mid-write: the second record's end never reached the disk.
-        let len = std::fs::metadata(&file).unwrap().len();
-        OpenOptions::new()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_len(len - 1000)
-            .unwrap();
+        let file = tear_last_segment(dir.path(), 1000);
         let spool = SegmentSpool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(ids(&spool), vec!["a".to_string()]);
         assert_eq!(std::fs::metadata(&file).unwrap().len(), whole);
