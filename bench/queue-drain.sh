@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Durable delivery's backlog drain: EVENTS events are queued while the backend is down, the
 # gateway is stopped, the backend comes up, and a restarted gateway delivers them all. Reports
-# the restart's time to serve (the spool read back), the drain's events/s, and the gateway's
-# peak RSS (VmHWM). See bench/README.md, "Durable delivery".
+# the restart's time to serve (the spool read back), the drain's events/s, the gateway's
+# peak RSS (VmHWM), and its RSS when ready, against an empty gateway's. The memory a pending
+# event holds is the slope of the ready RSS over two runs of different EVENTS (a restart's
+# own buffers blur a single run). See bench/README.md, "Durable delivery".
 #
 #   EVENTS=100000 CONNS=64 bench/queue-drain.sh
 #   HOOKGATE_BIN=target/release/hookgate (default; built if missing)
@@ -26,6 +28,7 @@ start_gateway() {
 }
 # 1. Intake with the backend down, until EVENTS are queued.
 start_gateway
+rss_empty=$(awk '/^VmRSS/ {print $2}' /proc/$GPID/status)
 queued=0
 while ((queued < EVENTS)); do
     wrk -t2 -c"$CONNS" -d2s -s "$WORK/post.lua" "http://127.0.0.1:$HG/hooks/queued" >/dev/null
@@ -47,6 +50,6 @@ t2=$(date +%s.%N)
 delivered=$(metric '^hookgate_delivery_attempts_total\{.*result="delivered"')
 hwm=$(awk '/^VmHWM/ {print $2}' /proc/$GPID/status)
 cpu=$(awk '{print ($14 + $15) / 100}' /proc/$GPID/stat)
-awk -v t0="$t0" -v t1="$t1" -v t2="$t2" -v d="$delivered" -v p="$pending" -v h="$hwm" -v c="$cpu" -v r="$rss_ready" 'BEGIN {
-    printf "restart to ready %.2f s (RSS then %.0f MiB); drained %d events in %.2f s: %.0f events/s; pending at end %d; peak RSS %.0f MiB; gateway CPU %.2f s (%.1f us per event)\n",
-        t1 - t0, r / 1024, d, t2 - t1, d / (t2 - t1), p, h / 1024, c, c / d * 1e6 }'
+awk -v t0="$t0" -v t1="$t1" -v t2="$t2" -v d="$delivered" -v p="$pending" -v h="$hwm" -v c="$cpu" -v r="$rss_ready" -v e="$rss_empty" 'BEGIN {
+    printf "restart to ready %.2f s (RSS then %.0f MiB, empty gateway %.0f MiB); drained %d events in %.2f s: %.0f events/s; pending at end %d; peak RSS %.0f MiB; gateway CPU %.2f s (%.1f us per event)\n",
+        t1 - t0, r / 1024, e / 1024, d, t2 - t1, d / (t2 - t1), p, h / 1024, c, c / d * 1e6 }'

@@ -1000,7 +1000,7 @@ mod tests {
         let mut due = std::collections::HashSet::new();
         while let Ok((id, trigger)) = queue.take_due(d.now_ms()) {
             assert_eq!(trigger, Trigger::Initial);
-            due.insert(id);
+            due.insert(id.to_string());
         }
         let want: std::collections::HashSet<_> = events
             .iter()

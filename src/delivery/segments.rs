@@ -72,6 +72,8 @@ pub struct SegmentSpool {
 
 struct Log {
     index: BTreeMap<String, Entry>,
+    /// The route names the index's entries refer to by number.
+    routes: Routes,
     segments: BTreeMap<u64, Segment>,
     /// The segment appended to: the last in `segments`.
     active: u64,
@@ -82,22 +84,49 @@ struct Log {
     scratch: Batch,
 }
 
-/// An event in the index: its metadata as stored ([`meta_codec`], a third of the struct's
-/// size in memory, decoded when listed), so a spool of millions of retained events does not
-/// hold millions of `EventMeta`s.
+/// An event in the index: where its latest metadata and its payload are on disk, and what
+/// listing and counting filter on. The metadata itself stays on disk and is read back when an
+/// event is listed or fetched: held here, its bytes were most of the memory a backlog took
+/// (about 840 bytes per pending event in all before, bench/README.md, "Memory per pending
+/// event"), so a long outage's backlog grew the process as much as the spool.
 #[derive(Clone)]
 struct Entry {
-    record: Box<[u8]>,
+    /// Where the event's latest [`meta_codec`] bytes are: in its insert record, or in its
+    /// latest state record (`segment` is that record's segment).
+    meta: Location,
     stored_bytes: u64,
-    /// What listing filters on, so a scan decodes only what it returns (retention runs every
+    /// What listing filters on, so a scan reads only what it returns (retention runs every
     /// minute over every stored event, under the lock commits wait for).
     state: State,
+    /// The route's number in [`Log::routes`]: counts by route read nothing from disk.
+    route: u32,
     received_ms: u64,
     updated_ms: u64,
     /// Where the payload is (`segment` is the segment's number).
     payload: Location,
-    /// The segment holding the event's latest state record.
-    state_segment: u64,
+}
+
+/// Route names, each held once, by number.
+#[derive(Default)]
+struct Routes {
+    names: Vec<String>,
+    numbers: HashMap<String, u32>,
+}
+
+impl Routes {
+    fn number(&mut self, name: &str) -> u32 {
+        if let Some(&n) = self.numbers.get(name) {
+            return n;
+        }
+        let n = self.names.len() as u32;
+        self.names.push(name.to_string());
+        self.numbers.insert(name.to_string(), n);
+        n
+    }
+
+    fn name(&self, number: u32) -> &str {
+        self.names.get(number as usize).map_or("", String::as_str)
+    }
 }
 
 struct Segment {
@@ -156,6 +185,7 @@ impl SegmentSpool {
         numbers.sort_unstable();
         let mut log = Log {
             index: BTreeMap::new(),
+            routes: Routes::default(),
             segments: BTreeMap::new(),
             active: 0,
             live: 0,
@@ -232,7 +262,7 @@ fn replay(
             .flatten()
         {
             Some(record) => {
-                apply_recovered(log, number, record)?;
+                apply_recovered(log, record)?;
                 at += 8 + rest.len() as u64;
             }
             None if last => {
@@ -285,36 +315,51 @@ fn decode_record(rest: &[u8], start: u64, segment: u64) -> Option<Recovered<'_>>
                 offset: start + 1 + 4,
                 len: payload_len as u64,
             };
-            Recovered::Insert(meta, payload)
+            let at = Location {
+                segment,
+                offset: payload.offset + payload.len,
+                len: meta.len() as u64,
+            };
+            Recovered::Insert(meta, payload, at)
         }
-        STATE => Recovered::State(body),
+        STATE => Recovered::State(
+            body,
+            Location {
+                segment,
+                offset: start + 1,
+                len: body.len() as u64,
+            },
+        ),
         REMOVE => Recovered::Remove(std::str::from_utf8(body).ok()?),
         _ => return None,
     })
 }
 
+/// A record read back: its metadata bytes, and where they (and an insert's payload) are.
 enum Recovered<'a> {
-    Insert(&'a [u8], Location),
-    State(&'a [u8]),
+    Insert(&'a [u8], Location, Location),
+    State(&'a [u8], Location),
     Remove(&'a str),
 }
 
-fn apply_recovered(log: &mut Log, number: u64, record: Recovered<'_>) -> Result<(), SpoolError> {
+fn apply_recovered(log: &mut Log, record: Recovered<'_>) -> Result<(), SpoolError> {
     match record {
-        Recovered::Insert(record, payload) => {
+        Recovered::Insert(record, payload, at) => {
             let meta = meta_codec::decode(record)?;
-            let entry = Entry::new(record.to_vec(), &meta, payload, number);
+            let route = log.routes.number(&meta.route);
+            let entry = Entry::new(at, &meta, route, payload);
             log.live += entry.stored_bytes;
             if let Some(old) = log.index.insert(meta.id, entry) {
                 log.live = log.live.saturating_sub(old.stored_bytes);
             }
         }
-        Recovered::State(record) => {
+        Recovered::State(record, at) => {
             let meta = meta_codec::decode(record)?;
+            let route = log.routes.number(&meta.route);
             // A state for an event removed or moved on since is stale: skip it.
             if let Some(entry) = log.index.get_mut(&meta.id) {
                 log.live = log.live.saturating_sub(entry.stored_bytes) + meta.stored_bytes;
-                *entry = Entry::new(record.to_vec(), &meta, entry.payload, number);
+                *entry = Entry::new(at, &meta, route, entry.payload);
             }
         }
         Recovered::Remove(id) => {
@@ -327,27 +372,33 @@ fn apply_recovered(log: &mut Log, number: u64, record: Recovered<'_>) -> Result<
 }
 
 impl Entry {
-    fn new(record: Vec<u8>, meta: &EventMeta, payload: Location, state_segment: u64) -> Entry {
+    /// The entry of `meta`, whose metadata bytes are at `at` and its payload at `payload`.
+    fn new(at: Location, meta: &EventMeta, route: u32, payload: Location) -> Entry {
         Entry {
-            record: record.into_boxed_slice(),
+            meta: at,
             stored_bytes: meta.stored_bytes,
             state: meta.state,
+            route,
             received_ms: meta.received_ms,
             updated_ms: meta.updated_ms,
             payload,
-            state_segment,
         }
     }
 
-    /// Whether the event may match `filter`, from what the entry holds without decoding.
-    fn may_match(&self, filter: &Filter) -> bool {
+    /// Whether the event may match `filter`, from what the entry holds without reading it.
+    fn may_match(&self, filter: &Filter, routes: &Routes) -> bool {
         filter.state.is_none_or(|s| s == self.state)
             && filter.since_ms.is_none_or(|t| self.received_ms >= t)
             && filter.updated_before_ms.is_none_or(|t| self.updated_ms < t)
+            && filter
+                .route
+                .as_ref()
+                .is_none_or(|r| r == routes.name(self.route))
     }
 
-    fn meta(&self) -> Result<EventMeta, SpoolError> {
-        meta_codec::decode(&self.record)
+    /// The segment holding the event's latest state record (its insert record, or a later one).
+    fn state_segment(&self) -> u64 {
+        self.meta.segment
     }
 }
 
@@ -362,7 +413,7 @@ impl Log {
                 s.refs += 1;
                 s.live_payload += entry.payload.len;
             }
-            if let Some(s) = self.segments.get_mut(&entry.state_segment) {
+            if let Some(s) = self.segments.get_mut(&entry.state_segment()) {
                 s.refs += 1;
             }
         }
@@ -443,7 +494,7 @@ impl Log {
     fn replace(&mut self, id: String, entry: Option<Entry>) {
         let added = entry
             .as_ref()
-            .map(|e| (e.stored_bytes, e.payload, e.state_segment));
+            .map(|e| (e.stored_bytes, e.payload, e.state_segment()));
         let old = match entry {
             Some(entry) => self.index.insert(id, entry),
             None => self.index.remove(&id),
@@ -454,7 +505,7 @@ impl Log {
                 s.refs = s.refs.saturating_sub(1);
                 s.live_payload = s.live_payload.saturating_sub(old.payload.len);
             }
-            if let Some(s) = self.segments.get_mut(&old.state_segment) {
+            if let Some(s) = self.segments.get_mut(&old.state_segment()) {
                 s.refs = s.refs.saturating_sub(1);
             }
         }
@@ -470,8 +521,17 @@ impl Log {
         }
     }
 
+    /// The event's metadata, as its latest record has it.
+    fn read_meta(&self, entry: &Entry) -> Result<EventMeta, SpoolError> {
+        meta_codec::decode(&self.read(entry.meta, "metadata")?)
+    }
+
     fn read_payload(&self, at: Location) -> Result<Vec<u8>, SpoolError> {
-        let missing = || SpoolError::Corrupt(format!("payload in segment {}", at.segment));
+        self.read(at, "payload")
+    }
+
+    fn read(&self, at: Location, what: &str) -> Result<Vec<u8>, SpoolError> {
+        let missing = || SpoolError::Corrupt(format!("{what} in segment {}", at.segment));
         let segment = self.segments.get(&at.segment).ok_or_else(missing)?;
         let len = usize::try_from(at.len).map_err(|_| missing())?;
         let mut bytes = vec![0u8; len];
@@ -594,6 +654,7 @@ fn put_insert(
     base: u64,
     segment: u64,
     meta: &EventMeta,
+    route: u32,
     payload: &bytes::Bytes,
 ) -> Entry {
     let at = Location {
@@ -614,8 +675,13 @@ fn put_insert(
     out.put(&[INSERT]);
     out.put(&payload_len);
     out.put_payload(payload);
+    let meta_at = Location {
+        segment,
+        offset: at.offset + at.len,
+        len: record.len() as u64,
+    };
     out.put(&record);
-    Entry::new(record, meta, at, segment)
+    Entry::new(meta_at, meta, route, at)
 }
 
 impl Spool for SegmentSpool {
@@ -644,7 +710,8 @@ impl Spool for SegmentSpool {
                         continue;
                     }
                     live += meta.stored_bytes;
-                    let entry = put_insert(&mut out, base, number, &meta, &payload);
+                    let route = log.routes.number(&meta.route);
+                    let entry = put_insert(&mut out, base, number, &meta, route, &payload);
                     changes.insert(meta.id, Some(entry));
                 }
                 Op::Update(meta) => {
@@ -654,8 +721,14 @@ impl Spool for SegmentSpool {
                     };
                     live = live.saturating_sub(stored) + meta.stored_bytes;
                     let record = meta_codec::encode(&meta, payload);
+                    let at = Location {
+                        segment: number,
+                        offset: base + out.len() + HEADER as u64,
+                        len: record.len() as u64,
+                    };
                     put_record(&mut out, STATE, &[&record]);
-                    let entry = Entry::new(record, &meta, payload, number);
+                    let route = log.routes.number(&meta.route);
+                    let entry = Entry::new(at, &meta, route, payload);
                     changes.insert(meta.id, Some(entry));
                 }
                 Op::Remove(id) => {
@@ -689,7 +762,7 @@ impl Spool for SegmentSpool {
         let mut out = Vec::new();
         if let Some(id) = &filter.id {
             if let Some(entry) = log.index.get(id) {
-                let meta = entry.meta()?;
+                let meta = log.read_meta(entry)?;
                 if filter.matches(&meta) {
                     out.push(meta);
                 }
@@ -702,11 +775,14 @@ impl Spool for SegmentSpool {
             None => Bound::Unbounded,
         };
         let entries = log.index.range::<str, _>((after, Bound::Unbounded));
-        for entry in entries.map(|(_, e)| e).filter(|e| e.may_match(filter)) {
+        for entry in entries
+            .map(|(_, e)| e)
+            .filter(|e| e.may_match(filter, &log.routes))
+        {
             if out.len() >= limit {
                 break;
             }
-            let meta = entry.meta()?;
+            let meta = log.read_meta(entry)?;
             if filter.matches(&meta) {
                 out.push(meta);
             }
@@ -719,8 +795,8 @@ impl Spool for SegmentSpool {
         let log = guard.as_ref().ok_or(SpoolError::Stopped)?;
         let mut counts = HashMap::new();
         for entry in log.index.values() {
-            let meta = entry.meta()?;
-            *counts.entry((meta.route, meta.state)).or_insert(0) += 1;
+            let route = log.routes.name(entry.route).to_string();
+            *counts.entry((route, entry.state)).or_insert(0) += 1;
         }
         Ok(counts)
     }
@@ -732,7 +808,7 @@ impl Spool for SegmentSpool {
             return Ok(None);
         };
         let payload = Payload::decode(&log.read_payload(entry.payload)?)?;
-        Ok(Some((entry.meta()?, payload)))
+        Ok(Some((log.read_meta(entry)?, payload)))
     }
 
     fn live_bytes(&self) -> u64 {
@@ -764,7 +840,7 @@ impl Spool for SegmentSpool {
             let movers: Vec<Entry> = log
                 .index
                 .values()
-                .filter(|e| e.payload.segment == oldest || e.state_segment == oldest)
+                .filter(|e| e.payload.segment == oldest || e.state_segment() == oldest)
                 .cloned()
                 .collect();
             let (number, base) = (log.active, log.active()?.len);
@@ -772,8 +848,9 @@ impl Spool for SegmentSpool {
             let mut moved = Vec::with_capacity(movers.len());
             for entry in movers {
                 let payload = bytes::Bytes::from(log.read_payload(entry.payload)?);
-                let meta = entry.meta()?;
-                moved.push((put_insert(&mut out, base, number, &meta, &payload), meta.id));
+                let meta = log.read_meta(&entry)?;
+                let moved_entry = put_insert(&mut out, base, number, &meta, entry.route, &payload);
+                moved.push((moved_entry, meta.id));
             }
             log.append(&self.dir, &out, true)?;
             for (entry, id) in moved {
@@ -947,7 +1024,11 @@ mod tests {
                 assert_eq!(body(spool, id).as_ref(), Some(want), "{id}");
             }
             assert_eq!(body(spool, "f"), Some(large(4, 20_000)));
+            // Metadata is read back from where its record is, after payloads of every size.
             assert_eq!(spool.get("c").unwrap().unwrap().0, c);
+            for id in ["a", "b", "d", "e", "f"] {
+                assert_eq!(spool.get(id).unwrap().unwrap().0, meta(id, 10), "{id}");
+            }
         };
         check(&spool);
         drop(spool);

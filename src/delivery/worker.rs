@@ -257,7 +257,8 @@ impl Breaker {
 pub struct Due {
     pub due_ms: u64,
     pub trigger: Trigger,
-    pub route: String,
+    /// Shared with the upstream's other events of this route ([`Inner::routes`]).
+    pub route: Arc<str>,
     pub received_ms: u64,
     seq: u64,
     pub in_flight: bool,
@@ -268,28 +269,51 @@ pub struct Due {
 
 #[derive(Default)]
 struct Inner {
-    heap: BinaryHeap<Reverse<(u64, u64, String)>>,
-    entries: HashMap<String, Due>,
+    /// Due time, sequence number, id: the id is the same allocation as its key in `entries`.
+    heap: BinaryHeap<Reverse<(u64, u64, Arc<str>)>>,
+    entries: HashMap<Arc<str>, Due>,
     seq: u64,
+    /// The routes of these events, each name held once: a backlog of millions of events of a
+    /// few routes need not hold millions of copies of their names.
+    routes: Vec<Arc<str>>,
 }
 
 impl Inner {
-    /// Puts `meta`'s event in the entries (not the heap); returns its sequence number.
-    fn insert(&mut self, meta: &EventMeta, due_ms: u64, trigger: Trigger, in_flight: bool) -> u64 {
+    /// Puts `meta`'s event in the entries (not the heap); returns its sequence number and its
+    /// id as the entries hold it.
+    fn insert(
+        &mut self,
+        meta: &EventMeta,
+        due_ms: u64,
+        trigger: Trigger,
+        in_flight: bool,
+    ) -> (u64, Arc<str>) {
         self.seq += 1;
+        let id = match self.entries.get_key_value(meta.id.as_str()) {
+            Some((id, _)) => Arc::clone(id),
+            None => Arc::from(meta.id.as_str()),
+        };
+        let route = match self.routes.iter().find(|r| ***r == *meta.route) {
+            Some(route) => Arc::clone(route),
+            None => {
+                let route: Arc<str> = Arc::from(meta.route.as_str());
+                self.routes.push(Arc::clone(&route));
+                route
+            }
+        };
         self.entries.insert(
-            meta.id.clone(),
+            Arc::clone(&id),
             Due {
                 due_ms,
                 trigger,
-                route: meta.route.clone(),
+                route,
                 received_ms: meta.received_ms,
                 seq: self.seq,
                 in_flight,
                 replay_requested: false,
             },
         );
-        self.seq
+        (self.seq, id)
     }
 }
 
@@ -356,12 +380,16 @@ impl UpstreamQueue {
     /// being attempted right now (the attempt's own result decides what follows).
     pub fn schedule(&self, meta: &EventMeta, due_ms: u64, trigger: Trigger) -> bool {
         let mut inner = self.lock();
-        if let Some(due) = inner.entries.get_mut(&meta.id).filter(|d| d.in_flight) {
+        if let Some(due) = inner
+            .entries
+            .get_mut(meta.id.as_str())
+            .filter(|d| d.in_flight)
+        {
             due.replay_requested |= trigger == Trigger::Replay;
             return false;
         }
-        let seq = inner.insert(meta, due_ms, trigger, false);
-        inner.heap.push(Reverse((due_ms, seq, meta.id.clone())));
+        let (seq, id) = inner.insert(meta, due_ms, trigger, false);
+        inner.heap.push(Reverse((due_ms, seq, id)));
         drop(inner);
         self.notify.notify_one();
         true
@@ -371,7 +399,7 @@ impl UpstreamQueue {
     /// (see [`super::Delivery::enqueue`]). False if the queue already knows the event.
     pub fn begin(&self, meta: &EventMeta, trigger: Trigger) -> bool {
         let mut inner = self.lock();
-        if inner.entries.contains_key(&meta.id) {
+        if inner.entries.contains_key(meta.id.as_str()) {
             return false;
         }
         inner.insert(meta, meta.next_attempt_ms, trigger, true);
@@ -403,7 +431,7 @@ impl UpstreamQueue {
     }
 
     /// The next due event (marked in flight), or when the earliest one is due.
-    pub fn take_due(&self, now_ms: u64) -> Result<(String, Trigger), Option<u64>> {
+    pub fn take_due(&self, now_ms: u64) -> Result<(Arc<str>, Trigger), Option<u64>> {
         let mut inner = self.lock();
         loop {
             let Some(Reverse((due, seq, id))) = inner.heap.peek().cloned() else {
@@ -433,11 +461,11 @@ impl UpstreamQueue {
     pub fn finish(&self, meta: &EventMeta, next: Option<(u64, Trigger)>) {
         {
             let mut inner = self.lock();
-            if let Some(entry) = inner.entries.get_mut(&meta.id) {
+            if let Some(entry) = inner.entries.get_mut(meta.id.as_str()) {
                 entry.in_flight = false;
             }
             if next.is_none() {
-                inner.entries.remove(&meta.id);
+                inner.entries.remove(meta.id.as_str());
             }
         }
         if let Some((due, trigger)) = next {
@@ -464,13 +492,13 @@ impl UpstreamQueue {
     /// Pending events and the oldest one's arrival, by route.
     pub fn pending_by_route(&self) -> HashMap<String, (usize, u64)> {
         let inner = self.lock();
-        let mut out: HashMap<String, (usize, u64)> = HashMap::new();
+        let mut out: HashMap<Arc<str>, (usize, u64)> = HashMap::new();
         for due in inner.entries.values() {
-            let slot = out.entry(due.route.clone()).or_insert((0, u64::MAX));
+            let slot = out.entry(Arc::clone(&due.route)).or_insert((0, u64::MAX));
             slot.0 += 1;
             slot.1 = slot.1.min(due.received_ms);
         }
-        out
+        out.into_iter().map(|(r, v)| (r.to_string(), v)).collect()
     }
 
     pub fn len(&self) -> usize {
