@@ -72,6 +72,8 @@ const EVICT_BATCH: usize = 4096;
 
 /// Pending events listed at a time at start ([`Delivery::schedule_pending`]).
 const START_PAGE: usize = 4096;
+/// Events listed at a time when retention removes them.
+const RETENTION_PAGE: usize = 4096;
 
 /// Payload bytes [`Delivery::fresh`] may hold.
 const FRESH_BYTES: u64 = 32 << 20;
@@ -722,6 +724,11 @@ impl Delivery {
 
     /// Removes delivered and dead events older than `spool.retention`, then compacts.
     pub async fn apply_retention(&self) -> Result<usize, SpoolError> {
+        self.apply_retention_by(RETENTION_PAGE).await
+    }
+
+    /// [`Delivery::apply_retention`], listing `page` events at a time.
+    async fn apply_retention_by(&self, page: usize) -> Result<usize, SpoolError> {
         let Some(retention) = self.config.load().spool.as_ref().map(|s| s.retention) else {
             return Ok(0);
         };
@@ -729,16 +736,22 @@ impl Delivery {
             .clock
             .now_ms()
             .saturating_sub(retention.as_millis() as u64);
-        let mut old = Vec::new();
+        // A page at a time: each listing holds the spool's lock, which commits wait for, and
+        // reads each listed event's metadata from disk.
+        let mut n = 0;
         for state in [State::Delivered, State::Dead] {
-            let filter = Filter {
+            let mut filter = Filter {
                 state: Some(state),
                 updated_before_ms: Some(cutoff),
                 ..Filter::default()
             };
-            old.extend(self.spool.list(&filter, usize::MAX)?);
+            loop {
+                let old = self.spool.list(&filter, page)?;
+                let Some(last) = old.last() else { break };
+                filter.after_id = Some(last.id.clone());
+                n += self.remove(old).await?;
+            }
         }
-        let n = self.remove(old).await?;
         if n > 0 {
             let spool = Arc::clone(&self.spool);
             let _ = tokio::task::spawn_blocking(move || spool.compact()).await;
@@ -1025,7 +1038,8 @@ mod tests {
         clock.advance(7 * DAY - Duration::from_secs(1));
         assert_eq!(d.apply_retention().await.unwrap(), 0);
         clock.advance(Duration::from_secs(2));
-        assert_eq!(d.apply_retention().await.unwrap(), 20);
+        // In pages of 3: ten delivered and ten dead each take four listings.
+        assert_eq!(d.apply_retention_by(3).await.unwrap(), 20);
         let left = d.list(&Filter::default(), usize::MAX).unwrap();
         assert_eq!(left.len(), 10, "the pending ones stay, however old");
         assert!(left.iter().all(|m| m.state == State::Pending));
