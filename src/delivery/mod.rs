@@ -17,7 +17,7 @@ pub mod spool;
 pub mod worker;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
@@ -65,15 +65,14 @@ pub struct Delivery {
     /// The request path's worker threads, once they run: attempts go to them, round robin,
     /// with their idle upstream connections, rather than all to the main runtime's one thread.
     workers: OnceLock<Arc<crate::server::workers::Workers>>,
+    /// Events listed at a time by work over many of them ([`Delivery::next_page`]).
+    page: AtomicUsize,
 }
 
-/// Delivered events listed at a time when a full spool makes room.
-const EVICT_BATCH: usize = 4096;
-
-/// Pending events listed at a time at start ([`Delivery::schedule_pending`]).
-const START_PAGE: usize = 4096;
-/// Events listed at a time when retention removes them.
-const RETENTION_PAGE: usize = 4096;
+/// [`Delivery::page`]: a spool of millions of events is never all in memory as `EventMeta`s
+/// at once, and no listing holds the spool's lock (which commits wait for) for long: each
+/// listed event's metadata is read from disk under it.
+const PAGE: usize = 4096;
 
 /// Payload bytes [`Delivery::fresh`] may hold.
 const FRESH_BYTES: u64 = 32 << 20;
@@ -150,6 +149,7 @@ impl Delivery {
             fresh_bytes: Default::default(),
             attempt_log: log::AttemptLog::default(),
             workers: OnceLock::new(),
+            page: AtomicUsize::new(PAGE),
         })))
     }
 
@@ -158,7 +158,7 @@ impl Delivery {
     pub fn start(self: &Arc<Self>, shared: &Arc<Shared>) -> Result<(), SpoolError> {
         let _ = self.shared.set(Arc::downgrade(shared));
         let _ = self.handle.set(tokio::runtime::Handle::current());
-        self.schedule_pending(START_PAGE)?;
+        self.schedule_pending()?;
         let me = Arc::clone(self);
         let task = tokio::spawn(async move { me.housekeeping().await });
         self.lock_tasks().push(task);
@@ -168,9 +168,8 @@ impl Delivery {
         Ok(())
     }
 
-    /// Makes every pending event due now, listing them `page` at a time: a backlog of
-    /// millions is never all in memory as `EventMeta`s at once. Returns how many.
-    fn schedule_pending(self: &Arc<Self>, page: usize) -> Result<usize, SpoolError> {
+    /// Makes every pending event due now, a page at a time. Returns how many.
+    fn schedule_pending(self: &Arc<Self>) -> Result<usize, SpoolError> {
         let now = self.clock.now_ms();
         let mut filter = Filter {
             state: Some(State::Pending),
@@ -178,11 +177,10 @@ impl Delivery {
         };
         let mut scheduled = 0;
         loop {
-            let pending = self.spool.list(&filter, page)?;
-            let Some(last) = pending.last() else {
+            let pending = self.next_page(&mut filter)?;
+            if pending.is_empty() {
                 return Ok(scheduled);
-            };
-            filter.after_id = Some(last.id.clone());
+            }
             scheduled += pending.len();
             for meta in pending {
                 let trigger = if meta.trigger == Trigger::Replay {
@@ -195,6 +193,16 @@ impl Delivery {
                 self.queue(&meta.upstream).schedule(&meta, now, trigger);
             }
         }
+    }
+
+    /// The next page of events matching `filter`, oldest first; `filter.after_id` moves past
+    /// it. Empty once there are no more.
+    fn next_page(&self, filter: &mut Filter) -> Result<Vec<EventMeta>, SpoolError> {
+        let events = self.spool.list(filter, self.page.load(Ordering::Relaxed))?;
+        if let Some(last) = events.last() {
+            filter.after_id = Some(last.id.clone());
+        }
+        Ok(events)
     }
 
     /// Runs attempts on the request path's worker threads from now on.
@@ -344,15 +352,14 @@ impl Delivery {
             return false;
         }
         let max = self.config.load().spool.as_ref().map_or(0, |s| s.max_bytes);
-        let filter = Filter {
+        let mut filter = Filter {
             state: Some(State::Delivered),
             ..Filter::default()
         };
-        // The oldest arrivals first, a listing of a few thousand at a time: a full spool may
-        // hold millions of delivered events, and none of them need be in memory at once.
+        // The oldest arrivals first, a page at a time.
         let (mut freed, mut removed) = (0u64, false);
         while freed < max / 10 {
-            let Ok(delivered) = self.spool.list(&filter, EVICT_BATCH) else {
+            let Ok(delivered) = self.next_page(&mut filter) else {
                 break;
             };
             let chosen: Vec<EventMeta> = delivered
@@ -724,11 +731,6 @@ impl Delivery {
 
     /// Removes delivered and dead events older than `spool.retention`, then compacts.
     pub async fn apply_retention(&self) -> Result<usize, SpoolError> {
-        self.apply_retention_by(RETENTION_PAGE).await
-    }
-
-    /// [`Delivery::apply_retention`], listing `page` events at a time.
-    async fn apply_retention_by(&self, page: usize) -> Result<usize, SpoolError> {
         let Some(retention) = self.config.load().spool.as_ref().map(|s| s.retention) else {
             return Ok(0);
         };
@@ -736,8 +738,6 @@ impl Delivery {
             .clock
             .now_ms()
             .saturating_sub(retention.as_millis() as u64);
-        // A page at a time: each listing holds the spool's lock, which commits wait for, and
-        // reads each listed event's metadata from disk.
         let mut n = 0;
         for state in [State::Delivered, State::Dead] {
             let mut filter = Filter {
@@ -746,9 +746,10 @@ impl Delivery {
                 ..Filter::default()
             };
             loop {
-                let old = self.spool.list(&filter, page)?;
-                let Some(last) = old.last() else { break };
-                filter.after_id = Some(last.id.clone());
+                let old = self.next_page(&mut filter)?;
+                if old.is_empty() {
+                    break;
+                }
                 n += self.remove(old).await?;
             }
         }
@@ -794,37 +795,49 @@ impl Delivery {
     /// when asked for by id. Returns how many.
     pub async fn replay(self: &Arc<Self>, filter: &Filter) -> Result<usize, SpoolError> {
         let now = self.clock.now_ms();
-        let chosen: Vec<EventMeta> = self
-            .spool
-            .list(filter, usize::MAX)?
-            .into_iter()
-            .filter(|m| m.state != State::Delivered || filter.id.is_some())
-            .collect();
-        let mut updated = Vec::with_capacity(chosen.len());
-        for mut m in chosen {
-            self.take_fresh(&m.id);
-            let from = m.state;
-            ops::mark_replay(&mut m, now);
-            updated.push((from, m));
-        }
-        for chunk in updated.chunks(1000) {
-            self.writer
-                .commit(chunk.iter().map(|(_, m)| Op::Update(m.clone())).collect())
-                .await?;
-            for (from, m) in chunk {
-                if *from != State::Pending {
-                    self.count(&m.route, Some(*from), Some(State::Pending));
-                }
-                self.queue(&m.upstream).schedule(m, now, Trigger::Replay);
+        let mut pages = filter.clone();
+        let mut replayed = 0;
+        loop {
+            let page = self.next_page(&mut pages)?;
+            if page.is_empty() {
+                return Ok(replayed);
             }
+            let mut updated = Vec::with_capacity(page.len());
+            for mut m in page {
+                if m.state == State::Delivered && filter.id.is_none() {
+                    continue;
+                }
+                self.take_fresh(&m.id);
+                let from = m.state;
+                ops::mark_replay(&mut m, now);
+                updated.push((from, m));
+            }
+            for chunk in updated.chunks(1000) {
+                self.writer
+                    .commit(chunk.iter().map(|(_, m)| Op::Update(m.clone())).collect())
+                    .await?;
+                for (from, m) in chunk {
+                    if *from != State::Pending {
+                        self.count(&m.route, Some(*from), Some(State::Pending));
+                    }
+                    self.queue(&m.upstream).schedule(m, now, Trigger::Replay);
+                }
+            }
+            replayed += updated.len();
         }
-        Ok(updated.len())
     }
 
     /// Removes matching events for good.
     pub async fn purge(&self, filter: &Filter) -> Result<usize, SpoolError> {
-        let chosen = self.spool.list(filter, usize::MAX)?;
-        self.remove(chosen).await
+        let mut pages = filter.clone();
+        let mut purged = 0;
+        loop {
+            let page = self.next_page(&mut pages)?;
+            if page.is_empty() {
+                return Ok(purged);
+            }
+            purged += self.remove(page).await?;
+        }
     }
 
     /// Stops the workers: no new attempt starts; attempts under way get until `deadline` to
@@ -1007,7 +1020,8 @@ mod tests {
 
         let d = open(dir.path(), &clock);
         // 18 pending, in pages of 5: the last page is short.
-        assert_eq!(d.schedule_pending(5).unwrap(), 18);
+        d.page.store(5, Ordering::Relaxed);
+        assert_eq!(d.schedule_pending().unwrap(), 18);
         let queue = d.queue("u");
         assert_eq!(queue.len(), 18);
         let mut due = std::collections::HashSet::new();
@@ -1026,6 +1040,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn replay_and_purge_go_through_every_page_of_what_they_match_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(FakeClock::at(1_000_000_000_000));
+        let d = open(dir.path(), &clock);
+        let mut events = spool_events(&d, 12).await;
+        end(&d, &mut events[..7], State::Dead).await;
+        end(&d, &mut events[7..8], State::Delivered).await;
+        d.page.store(3, Ordering::Relaxed);
+        let in_time = Duration::from_secs(10);
+        let by_state = |state| {
+            let filter = Filter {
+                state: Some(state),
+                ..Filter::default()
+            };
+            d.list(&filter, usize::MAX).unwrap()
+        };
+
+        // Every state asked for: the dead and the pending are replayed, the delivered one is
+        // not (only by its id). Pending events stay pending, so paging must move on past them.
+        let replayed = tokio::time::timeout(in_time, d.replay(&Filter::default())).await;
+        assert_eq!(replayed.unwrap().unwrap(), 11);
+        let pending = by_state(State::Pending);
+        assert_eq!(pending.len(), 11);
+        assert!(pending.iter().all(|m| m.trigger == Trigger::Replay));
+        assert_eq!(by_state(State::Delivered).len(), 1);
+
+        let filter = Filter {
+            state: Some(State::Pending),
+            ..Filter::default()
+        };
+        let purged = tokio::time::timeout(in_time, d.purge(&filter)).await;
+        assert_eq!(purged.unwrap().unwrap(), 11);
+        let left = d.list(&Filter::default(), usize::MAX).unwrap();
+        let left: Vec<&str> = left.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(left, vec![events[7].id.as_str()]);
+        d.stop(tokio::time::Instant::now() + Duration::from_secs(1))
+            .await;
+    }
+
+    #[tokio::test]
     async fn retention_removes_delivered_and_dead_events_past_it_and_the_file_stops_growing() {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(FakeClock::at(1_000_000_000_000));
@@ -1039,7 +1093,8 @@ mod tests {
         assert_eq!(d.apply_retention().await.unwrap(), 0);
         clock.advance(Duration::from_secs(2));
         // In pages of 3: ten delivered and ten dead each take four listings.
-        assert_eq!(d.apply_retention_by(3).await.unwrap(), 20);
+        d.page.store(3, Ordering::Relaxed);
+        assert_eq!(d.apply_retention().await.unwrap(), 20);
         let left = d.list(&Filter::default(), usize::MAX).unwrap();
         assert_eq!(left.len(), 10, "the pending ones stay, however old");
         assert!(left.iter().all(|m| m.state == State::Pending));
