@@ -35,6 +35,8 @@ while ((queued < EVENTS)); do
     queued=$(metric '^hookgate_requests_total\{.*outcome="queued".*code="200"')
 done
 kill -TERM $GPID; wait $GPID 2>/dev/null || true
+# The intake's dirty pages written back now, not during the restart being timed.
+sync
 echo "queued $queued events with the backend down; spool $(du -sh "$WORK/spool" | cut -f1)"
 # 2. The backend up, the gateway restarted: every pending event is due at once.
 nginx -p "$WORK" -c "$WORK/nginx.conf" & PIDS+=($!)

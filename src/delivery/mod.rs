@@ -171,26 +171,23 @@ impl Delivery {
     /// Makes every pending event due now, a page at a time. Returns how many.
     fn schedule_pending(self: &Arc<Self>) -> Result<usize, SpoolError> {
         let now = self.clock.now_ms();
-        let mut filter = Filter {
-            state: Some(State::Pending),
-            ..Filter::default()
-        };
-        let mut scheduled = 0;
+        let page = self.page.load(Ordering::Relaxed);
+        let (mut after, mut scheduled) = (None, 0);
         loop {
-            let pending = self.next_page(&mut filter)?;
-            if pending.is_empty() {
+            let pending = self.spool.pending(after.as_deref(), page)?;
+            let Some(last) = pending.last() else {
                 return Ok(scheduled);
-            }
+            };
+            after = Some(last.id.clone());
             scheduled += pending.len();
-            for meta in pending {
-                let trigger = if meta.trigger == Trigger::Replay {
-                    Trigger::Replay
-                } else if meta.attempts > 0 {
-                    Trigger::Retry
-                } else {
-                    Trigger::Initial
+            for event in &pending {
+                let queued = worker::Event {
+                    id: &event.id,
+                    route: &event.route,
+                    received_ms: event.received_ms,
                 };
-                self.queue(&meta.upstream).schedule(&meta, now, trigger);
+                self.queue(&event.upstream)
+                    .schedule(queued, now, event.trigger);
             }
         }
     }
@@ -1004,6 +1001,15 @@ mod tests {
         let d = open(dir.path(), &clock);
         let mut events = spool_events(&d, 23).await;
         end(&d, &mut events[4..9], State::Delivered).await;
+        // Pending still, after attempts (retried at the start) or asked to be replayed.
+        for m in &mut events[10..12] {
+            m.attempts = 2;
+        }
+        for m in &mut events[12..14] {
+            ops::mark_replay(m, d.now_ms());
+        }
+        let ops = events[10..14].iter().cloned().map(Op::Update).collect();
+        d.writer.record(ops).await.unwrap();
         d.stop(tokio::time::Instant::now() + Duration::from_secs(1))
             .await;
         drop(d);
@@ -1019,20 +1025,28 @@ mod tests {
         }
 
         let d = open(dir.path(), &clock);
-        // 18 pending, in pages of 5: the last page is short.
+        // 18 pending, in pages of 5: the last page is short. What each attempt is comes from
+        // the index, as the last record left it.
         d.page.store(5, Ordering::Relaxed);
         assert_eq!(d.schedule_pending().unwrap(), 18);
         let queue = d.queue("u");
         assert_eq!(queue.len(), 18);
-        let mut due = std::collections::HashSet::new();
+        let mut due = HashMap::new();
         while let Ok((id, trigger)) = queue.take_due(d.now_ms()) {
-            assert_eq!(trigger, Trigger::Initial);
-            due.insert(id.to_string());
+            due.insert(id.to_string(), trigger);
         }
-        let want: std::collections::HashSet<_> = events
+        let want: HashMap<_, _> = events
             .iter()
-            .filter(|m| m.state == State::Pending)
-            .map(|m| m.id.clone())
+            .enumerate()
+            .filter(|(_, m)| m.state == State::Pending)
+            .map(|(i, m)| {
+                let trigger = match i {
+                    10 | 11 => Trigger::Retry,
+                    12 | 13 => Trigger::Replay,
+                    _ => Trigger::Initial,
+                };
+                (m.id.clone(), trigger)
+            })
             .collect();
         assert_eq!(due, want);
         d.stop(tokio::time::Instant::now() + Duration::from_secs(1))

@@ -28,10 +28,12 @@ use std::ops::Bound;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::meta_codec::{self, Location};
-use super::spool::{EventMeta, Filter, Op, Payload, Spool, SpoolError, State};
+use super::spool::{
+    EventMeta, Filter, Op, Payload, PendingEvent, Spool, SpoolError, State, Trigger,
+};
 
 /// Held locked (`flock`) while a process has the spool open.
 pub const LOCK_FILE: &str = "spool.lock";
@@ -72,8 +74,8 @@ pub struct SegmentSpool {
 
 struct Log {
     index: BTreeMap<String, Entry>,
-    /// The route names the index's entries refer to by number.
-    routes: Routes,
+    /// The route and upstream names the index's entries refer to by number.
+    names: Names,
     segments: BTreeMap<u64, Segment>,
     /// The segment appended to: the last in `segments`.
     active: u64,
@@ -84,11 +86,10 @@ struct Log {
     scratch: Batch,
 }
 
-/// An event in the index: where its latest metadata and its payload are on disk, and what
-/// listing and counting filter on. The metadata itself stays on disk and is read back when an
-/// event is listed or fetched: held here, its bytes were most of the memory a backlog took
-/// (767 bytes per pending event in all, against 344 without them: bench/README.md, "memory
-/// per pending event").
+/// An event in the index: where its latest metadata and its payload are on disk, what listing
+/// and counting filter on, and what a start schedules. The metadata itself stays on disk and
+/// is read back when an event is listed or fetched: held here, its bytes were most of the
+/// memory a backlog took (bench/README.md, "memory per pending event").
 #[derive(Clone)]
 struct Entry {
     /// Where the event's latest [`meta_codec`] bytes are: in its insert record, or in its
@@ -98,34 +99,45 @@ struct Entry {
     /// What listing filters on, so a scan reads only what it returns (retention runs every
     /// minute over every stored event, under the lock commits wait for).
     state: State,
-    /// The route's number in [`Log::routes`]: counts by route read nothing from disk.
+    /// The route's and the upstream's numbers in [`Log::names`]: counting by route and
+    /// scheduling at start read nothing from disk.
     route: u32,
+    upstream: u32,
+    /// What its next attempt is after a restart, if it is pending ([`Trigger::at_start`]).
+    trigger_at_start: Trigger,
     received_ms: u64,
     updated_ms: u64,
     /// Where the payload is (`segment` is the segment's number).
     payload: Location,
 }
 
-/// Route names, each held once, by number.
+/// Route and upstream names, each held once, by number.
 #[derive(Default)]
-struct Routes {
-    names: Vec<String>,
-    numbers: HashMap<String, u32>,
+struct Names {
+    names: Vec<Arc<str>>,
+    numbers: HashMap<Arc<str>, u32>,
 }
 
-impl Routes {
+impl Names {
     fn number(&mut self, name: &str) -> u32 {
         if let Some(&n) = self.numbers.get(name) {
             return n;
         }
         let n = self.names.len() as u32;
-        self.names.push(name.to_string());
-        self.numbers.insert(name.to_string(), n);
+        let name: Arc<str> = Arc::from(name);
+        self.names.push(Arc::clone(&name));
+        self.numbers.insert(name, n);
         n
     }
 
     fn name(&self, number: u32) -> &str {
-        self.names.get(number as usize).map_or("", String::as_str)
+        self.names.get(number as usize).map_or("", |name| name)
+    }
+
+    fn shared(&self, number: u32) -> Arc<str> {
+        self.names
+            .get(number as usize)
+            .map_or_else(|| Arc::from(""), Arc::clone)
     }
 }
 
@@ -185,7 +197,7 @@ impl SegmentSpool {
         numbers.sort_unstable();
         let mut log = Log {
             index: BTreeMap::new(),
-            routes: Routes::default(),
+            names: Names::default(),
             segments: BTreeMap::new(),
             active: 0,
             live: 0,
@@ -346,8 +358,7 @@ fn apply_recovered(log: &mut Log, record: Recovered<'_>) -> Result<(), SpoolErro
     match record {
         Recovered::Insert(record, payload, at) => {
             let meta = meta_codec::decode(record)?;
-            let route = log.routes.number(&meta.route);
-            let entry = Entry::new(at, &meta, route, payload);
+            let entry = Entry::new(at, &meta, &mut log.names, payload);
             log.live += entry.stored_bytes;
             if let Some(old) = log.index.insert(meta.id, entry) {
                 log.live = log.live.saturating_sub(old.stored_bytes);
@@ -355,11 +366,10 @@ fn apply_recovered(log: &mut Log, record: Recovered<'_>) -> Result<(), SpoolErro
         }
         Recovered::State(record, at) => {
             let meta = meta_codec::decode(record)?;
-            let route = log.routes.number(&meta.route);
             // A state for an event removed or moved on since is stale: skip it.
             if let Some(entry) = log.index.get_mut(&meta.id) {
                 log.live = log.live.saturating_sub(entry.stored_bytes) + meta.stored_bytes;
-                *entry = Entry::new(at, &meta, route, entry.payload);
+                *entry = Entry::new(at, &meta, &mut log.names, entry.payload);
             }
         }
         Recovered::Remove(id) => {
@@ -373,12 +383,14 @@ fn apply_recovered(log: &mut Log, record: Recovered<'_>) -> Result<(), SpoolErro
 
 impl Entry {
     /// The entry of `meta`, whose metadata bytes are at `at` and its payload at `payload`.
-    fn new(at: Location, meta: &EventMeta, route: u32, payload: Location) -> Entry {
+    fn new(at: Location, meta: &EventMeta, names: &mut Names, payload: Location) -> Entry {
         Entry {
             meta_at: at,
             stored_bytes: meta.stored_bytes,
             state: meta.state,
-            route,
+            route: names.number(&meta.route),
+            upstream: names.number(&meta.upstream),
+            trigger_at_start: Trigger::at_start(meta),
             received_ms: meta.received_ms,
             updated_ms: meta.updated_ms,
             payload,
@@ -386,14 +398,14 @@ impl Entry {
     }
 
     /// Whether the event may match `filter`, from what the entry holds without reading it.
-    fn may_match(&self, filter: &Filter, routes: &Routes) -> bool {
+    fn may_match(&self, filter: &Filter, names: &Names) -> bool {
         filter.state.is_none_or(|s| s == self.state)
             && filter.since_ms.is_none_or(|t| self.received_ms >= t)
             && filter.updated_before_ms.is_none_or(|t| self.updated_ms < t)
             && filter
                 .route
                 .as_ref()
-                .is_none_or(|r| r == routes.name(self.route))
+                .is_none_or(|r| r == names.name(self.route))
     }
 
     /// The segment holding the event's latest state record (its insert record, or a later one).
@@ -654,7 +666,7 @@ fn put_insert(
     base: u64,
     segment: u64,
     meta: &EventMeta,
-    route: u32,
+    names: &mut Names,
     payload: &bytes::Bytes,
 ) -> Entry {
     let at = Location {
@@ -681,7 +693,7 @@ fn put_insert(
         len: record.len() as u64,
     };
     out.put(&record);
-    Entry::new(meta_at, meta, route, at)
+    Entry::new(meta_at, meta, names, at)
 }
 
 impl Spool for SegmentSpool {
@@ -710,8 +722,7 @@ impl Spool for SegmentSpool {
                         continue;
                     }
                     live += meta.stored_bytes;
-                    let route = log.routes.number(&meta.route);
-                    let entry = put_insert(&mut out, base, number, &meta, route, &payload);
+                    let entry = put_insert(&mut out, base, number, &meta, &mut log.names, &payload);
                     changes.insert(meta.id, Some(entry));
                 }
                 Op::Update(meta) => {
@@ -727,8 +738,7 @@ impl Spool for SegmentSpool {
                         len: record.len() as u64,
                     };
                     put_record(&mut out, STATE, &[&record]);
-                    let route = log.routes.number(&meta.route);
-                    let entry = Entry::new(at, &meta, route, payload);
+                    let entry = Entry::new(at, &meta, &mut log.names, payload);
                     changes.insert(meta.id, Some(entry));
                 }
                 Op::Remove(id) => {
@@ -777,7 +787,7 @@ impl Spool for SegmentSpool {
         let entries = log.index.range::<str, _>((after, Bound::Unbounded));
         for entry in entries
             .map(|(_, e)| e)
-            .filter(|e| e.may_match(filter, &log.routes))
+            .filter(|e| e.may_match(filter, &log.names))
         {
             if out.len() >= limit {
                 break;
@@ -790,6 +800,25 @@ impl Spool for SegmentSpool {
         Ok(out)
     }
 
+    fn pending(&self, after: Option<&str>, limit: usize) -> Result<Vec<PendingEvent>, SpoolError> {
+        let guard = self.lock();
+        let log = guard.as_ref().ok_or(SpoolError::Stopped)?;
+        let after = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(log
+            .index
+            .range::<str, _>((after, Bound::Unbounded))
+            .filter(|(_, e)| e.state == State::Pending)
+            .take(limit)
+            .map(|(id, e)| PendingEvent {
+                id: id.clone(),
+                route: log.names.shared(e.route),
+                upstream: log.names.shared(e.upstream),
+                received_ms: e.received_ms,
+                trigger: e.trigger_at_start,
+            })
+            .collect())
+    }
+
     fn counts(&self) -> Result<HashMap<(String, State), i64>, SpoolError> {
         let guard = self.lock();
         let log = guard.as_ref().ok_or(SpoolError::Stopped)?;
@@ -797,7 +826,7 @@ impl Spool for SegmentSpool {
         for entry in log.index.values() {
             *by_number.entry((entry.route, entry.state)).or_insert(0) += 1;
         }
-        let name = |n| log.routes.name(n).to_string();
+        let name = |n| log.names.name(n).to_string();
         Ok(by_number
             .into_iter()
             .map(|((route, state), n)| ((name(route), state), n))
@@ -852,7 +881,8 @@ impl Spool for SegmentSpool {
             for entry in movers {
                 let payload = bytes::Bytes::from(log.read_payload(entry.payload)?);
                 let meta = log.read_meta(&entry)?;
-                let moved_entry = put_insert(&mut out, base, number, &meta, entry.route, &payload);
+                let moved_entry =
+                    put_insert(&mut out, base, number, &meta, &mut log.names, &payload);
                 moved.push((moved_entry, meta.id));
             }
             log.append(&self.dir, &out, true)?;

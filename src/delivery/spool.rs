@@ -240,6 +240,32 @@ impl Filter {
     }
 }
 
+/// A pending event as a start schedules it: what the store holds in memory, no metadata read
+/// back from disk ([`Spool::pending`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEvent {
+    pub id: String,
+    pub route: std::sync::Arc<str>,
+    pub upstream: std::sync::Arc<str>,
+    pub received_ms: u64,
+    /// What its next attempt is ([`Trigger::at_start`]).
+    pub trigger: Trigger,
+}
+
+impl Trigger {
+    /// What a pending event's next attempt is after a restart: a replay stays one; an event
+    /// attempted before is retried; one never attempted gets its first attempt.
+    pub fn at_start(meta: &EventMeta) -> Trigger {
+        if meta.trigger == Trigger::Replay {
+            Trigger::Replay
+        } else if meta.attempts > 0 {
+            Trigger::Retry
+        } else {
+            Trigger::Initial
+        }
+    }
+}
+
 /// The store. Only the [`Writer`] thread calls [`Spool::commit`]; reads may come from anywhere.
 pub trait Spool: Send + Sync {
     /// Applies `ops` in one transaction. `durable`: it is on disk (one fsync) when this returns,
@@ -250,6 +276,9 @@ pub trait Spool: Send + Sync {
         -> Result<Vec<usize>, SpoolError>;
     /// Every event matching `filter`, oldest first, at most `limit`.
     fn list(&self, filter: &Filter, limit: usize) -> Result<Vec<EventMeta>, SpoolError>;
+    /// Pending events with ids after `after`, oldest first, at most `limit`: what a start
+    /// schedules, without reading each event's metadata back from disk.
+    fn pending(&self, after: Option<&str>, limit: usize) -> Result<Vec<PendingEvent>, SpoolError>;
     /// How many events each route has in each state (for the gauges at start), without
     /// holding them all in memory at once.
     fn counts(&self) -> Result<HashMap<(String, State), i64>, SpoolError>;
@@ -689,6 +718,9 @@ mod tests {
             }
         }
         fn list(&self, _: &Filter, _: usize) -> Result<Vec<EventMeta>, SpoolError> {
+            Ok(vec![])
+        }
+        fn pending(&self, _: Option<&str>, _: usize) -> Result<Vec<PendingEvent>, SpoolError> {
             Ok(vec![])
         }
         fn counts(&self) -> Result<HashMap<(String, State), i64>, SpoolError> {

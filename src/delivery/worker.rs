@@ -279,24 +279,24 @@ struct Inner {
 }
 
 impl Inner {
-    /// Puts `meta`'s event in the entries (not the heap); returns its sequence number and its
-    /// id as the entries hold it.
+    /// Puts `event` in the entries (not the heap); returns its sequence number and its id as
+    /// the entries hold it.
     fn insert(
         &mut self,
-        meta: &EventMeta,
+        event: Event<'_>,
         due_ms: u64,
         trigger: Trigger,
         in_flight: bool,
     ) -> (u64, Arc<str>) {
         self.seq += 1;
-        let id = match self.entries.get_key_value(meta.id.as_str()) {
+        let id = match self.entries.get_key_value(event.id) {
             Some((id, _)) => Arc::clone(id),
-            None => Arc::from(meta.id.as_str()),
+            None => Arc::from(event.id),
         };
-        let route = match self.routes.iter().find(|r| ***r == *meta.route) {
+        let route = match self.routes.iter().find(|r| ***r == *event.route) {
             Some(route) => Arc::clone(route),
             None => {
-                let route: Arc<str> = Arc::from(meta.route.as_str());
+                let route: Arc<str> = Arc::from(event.route);
                 self.routes.push(Arc::clone(&route));
                 route
             }
@@ -307,13 +307,31 @@ impl Inner {
                 due_ms,
                 trigger,
                 route,
-                received_ms: meta.received_ms,
+                received_ms: event.received_ms,
                 seq: self.seq,
                 in_flight,
                 replay_requested: false,
             },
         );
         (self.seq, id)
+    }
+}
+
+/// What the queue keeps of an event.
+#[derive(Clone, Copy)]
+pub struct Event<'a> {
+    pub id: &'a str,
+    pub route: &'a str,
+    pub received_ms: u64,
+}
+
+impl<'a> From<&'a EventMeta> for Event<'a> {
+    fn from(meta: &'a EventMeta) -> Event<'a> {
+        Event {
+            id: &meta.id,
+            route: &meta.route,
+            received_ms: meta.received_ms,
+        }
     }
 }
 
@@ -376,19 +394,16 @@ impl UpstreamQueue {
         self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Schedules (or reschedules) `meta`'s event at `due_ms`. Returns false when the event is
+    /// Schedules (or reschedules) `event` at `due_ms`. Returns false when the event is
     /// being attempted right now (the attempt's own result decides what follows).
-    pub fn schedule(&self, meta: &EventMeta, due_ms: u64, trigger: Trigger) -> bool {
+    pub fn schedule<'a>(&self, event: impl Into<Event<'a>>, due_ms: u64, trigger: Trigger) -> bool {
+        let event = event.into();
         let mut inner = self.lock();
-        if let Some(due) = inner
-            .entries
-            .get_mut(meta.id.as_str())
-            .filter(|d| d.in_flight)
-        {
+        if let Some(due) = inner.entries.get_mut(event.id).filter(|d| d.in_flight) {
             due.replay_requested |= trigger == Trigger::Replay;
             return false;
         }
-        let (seq, id) = inner.insert(meta, due_ms, trigger, false);
+        let (seq, id) = inner.insert(event, due_ms, trigger, false);
         inner.heap.push(Reverse((due_ms, seq, id)));
         drop(inner);
         self.notify.notify_one();
@@ -402,7 +417,7 @@ impl UpstreamQueue {
         if inner.entries.contains_key(meta.id.as_str()) {
             return false;
         }
-        inner.insert(meta, meta.next_attempt_ms, trigger, true);
+        inner.insert(meta.into(), meta.next_attempt_ms, trigger, true);
         true
     }
 
